@@ -1,0 +1,40 @@
+"""Spread over images: standard error and a seeded percentile-bootstrap 95% interval."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def sem(values: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Standard error of the mean, std(ddof=1)/√n; NaN for fewer than two values."""
+    values = np.asarray(values, dtype=np.float64)
+    n = values.shape[axis]
+    if n < 2:
+        return np.full(np.delete(values.shape, axis), np.nan) if values.ndim > 1 else np.float64(np.nan)
+    return values.std(axis=axis, ddof=1) / np.sqrt(n)
+
+
+def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, axis: int = 0,
+                 level: float = 0.95, stat=np.mean) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap interval of ``stat`` over ``axis`` (the images), vectorised and seeded.
+
+    All columns share the same resampled image indices, so paired quantities stay paired.
+    """
+    values = np.moveaxis(np.asarray(values, dtype=np.float64), axis, 0)
+    n = values.shape[0]
+    if n == 0:
+        nan = np.full(values.shape[1:], np.nan)
+        return nan, nan
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    boots = stat(values[idx], axis=1)
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(boots, [alpha, 1.0 - alpha], axis=0)
+    return low, high
+
+
+def describe(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+    """mean, sem, ci_low, ci_high, n of a 1-D sample (one value per image)."""
+    values = np.asarray(values, dtype=np.float64)
+    low, high = bootstrap_ci(values, n_boot=n_boot, seed=seed)
+    return {"mean": float(values.mean()) if len(values) else float("nan"), "sem": float(sem(values)),
+            "ci_low": float(low), "ci_high": float(high), "n_images": int(len(values))}

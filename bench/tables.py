@@ -1,0 +1,76 @@
+"""The tidy-table schema (SPEC §8), defined once, and atomic writes.
+
+Every row carries the run's provenance, so tables from different runs and sweeps concatenate:
+
+curves.parquet — one row per (image, order, step k = 0..L):
+    PROVENANCE + image_id, label, target_class, order (morf | random), step, fraction_perturbed,
+    score_value (f_c(x⁽ᵏ⁾) averaged over repeats), score_std (over repeats), aopc (AOPC(k), this image)
+summary.csv — one row per quantity (aopc_morf | aopc_random | aopc_morf_minus_random) at the final L:
+    PROVENANCE + quantity, mean, sem, ci_low, ci_high, n_images
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+PROVENANCE = [
+    "method", "method_params", "pooling", "dataset", "model", "perturbation", "patch", "steps", "L",
+    "n_regions", "repeats", "target", "score", "seed", "device", "bench_version", "torch_version",
+    "torchvision_version", "numpy_version", "python_version", "wall_time_s",
+]
+CURVE_COLUMNS = PROVENANCE + ["image_id", "label", "target_class", "order", "step", "fraction_perturbed",
+                              "score_value", "score_std", "aopc"]
+SUMMARY_COLUMNS = PROVENANCE + ["quantity", "mean", "sem", "ci_low", "ci_high", "n_images"]
+
+
+def versions() -> dict[str, str]:
+    import numpy
+    import torch
+    import torchvision
+
+    from . import __version__
+    return {"bench_version": __version__, "torch_version": torch.__version__,
+            "torchvision_version": torchvision.__version__, "numpy_version": numpy.__version__,
+            "python_version": platform.python_version()}
+
+
+def params_json(params: dict[str, Any]) -> str:
+    """Method parameters as a canonical JSON string column (sorted keys)."""
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Write via a temporary file in the same folder, then rename: readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_parquet(df: pd.DataFrame, path: Path) -> None:
+    atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+
+
+def with_provenance(df: pd.DataFrame, provenance: dict[str, Any], columns: list[str]) -> pd.DataFrame:
+    """Prefix the run's provenance columns and order the columns as the schema says."""
+    df = df.copy()
+    for key in PROVENANCE:
+        df[key] = provenance[key]
+    return df[columns]

@@ -1,0 +1,18 @@
+"""Random heatmaps: i.i.d. U[0, 1) per input element, seeded per image (SPEC §2 random baseline).
+
+Note: every run also evaluates the exact uniform random *order* of regions as its paired baseline
+(bench/regions.py); this method exists so that "random" can also be swept like any other method.
+"""
+
+import torch
+
+from bench.api import Context, Method
+from bench.seeding import rand_per_image
+
+
+class RandomHeatmap(Method):
+    pooling = "sum"
+
+    def attribute(self, model, x: torch.Tensor, target: torch.Tensor, ctx: Context) -> torch.Tensor:
+        r = rand_per_image(ctx.seed, "random_heatmap", list(ctx.image_ids), tuple(x.shape[1:]))
+        return r.to(device=x.device, dtype=x.dtype)

@@ -1,0 +1,30 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Tests train the embedded CNN for one epoch (seconds) into a throw-away cache, shared by the session.
+FAST_MODEL = ["model.params.epochs=1"]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model-cache")
+    os.environ["BENCH_CACHE_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture
+def run_cli(cache_dir, tmp_path):
+    """Run ``python -m bench`` in a subprocess; returns (CompletedProcess, run_dir)."""
+    def _run(*overrides, env=None, run_dir=None):
+        run_dir = run_dir or tmp_path / "run"
+        args = [sys.executable, "-m", "bench", *FAST_MODEL, f"hydra.run.dir={run_dir}", *overrides]
+        proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "BENCH_CACHE_DIR": str(cache_dir), **(env or {})})
+        return proc, run_dir
+    return _run

@@ -1,0 +1,110 @@
+"""End-to-end: ``python -m bench`` on the embedded default, its tables, and one-line errors."""
+
+import os
+import textwrap
+
+import pandas as pd
+import pytest
+
+from bench.tables import CURVE_COLUMNS, SUMMARY_COLUMNS
+
+SMALL = ["n_images=4", "steps=5", "repeats=2", "batch_size=16", "bootstrap=200"]
+
+
+def test_run_writes_both_tables(run_cli):
+    proc, run_dir = run_cli(*SMALL, "method=sensitivity")
+    assert proc.returncode == 0, proc.stderr
+    assert "sensitivity" in proc.stdout and "AOPC − random" in proc.stdout
+    curves = pd.read_parquet(run_dir / "curves.parquet")
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert list(curves.columns) == CURVE_COLUMNS and list(summary.columns) == SUMMARY_COLUMNS
+    assert len(curves) == 4 * 2 * 6 and set(curves.order) == {"morf", "random"}
+    assert curves.groupby(["image_id", "order"]).step.apply(list).map(lambda s: s == list(range(6))).all()
+    assert set(summary.quantity) == {"aopc_morf", "aopc_random", "aopc_morf_minus_random"}
+    assert (summary.n_images == 4).all() and (summary.L == 5).all() and (curves.method == "sensitivity").all()
+    # the summary is the mean over images of the per-image AOPC(L) of the curve table
+    final = curves[curves.step == 5].pivot(index="image_id", columns="order", values="aopc")
+    s = summary.set_index("quantity")["mean"]
+    assert s["aopc_morf"] == pytest.approx(final["morf"].mean())
+    assert s["aopc_morf_minus_random"] == pytest.approx((final["morf"] - final["random"]).mean())
+    # steps 0: nothing perturbed, both orders share f(x0); fraction grows to L regions of 16 px
+    first = curves[curves.step == 0]
+    assert (first.fraction_perturbed == 0).all() and (first.aopc == 0).all()
+    assert curves[curves.step == 5].fraction_perturbed.eq(5 * 16 / 784).all()
+    assert (run_dir / "config.yaml").is_file()
+
+
+def test_lrp_eps_patch_9_and_same_numbers_for_any_batch_size(run_cli, tmp_path):
+    a, dir_a = run_cli(*SMALL, "method=lrp_eps", "patch=9", run_dir=tmp_path / "a")
+    b, dir_b = run_cli(*SMALL[:3], "batch_size=3", "bootstrap=200", "method=lrp_eps", "patch=9",
+                       run_dir=tmp_path / "b")
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    ca, cb = pd.read_parquet(dir_a / "curves.parquet"), pd.read_parquet(dir_b / "curves.parquet")
+    assert (ca.n_regions == 16).all() and (ca.L == 5).all()
+    pd.testing.assert_series_equal(ca.score_value, cb.score_value, rtol=1e-5)
+    pd.testing.assert_series_equal(ca.aopc, cb.aopc, rtol=1e-5, atol=1e-6)
+
+
+BAD = {
+    "method=nonexistent": "unknown method 'nonexistent'; available: ",
+    "dataset=nonexistent": "unknown dataset 'nonexistent'; available: mnist_embedded",
+    "model=nonexistent": "unknown model 'nonexistent'; available: embedded_cnn",
+    "patch=0": "patch must be a positive integer",
+    "patch=29": "patch=29 is larger than the 28×28 images",
+    "steps=0": "steps must be a positive integer",
+    "repeats=0": "repeats must be a positive integer",
+    "n_images=1001": "n_images=1001 but dataset 'mnist_embedded' has only 1000",
+}
+
+
+@pytest.mark.parametrize("override", BAD)
+def test_bad_input_is_one_clear_line(run_cli, override):
+    proc, _ = run_cli(override)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and BAD[override] in lines[0], proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_works_with_a_hugging_face_like_datasets_package_installed(run_cli, tmp_path):
+    shadow = tmp_path / "site"
+    (shadow / "datasets").mkdir(parents=True)
+    (shadow / "datasets" / "__init__.py").write_text(textwrap.dedent("""
+        HUGGING_FACE = True
+        def load_dataset(*a, **k): raise RuntimeError("not the suite's datasets")
+    """))
+    env = {"PYTHONPATH": os.pathsep.join([str(shadow), os.environ.get("PYTHONPATH", "")])}
+    proc, run_dir = run_cli("n_images=2", "steps=2", "repeats=1", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert (run_dir / "summary.csv").is_file()
+
+
+def readme_blocks():
+    """The ``# <path>`` code blocks of README.md's "Adding a method" section."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text[text.index("## Adding a method"):text.index("## Adding a dataset")]
+    return dict(re.findall(r"```(?:python|yaml)\n# (\S+)\n(.*?)```", section, re.S))
+
+
+def test_readme_adding_a_method_example_runs(run_cli, tmp_path):
+    from pathlib import Path
+
+    blocks = readme_blocks()
+    assert set(blocks) == {"methods/gradient_x_input.py", "conf/method/gradient_x_input.yaml"}
+    root = Path(__file__).resolve().parent.parent
+    for path, body in blocks.items():  # the README shows the file exactly as it is in the repository
+        assert (root / path).read_text() == body
+    # … and the same two files, dropped into a fresh plug-in folder under a new name, are a new method
+    plugin = tmp_path / "my_plugins"
+    (plugin / "methods").mkdir(parents=True)
+    (plugin / "conf" / "method").mkdir(parents=True)
+    (plugin / "methods" / "my_taylor.py").write_text(blocks["methods/gradient_x_input.py"])
+    yaml = blocks["conf/method/gradient_x_input.yaml"].replace("gradient_x_input", "my_taylor")
+    (plugin / "conf" / "method" / "my_taylor.yaml").write_text(yaml)
+    proc, run_dir = run_cli("method=my_taylor", f"hydra.searchpath=[file://{plugin / 'conf'}]", *SMALL,
+                            env={"BENCH_PLUGIN_PATH": str(plugin)})
+    assert proc.returncode == 0, proc.stderr
+    assert (pd.read_csv(run_dir / "summary.csv").method == "my_taylor").all()
