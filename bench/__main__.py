@@ -44,7 +44,8 @@ def check_group_overrides(argv: list[str]) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def app(cfg: DictConfig) -> float | None:
-    from .run import format_table, run  # heavy imports after argument checks
+    from .run import run  # heavy imports after argument checks
+    from .summary import format_table
 
     out_dir = HydraConfig.get().runtime.output_dir
     try:

@@ -74,10 +74,19 @@ class Method:
         raise NotImplementedError
 
 
+class UnreadableImage(Exception):
+    """Raised by ``Dataset.get`` for a corrupt or unreadable file: the run skips, counts and reports it."""
+
+    def __init__(self, image_id: str, reason: str) -> None:
+        super().__init__(f"{image_id}: {reason}")
+        self.image_id, self.reason = image_id, reason
+
+
 class Dataset:
     """Evaluation images in a fixed order. ``get(i) -> (image_id, raw, label)`` with ``raw`` a float
-    tensor C×H×W in ``normalization.raw_range``; the engine normalises. ``image_id`` must be unique and
-    stable (it seeds the per-image random streams)."""
+    tensor C×H×W of shape ``image_shape`` in ``normalization.raw_range``; the engine normalises.
+    ``image_id`` must be unique and stable (it seeds the per-image random streams). A file that cannot be
+    read raises ``UnreadableImage`` (skipped and reported, not fatal)."""
 
     normalization: Normalization = Normalization()
     num_classes: int = 0

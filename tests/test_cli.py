@@ -108,3 +108,32 @@ def test_readme_adding_a_method_example_runs(run_cli, tmp_path):
                             env={"BENCH_PLUGIN_PATH": str(plugin)})
     assert proc.returncode == 0, proc.stderr
     assert (pd.read_csv(run_dir / "summary.csv").method == "my_taylor").all()
+
+
+def test_nan_heatmaps_are_skipped_and_reported(run_cli, tmp_path):
+    plugin = tmp_path / "nan_plugin"
+    (plugin / "methods").mkdir(parents=True)
+    (plugin / "conf" / "method").mkdir(parents=True)
+    (plugin / "methods" / "half_nan.py").write_text(textwrap.dedent("""
+        import torch
+        from bench.api import Method
+
+        class HalfNaN(Method):
+            def attribute(self, model, x, target, ctx):
+                r = torch.rand_like(x)
+                r[::2] = float("nan")  # every other image of the batch
+                return r
+    """))
+    (plugin / "conf" / "method" / "half_nan.yaml").write_text("name: half_nan\nplugin: half_nan\npooling: null\n")
+    common = ["method=half_nan", f"hydra.searchpath=[file://{plugin / 'conf'}]", "steps=2", "repeats=1"]
+    proc, run_dir = run_cli(*common, "n_images=4", env={"BENCH_PLUGIN_PATH": str(plugin)})
+    assert proc.returncode == 0, proc.stderr
+    skipped = pd.read_csv(run_dir / "skipped.csv")
+    assert len(skipped) == 2 and skipped.reason.str.contains("non-finite").all()
+    assert (pd.read_csv(run_dir / "summary.csv").n_images == 2).all()
+    assert "2 image(s) skipped" in proc.stdout + proc.stderr
+    # all images bad: one line, exit 2, and the skipped list is kept
+    proc, run_dir = run_cli(*common, "n_images=1", env={"BENCH_PLUGIN_PATH": str(plugin)},
+                            run_dir=tmp_path / "all_bad")
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: no image could be evaluated")
+    assert len(proc.stderr.strip().splitlines()) == 1 and (run_dir / "skipped.csv").is_file()
