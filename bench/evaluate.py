@@ -56,8 +56,9 @@ class Evaluator:
         return pool_channels(self.method.attribute(self.model, x, target, ctx), self.pooling)
 
     def evaluate(self, image_ids: list[str], raw: torch.Tensor, labels: torch.Tensor
-                 ) -> tuple[pd.DataFrame | None, list[str]]:
-        """Curve rows of one batch, and the ids of images skipped because their heatmap is not finite."""
+                 ) -> tuple[dict[str, pd.DataFrame] | None, list[str]]:
+        """Tidy rows of one batch by table name (``{"curves": ...}``), and the ids of the images skipped
+        because their heatmap is not finite."""
         x = self.normalization.normalize(raw.to(self.device, non_blocking=True).float())
         with torch.inference_mode():
             logits = self.model(x)
@@ -86,7 +87,7 @@ class Evaluator:
         sizes = self.region_sizes.to(curve.dtype)
         replaced = torch.stack([sizes[orders[o][:, :self.L]].cumsum(1) for o in ORDERS], 1) / self.ids_map.numel()
         fraction = torch.cat([torch.zeros_like(first), replaced], -1)
-        return self._rows(image_ids, labels, target, curve, spread, aopc, fraction), skipped
+        return {"curves": self._rows(image_ids, labels, target, curve, spread, aopc, fraction)}, skipped
 
     def _rows(self, image_ids, labels, target, curve, spread, aopc, fraction) -> pd.DataFrame:
         """Per-image arrays (B, O, L+1) → tidy rows ordered by (image, order, step)."""

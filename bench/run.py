@@ -27,8 +27,7 @@ from .perturbation import make_replacement
 from .pooling import POOLINGS
 from .scoring import SCORES, TARGETS
 from .summary import summarize_run
-from .tables import (CURVE_COLUMNS, SUMMARY_COLUMNS, params_json, versions, with_provenance, write_csv,
-                     write_parquet)
+from .tables import params_json, versions, with_provenance, write_csv, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -155,15 +154,16 @@ def run(cfg: DictConfig, out_dir: str | Path) -> pd.DataFrame:
     loader = DataLoader(_Items(job.dataset, job.n_images), batch_size=job.batch_size, shuffle=False,
                         num_workers=int(cfg.get("num_workers", 0)), pin_memory=job.device.type == "cuda",
                         collate_fn=_collate)
-    frames, skipped = [], []
+    frames: dict[str, list[pd.DataFrame]] = {}
+    skipped = []
     for image_ids, raw, labels, unreadable in loader:
         skipped += [(u.image_id, f"unreadable image: {u.reason}") for u in unreadable]
         if not image_ids:
             continue
-        rows, nonfinite = evaluator.evaluate(image_ids, raw, labels)
+        tables, nonfinite = evaluator.evaluate(image_ids, raw, labels)
         skipped += [(i, f"method '{cfg.method.name}' gave a non-finite (NaN/inf) heatmap") for i in nonfinite]
-        if rows is not None:
-            frames.append(rows)
+        for name, rows in (tables or {}).items():
+            frames.setdefault(name, []).append(rows)
     if skipped:
         report = pd.DataFrame(skipped, columns=["image_id", "reason"])
         write_csv(report, out_dir / "skipped.csv")
@@ -174,9 +174,10 @@ def run(cfg: DictConfig, out_dir: str | Path) -> pd.DataFrame:
                          f"(see {out_dir / 'skipped.csv'}) — nothing else was computed")
 
     prov = provenance(cfg, job, evaluator, time.perf_counter() - start)
-    curves = with_provenance(pd.concat(frames, ignore_index=True), prov, CURVE_COLUMNS)
-    summary = with_provenance(summarize_run(curves, int(cfg.bootstrap), cfg.seed), prov, SUMMARY_COLUMNS)
-    write_parquet(curves, out_dir / "curves.parquet")
+    tables = {name: with_provenance(pd.concat(parts, ignore_index=True), prov) for name, parts in frames.items()}
+    summary = with_provenance(summarize_run(tables, int(cfg.bootstrap), cfg.seed), prov)
+    for name, table in tables.items():
+        write_parquet(table, out_dir / f"{name}.parquet")
     write_csv(summary, out_dir / "summary.csv")
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     return summary

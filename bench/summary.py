@@ -20,10 +20,11 @@ def final_aopc(curves: pd.DataFrame) -> pd.DataFrame:
     return last.pivot(index="image_id", columns="order", values="aopc").loc[last.image_id.unique()]
 
 
-def summarize_run(curves: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
+def summarize_run(tables: dict[str, pd.DataFrame], n_boot: int, seed: int) -> pd.DataFrame:
     """MoRF AOPC(L), random-baseline AOPC(L) and their paired per-image difference: mean, s.e.m. and a
-    95% bootstrap interval over images (the same resamples for all three, so the pair stays paired)."""
-    final = final_aopc(curves)
+    95% bootstrap interval over images (the same resamples for all three, so the pair stays paired).
+    ``tables`` are a run's tidy tables by name (at least ``curves``)."""
+    final = final_aopc(tables["curves"])
     morf, rnd = final["morf"].to_numpy(), final["random"].to_numpy()
     values = np.stack([morf, rnd, morf - rnd], 1)
     low, high = bootstrap_ci(values, n_boot=n_boot, seed=seed)

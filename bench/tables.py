@@ -68,9 +68,10 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
     atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
 
 
-def with_provenance(df: pd.DataFrame, provenance: dict[str, Any], columns: list[str]) -> pd.DataFrame:
-    """Prefix the run's provenance columns and order the columns as the schema says."""
+def with_provenance(df: pd.DataFrame, provenance: dict[str, Any]) -> pd.DataFrame:
+    """The run's provenance columns first (SPEC §8), then the table's own columns."""
+    own = [c for c in df.columns if c not in PROVENANCE]
     df = df.copy()
     for key in PROVENANCE:
         df[key] = provenance[key]
-    return df[columns]
+    return df[PROVENANCE + own]
