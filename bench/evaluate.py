@@ -39,6 +39,7 @@ class Evaluator:
     target: str = "predicted"
     score: str = "logit"
     device: torch.device = torch.device("cpu")
+    save_heatmaps: int = 0  # keep the pixel heatmaps of the images at dataset positions < this
 
     def __post_init__(self) -> None:
         h, w = self.image_hw
@@ -55,10 +56,12 @@ class Evaluator:
         ctx = Context(image_ids=image_ids, seed=self.seed, normalization=self.normalization)
         return pool_channels(self.method.attribute(self.model, x, target, ctx), self.pooling)
 
-    def evaluate(self, image_ids: list[str], raw: torch.Tensor, labels: torch.Tensor
-                 ) -> tuple[dict[str, pd.DataFrame] | None, list[str]]:
-        """Tidy rows of one batch by table name (``{"curves": ...}``), and the ids of the images skipped
-        because their heatmap is not finite."""
+    def evaluate(self, image_ids: list[str], raw: torch.Tensor, labels: torch.Tensor,
+                 indices: list[int] | None = None) -> tuple[dict[str, pd.DataFrame] | None, list[str]]:
+        """Tidy rows of one batch by table name, and the ids of the images skipped because their heatmap
+        is not finite. Tables: ``curves`` always; ``heatmaps`` (image_id, height, width, heatmap as a
+        flat float32 array) for images whose dataset position ``indices[i] < save_heatmaps``."""
+        indices = list(range(len(image_ids))) if indices is None else list(indices)
         x = self.normalization.normalize(raw.to(self.device, non_blocking=True).float())
         with torch.inference_mode():
             logits = self.model(x)
@@ -72,6 +75,7 @@ class Evaluator:
             x, heat, target, f0 = x[keep], heat[keep], target[keep], f0[keep]
             labels = labels[keep.cpu()]
             image_ids = [image_ids[i] for i in keep.tolist()]
+            indices = [indices[i] for i in keep.tolist()]
             if not image_ids:
                 return None, skipped
 
@@ -87,7 +91,14 @@ class Evaluator:
         sizes = self.region_sizes.to(curve.dtype)
         replaced = torch.stack([sizes[orders[o][:, :self.L]].cumsum(1) for o in ORDERS], 1) / self.ids_map.numel()
         fraction = torch.cat([torch.zeros_like(first), replaced], -1)
-        return {"curves": self._rows(image_ids, labels, target, curve, spread, aopc, fraction)}, skipped
+        tables = {"curves": self._rows(image_ids, labels, target, curve, spread, aopc, fraction)}
+        saved = [i for i, index in enumerate(indices) if index < self.save_heatmaps]
+        if saved:
+            h, w = self.image_hw
+            tables["heatmaps"] = pd.DataFrame({
+                "image_id": [image_ids[i] for i in saved], "height": h, "width": w,
+                "heatmap": list(heat[saved].float().cpu().numpy().reshape(len(saved), -1))})
+        return tables, skipped
 
     def _rows(self, image_ids, labels, target, curve, spread, aopc, fraction) -> pd.DataFrame:
         """Per-image arrays (B, O, L+1) → tidy rows ordered by (image, order, step)."""

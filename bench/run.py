@@ -104,28 +104,40 @@ class Job:
 
 
 class _Items(torch.utils.data.Dataset):
-    def __init__(self, dataset: Dataset, n: int) -> None:
-        self.dataset, self.n = dataset, n
+    """Dataset positions ``indices`` → (position, image_id, raw, label), or the UnreadableImage raised."""
+
+    def __init__(self, dataset: Dataset, indices: range) -> None:
+        self.dataset, self.indices = dataset, indices
 
     def __len__(self) -> int:
-        return self.n
+        return len(self.indices)
 
     def __getitem__(self, i: int):
+        index = self.indices[i]
         try:
-            image_id, raw, label = self.dataset.get(i)
+            image_id, raw, label = self.dataset.get(index)
         except UnreadableImage as exc:
             return exc
-        return image_id, raw.float(), label
+        return index, image_id, raw.float(), label
 
 
-def _collate(items: list) -> tuple[list[str], torch.Tensor | None, torch.Tensor | None, list[UnreadableImage]]:
+@dataclass
+class Batch:
+    indices: list[int]
+    image_ids: list[str]
+    raw: torch.Tensor | None
+    labels: torch.Tensor | None
+    unreadable: list[UnreadableImage]
+
+
+def _collate(items: list) -> Batch:
     """Stack the readable items; pass the unreadable ones on to be reported."""
     bad = [it for it in items if isinstance(it, UnreadableImage)]
     good = [it for it in items if not isinstance(it, UnreadableImage)]
     if not good:
-        return [], None, None, bad
-    return ([it[0] for it in good], torch.stack([it[1] for it in good]),
-            torch.tensor([it[2] for it in good], dtype=torch.long), bad)
+        return Batch([], [], None, None, bad)
+    return Batch([it[0] for it in good], [it[1] for it in good], torch.stack([it[2] for it in good]),
+                 torch.tensor([it[3] for it in good], dtype=torch.long), bad)
 
 
 def provenance(cfg: DictConfig, job: Job, evaluator: Evaluator, wall_time_s: float) -> dict[str, Any]:
@@ -149,18 +161,18 @@ def run(cfg: DictConfig, out_dir: str | Path) -> pd.DataFrame:
         replacement=make_replacement(cfg.perturbation.name, **params_of(cfg.perturbation)),
         normalization=job.dataset.normalization, image_hw=tuple(job.dataset.image_shape[1:]), patch=job.patch,
         steps=job.steps, repeats=job.repeats, batch_size=job.batch_size, seed=cfg.seed, target=cfg.target,
-        score=cfg.score, device=job.device)
+        score=cfg.score, device=job.device, save_heatmaps=int(cfg.get("save_heatmaps", 0)))
 
-    loader = DataLoader(_Items(job.dataset, job.n_images), batch_size=job.batch_size, shuffle=False,
+    loader = DataLoader(_Items(job.dataset, range(job.n_images)), batch_size=job.batch_size, shuffle=False,
                         num_workers=int(cfg.get("num_workers", 0)), pin_memory=job.device.type == "cuda",
                         collate_fn=_collate)
     frames: dict[str, list[pd.DataFrame]] = {}
     skipped = []
-    for image_ids, raw, labels, unreadable in loader:
-        skipped += [(u.image_id, f"unreadable image: {u.reason}") for u in unreadable]
-        if not image_ids:
+    for batch in loader:
+        skipped += [(u.image_id, f"unreadable image: {u.reason}") for u in batch.unreadable]
+        if not batch.image_ids:
             continue
-        tables, nonfinite = evaluator.evaluate(image_ids, raw, labels)
+        tables, nonfinite = evaluator.evaluate(batch.image_ids, batch.raw, batch.labels, batch.indices)
         skipped += [(i, f"method '{cfg.method.name}' gave a non-finite (NaN/inf) heatmap") for i in nonfinite]
         for name, rows in (tables or {}).items():
             frames.setdefault(name, []).append(rows)
