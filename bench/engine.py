@@ -1,12 +1,13 @@
 """Region-perturbation curves, batched over images × orders × repeats × steps (TNNLS Sec. III-A).
 
-For every image b, order o (MoRF, random baseline, ...), repeat j and step k = 1..L the perturbed input is
+Static replacements (bench/perturbation.py): for every image b, order o, repeat j and step k = 1..L
 
-    x⁽ᵏ⁾ = where(rank_o[b] < k, replacement[b, j], x[b])            (eq. 11, cumulative masks)
+    x⁽ᵏ⁾ = where(rank_o[b] < k, replacement[b, j], x[b])            (eq. 11 with cumulative masks)
 
-built on the device for a whole chunk of work items at once, so the only per-chunk cost besides the
-model's forward pass is one elementwise select. The unperturbed score f_c(x⁽⁰⁾) is computed once per
-image by the caller and is shared by all orders and repeats.
+is built on the device for a whole chunk of work items at once, so the only cost per chunk besides the
+model's forward pass is one gather and one elementwise select. Sequential replacements apply
+g(x⁽ᵏ⁻¹⁾, r_k) step after step to all (image, order) pairs of the batch at once. The unperturbed score
+f_c(x⁽⁰⁾) is computed once per image by the caller and shared by all orders and repeats.
 """
 
 from __future__ import annotations
@@ -15,18 +16,13 @@ from typing import Callable
 
 import torch
 
+ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
 
 @torch.inference_mode()
-def perturbed_scores(
-    score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    x: torch.Tensor,
-    ranks: torch.Tensor,
-    replacement: torch.Tensor,
-    target: torch.Tensor,
-    steps: int,
-    batch_size: int,
-) -> torch.Tensor:
-    """Scores f_c(x⁽ᵏ⁾) for k = 1..steps.
+def perturbed_scores(score_fn: ScoreFn, x: torch.Tensor, ranks: torch.Tensor, replacement: torch.Tensor,
+                     target: torch.Tensor, steps: int, batch_size: int) -> torch.Tensor:
+    """Scores f_c(x⁽ᵏ⁾), k = 1..steps, for a static replacement.
 
     Args:
         score_fn: ``(inputs (N,C,H,W), targets (N,)) -> scores (N,)``, the model and score of SPEC §1.
@@ -38,7 +34,7 @@ def perturbed_scores(
         batch_size: model inputs per forward pass.
 
     Returns:
-        (B, O, J, L) scores. Item (b, o, j, k) does not depend on which chunk it was computed in.
+        (B, O, J, L) scores. Item (b, o, j, k) does not depend on the chunk it was computed in.
     """
     n_img, n_ord = ranks.shape[:2]
     n_rep = replacement.shape[1]
@@ -52,8 +48,29 @@ def perturbed_scores(
         b = item // (steps * n_rep * n_ord)
         mask = (ranks[b, o] < k.view(-1, 1, 1)).unsqueeze(1)
         inputs = torch.where(mask, replacement[b, j], x[b])
-        out[start:start + len(item)] = score_fn(inputs, target[b])
+        out[start:start + len(item)] = score_fn(inputs, target[b]).float()
     return out.view(n_img, n_ord, n_rep, steps)
+
+
+@torch.inference_mode()
+def sequential_scores(score_fn: ScoreFn, x: torch.Tensor, ranks: torch.Tensor, step_fn, target: torch.Tensor,
+                      steps: int, batch_size: int) -> torch.Tensor:
+    """Scores f_c(x⁽ᵏ⁾), k = 1..steps, for a sequential replacement x⁽ᵏ⁾ = step_fn(x⁽ᵏ⁻¹⁾, region r_k).
+
+    All (image, order) pairs advance together one step at a time, so memory is that of B·O images.
+    Returns (B, O, 1, L) scores (one "repeat": sequential replacements are deterministic).
+    """
+    n_img, n_ord = ranks.shape[:2]
+    current = x.repeat_interleave(n_ord, 0)
+    flat_ranks = ranks.reshape(n_img * n_ord, 1, *ranks.shape[2:])
+    targets = target.repeat_interleave(n_ord, 0)
+    out = torch.empty(n_img * n_ord, steps, dtype=torch.float32, device=x.device)
+    for k in range(steps):
+        current = step_fn(current, flat_ranks == k)
+        for start in range(0, len(current), batch_size):
+            out[start:start + batch_size, k] = score_fn(current[start:start + batch_size],
+                                                        targets[start:start + batch_size]).float()
+    return out.view(n_img, n_ord, 1, steps)
 
 
 def aopc_curve(unperturbed: torch.Tensor, curve: torch.Tensor) -> torch.Tensor:

@@ -1,13 +1,18 @@
-"""Per batch of images: heatmaps → region orders → perturbation curves → per-image tidy rows.
+"""Per batch of images: heatmaps → region orders → perturbation curves (+ complexity, continuity) → rows.
 
 ``Evaluator`` holds what is fixed for a run (model, method, regions, replacement, settings) and turns one
-batch of raw images into rows of the curve table (without the run's provenance columns, which
+batch of raw images into tidy rows by table name (without the run's provenance columns, which
 bench/tables.py adds). It knows nothing of files, shards or resuming; bench/run.py does.
+
+Tables: ``curves`` (always), ``curves_repeats`` (``per_repeat``), ``heatmaps`` (first ``save_heatmaps``
+images), ``complexity`` and ``continuity`` (when listed in ``metrics``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,12 +20,24 @@ import torch
 from torch import nn
 
 from .api import Context, Method, Normalization
-from .engine import aopc_curve, perturbed_scores
+from .engine import aopc_curve, perturbed_scores, sequential_scores
+from .errors import BenchError
+from .perturbation import Replacement
 from .pooling import pool_channels
 from .regions import n_regions, pixel_ranks, region_scores, seeded_orders, tile_ids
 from .scoring import choose_target, score_of
 
-ORDERS = ("morf", "random")
+ORDERS = ("morf", "lerf", "random")
+METRICS = ("aopc", "complexity", "continuity")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_choice(name: str, values, allowed) -> tuple:
+    values = (values,) if isinstance(values, str) else tuple(values)
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise BenchError(f"{name}: unknown value '{bad[0]}'; choose from {', '.join(allowed)}")
+    return values
 
 
 @dataclass
@@ -28,7 +45,7 @@ class Evaluator:
     model: nn.Module
     method: Method
     pooling: str
-    replacement: object
+    replacement: Replacement
     normalization: Normalization
     image_hw: tuple[int, int]
     patch: int
@@ -40,58 +57,82 @@ class Evaluator:
     score: str = "logit"
     device: torch.device = torch.device("cpu")
     save_heatmaps: int = 0  # keep the pixel heatmaps of the images at dataset positions < this
+    orders: tuple[str, ...] = ("morf", "random")  # the random baseline is always evaluated
+    per_repeat: bool = False
+    precision: str = "fp32"  # of the perturbation forward passes (attribution always runs in fp32)
+    channels_last: bool = False
+    compile: bool = False
+    metrics: tuple[str, ...] = ("aopc",)
+    complexity: dict[str, Any] = field(default_factory=dict)   # bench.complexity.complexity keywords
+    continuity: dict[str, Any] = field(default_factory=dict)   # bench.continuity.continuity keywords
 
     def __post_init__(self) -> None:
+        wanted = set(check_choice("orders", self.orders, ORDERS)) | {"random"}
+        self.orders = tuple(o for o in ORDERS if o in wanted)
+        self.metrics = check_choice("metrics", self.metrics, METRICS)
+        check_choice("precision", self.precision, tuple(PRECISIONS))
+        if self.precision == "fp16" and self.device.type == "cpu":
+            raise BenchError("precision=fp16 needs a GPU; use precision=bf16 or fp32 on the CPU")
+        if self.replacement.sequential or not self.replacement.random:
+            self.repeats = 1  # deterministic g: repeats would only repeat the same numbers
         h, w = self.image_hw
         self.regions = n_regions(h, w, self.patch)
         self.L = min(self.steps, self.regions)
         self.ids_map = tile_ids(h, w, self.patch, device=self.device)
         self.region_sizes = torch.bincount(self.ids_map.flatten(), minlength=self.regions)
+        self._forward = self.model
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if self.compile:
+            self._forward = torch.compile(self.model)
+
+    # -- model calls -------------------------------------------------------------------------------
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The model's outputs with the run's precision, memory format and compilation; used for the
+        unperturbed and the perturbed inputs alike, so a curve never mixes precisions."""
+        if self.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        dtype = PRECISIONS[self.precision]
+        with torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext():
+            return self._forward(inputs).float()
 
     def score_fn(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return score_of(self.model(inputs), target, self.score)
+        """f_c of a chunk of perturbed inputs (SPEC §1)."""
+        return score_of(self.logits(inputs), target, self.score)
 
-    def heatmaps(self, x: torch.Tensor, target: torch.Tensor, image_ids: list[str]) -> torch.Tensor:
-        """(B, H, W) pixel heatmaps h of the method, pooled over channels (SPEC §2)."""
+    def attribute(self, x: torch.Tensor, target: torch.Tensor, image_ids: list[str]) -> torch.Tensor:
         ctx = Context(image_ids=image_ids, seed=self.seed, normalization=self.normalization)
-        return pool_channels(self.method.attribute(self.model, x, target, ctx), self.pooling)
+        return self.method.attribute(self.model, x, target, ctx)
 
+    # -- one batch ---------------------------------------------------------------------------------
     def evaluate(self, image_ids: list[str], raw: torch.Tensor, labels: torch.Tensor,
                  indices: list[int] | None = None) -> tuple[dict[str, pd.DataFrame] | None, list[str]]:
         """Tidy rows of one batch by table name, and the ids of the images skipped because their heatmap
-        is not finite. Tables: ``curves`` always; ``heatmaps`` (image_id, height, width, heatmap as a
-        flat float32 array) for images whose dataset position ``indices[i] < save_heatmaps``."""
+        is not finite. ``indices`` are the images' dataset positions (for ``save_heatmaps``)."""
         indices = list(range(len(image_ids))) if indices is None else list(indices)
         x = self.normalization.normalize(raw.to(self.device, non_blocking=True).float())
         with torch.inference_mode():
-            logits = self.model(x)
+            logits = self.logits(x)
         target = choose_target(logits, labels, self.target)
         f0 = score_of(logits, target, self.score)
-        heat = self.heatmaps(x, target, image_ids)
+        relevance = self.attribute(x, target, image_ids)
+        heat = pool_channels(relevance, self.pooling)
         finite = torch.isfinite(heat).flatten(1).all(1)
         skipped = [image_ids[i] for i in torch.nonzero(~finite).flatten().tolist()]
         if skipped:
             keep = finite.nonzero().flatten()
             x, heat, target, f0 = x[keep], heat[keep], target[keep], f0[keep]
             labels = labels[keep.cpu()]
-            image_ids = [image_ids[i] for i in keep.tolist()]
-            indices = [indices[i] for i in keep.tolist()]
+            keep = keep.tolist()
+            image_ids, indices = [image_ids[i] for i in keep], [indices[i] for i in keep]
             if not image_ids:
                 return None, skipped
 
-        orders = seeded_orders(region_scores(heat.float(), self.ids_map, self.regions), image_ids, self.seed)
-        ranks = torch.stack([pixel_ranks(orders[o], self.ids_map) for o in ORDERS], 1)
-        draws = self.replacement.draw(x, image_ids, self.repeats, self.seed, self.normalization)
-        scores = perturbed_scores(self.score_fn, x, ranks, draws, target, self.L, self.batch_size)  # B,O,J,L
-
-        first = f0.view(-1, 1, 1).expand(-1, len(ORDERS), 1)
-        curve = torch.cat([first, scores.mean(2)], -1)
-        spread = torch.cat([torch.zeros_like(first), scores.std(2, correction=0)], -1)
-        aopc = aopc_curve(f0.view(-1, 1), curve)
-        sizes = self.region_sizes.to(curve.dtype)
-        replaced = torch.stack([sizes[orders[o][:, :self.L]].cumsum(1) for o in ORDERS], 1) / self.ids_map.numel()
-        fraction = torch.cat([torch.zeros_like(first), replaced], -1)
-        tables = {"curves": self._rows(image_ids, labels, target, curve, spread, aopc, fraction)}
+        tables = self._curves(x, heat, target, f0, labels, image_ids)
+        if "complexity" in self.metrics:
+            tables["complexity"] = self._complexity(heat, image_ids)
+        if "continuity" in self.metrics:
+            tables["continuity"] = self._continuity(x, target, image_ids)
         saved = [i for i, index in enumerate(indices) if index < self.save_heatmaps]
         if saved:
             h, w = self.image_hw
@@ -100,19 +141,89 @@ class Evaluator:
                 "heatmap": list(heat[saved].float().cpu().numpy().reshape(len(saved), -1))})
         return tables, skipped
 
-    def _rows(self, image_ids, labels, target, curve, spread, aopc, fraction) -> pd.DataFrame:
-        """Per-image arrays (B, O, L+1) → tidy rows ordered by (image, order, step)."""
-        n, n_ord, n_step = curve.shape
-        img, order, step = (a.ravel() for a in np.meshgrid(np.arange(n), np.arange(n_ord), np.arange(n_step),
-                                                           indexing="ij"))
-        return pd.DataFrame({
-            "image_id": np.asarray(image_ids, dtype=object)[img],
-            "label": np.asarray(labels.cpu())[img],
-            "target_class": target.cpu().numpy()[img],
-            "order": np.asarray(ORDERS, dtype=object)[order],
-            "step": step,
-            "fraction_perturbed": fraction.cpu().numpy().ravel(),
-            "score_value": curve.cpu().numpy().ravel(),
-            "score_std": spread.cpu().numpy().ravel(),
-            "aopc": aopc.cpu().numpy().ravel(),
-        })
+    def _curves(self, x, heat, target, f0, labels, image_ids) -> dict[str, pd.DataFrame]:
+        """MoRF (and LeRF) curves of the heatmap and the paired random-baseline curve (SPEC §3–4)."""
+        seeded = seeded_orders(region_scores(heat.float(), self.ids_map, self.regions), image_ids, self.seed)
+        seeded["lerf"] = seeded["morf"].flip(1)  # LeRF follows the MoRF order from its end
+        orders = [seeded[o] for o in self.orders]
+        ranks = torch.stack([pixel_ranks(o, self.ids_map) for o in orders], 1)
+        if self.replacement.sequential:
+            scores = sequential_scores(self.score_fn, x, ranks, self.replacement.step, target, self.L,
+                                       self.batch_size)
+        else:
+            draws = self.replacement.draw(x, image_ids, self.repeats, self.seed, self.normalization)
+            scores = perturbed_scores(self.score_fn, x, ranks, draws, target, self.L, self.batch_size)  # B,O,J,L
+
+        first = f0.view(-1, 1, 1).expand(-1, len(orders), 1)
+        curve = torch.cat([first, scores.mean(2)], -1)
+        spread = torch.cat([torch.zeros_like(first), scores.std(2, correction=0)], -1)
+        aopc = aopc_curve(f0.view(-1, 1), curve)
+        sizes = self.region_sizes.to(curve.dtype)
+        replaced = torch.stack([sizes[o[:, :self.L]].cumsum(1) for o in orders], 1) / self.ids_map.numel()
+        fraction = torch.cat([torch.zeros_like(first), replaced], -1)
+        tables = {"curves": grid_frame(
+            dict(image_id=image_ids, label=labels.cpu().numpy(), target_class=target.cpu().numpy()),
+            order=list(self.orders), step=np.arange(self.L + 1),
+            values=dict(fraction_perturbed=fraction, score_value=curve, score_std=spread, aopc=aopc))}
+        if self.per_repeat:
+            tables["curves_repeats"] = grid_frame(
+                dict(image_id=image_ids), order=list(self.orders), repeat=np.arange(scores.shape[2]),
+                step=np.arange(1, self.L + 1), values=dict(score_value=scores))
+        return tables
+
+    def _complexity(self, heat: torch.Tensor, image_ids: list[str]) -> pd.DataFrame:
+        """SPEC §5: PNG/JPEG bytes and entropy of the rendered heatmap (bench/complexity.py)."""
+        from .complexity import complexity
+
+        rows = complexity(heat.float().cpu().numpy(), image_keys=image_ids, **self.complexity)
+        return rows.rename(columns={"image": "image_id"})
+
+    def _continuity(self, x: torch.Tensor, target: torch.Tensor, image_ids: list[str]) -> pd.DataFrame:
+        """SPEC §6 over the configured neighbourhood, every neighbour attributed in batches; each image's
+        class stays fixed. Neighbour v > 0 of an image gets its own id ``<image_id>~<v>`` so that methods
+        seeded per image (random, SmoothGrad) draw afresh for it."""
+        from .continuity import continuity
+
+        first_row: dict[int, int] = {}
+        seen = [0]
+
+        def attribute(xs: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+            ids = []
+            for row, i in enumerate(idx.tolist(), start=seen[0]):
+                v = row - first_row.setdefault(i, row)
+                ids.append(image_ids[i] if v == 0 else f"{image_ids[i]}~{v}")
+            seen[0] += len(ids)
+            return self.attribute(xs, target[idx], ids)
+
+        rows = continuity(attribute, x, seed=self.seed, image_keys=image_ids, batch_size=self.batch_size,
+                          **self.continuity)
+        return rows.rename(columns={"image": "image_id"})
+
+
+def evaluator_options(cfg) -> dict[str, Any]:
+    """The Evaluator keywords read from the run config's top-level keys (defaults when absent)."""
+    from omegaconf import OmegaConf
+
+    def plain(key, default):
+        value = cfg.get(key, default)
+        return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+    return dict(orders=tuple(plain("orders", ["morf", "random"])), per_repeat=bool(cfg.get("per_repeat", False)),
+                precision=str(cfg.get("precision", "fp32")), channels_last=bool(cfg.get("channels_last", False)),
+                compile=bool(cfg.get("compile", False)), metrics=tuple(plain("metrics", ["aopc"])),
+                complexity=dict(plain("complexity", {})), continuity=dict(plain("continuity", {})),
+                save_heatmaps=int(cfg.get("save_heatmaps", 0)))
+
+
+def grid_frame(per_image: dict[str, Any], values: dict[str, torch.Tensor], **axes) -> pd.DataFrame:
+    """Rows of the full grid image × axis₁ × axis₂ …, in that order, with per-image columns repeated and
+    each value tensor (B, len(axis₁), len(axis₂), …) flattened."""
+    n = len(per_image["image_id"])
+    grids = np.meshgrid(np.arange(n), *(np.arange(len(a)) for a in axes.values()), indexing="ij")
+    img = grids[0].ravel()
+    frame = {k: np.asarray(v, dtype=object if isinstance(v, list) else None)[img] for k, v in per_image.items()}
+    for (name, axis), g in zip(axes.items(), grids[1:]):
+        frame[name] = np.asarray(axis, dtype=object if isinstance(axis, list) else None)[g.ravel()]
+    for name, v in values.items():
+        frame[name] = v.float().cpu().numpy().ravel()
+    return pd.DataFrame(frame)

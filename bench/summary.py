@@ -1,7 +1,9 @@
-"""From the tidy curve table to the summary table and the printed table (SPEC §4).
+"""From a run's tidy tables to its summary table and the printed table (SPEC §4–6).
 
-The summary is computed from the curve rows alone, so a run, a merge of shards and a collected sweep
-all produce it the same way.
+The summary is computed from the tables alone, so a run, a merge of shards and a collected sweep all
+produce it the same way. One row per quantity, over images: mean, median, s.e.m. and a 95% percentile
+bootstrap interval; all quantities of a run are resampled with the same image indices, so paired
+differences stay paired.
 """
 
 from __future__ import annotations
@@ -11,25 +13,38 @@ import pandas as pd
 
 from .stats import bootstrap_ci, sem
 
-QUANTITIES = ("aopc_morf", "aopc_random", "aopc_morf_minus_random")
+COMPLEXITY = ("png_bytes", "jpeg_bytes", "entropy_bits")
+CONTINUITY = ("continuity_max", "continuity_mean")
 
 
 def final_aopc(curves: pd.DataFrame) -> pd.DataFrame:
-    """Per image, AOPC at the last step L for each order: index image_id, columns orders."""
+    """Per image, AOPC at the last step L for each order: index image_id (first-seen order), columns orders."""
     last = curves[curves.step == curves.step.max()]
     return last.pivot(index="image_id", columns="order", values="aopc").loc[last.image_id.unique()]
 
 
-def summarize_run(tables: dict[str, pd.DataFrame], n_boot: int, seed: int) -> pd.DataFrame:
-    """MoRF AOPC(L), random-baseline AOPC(L) and their paired per-image difference: mean, s.e.m. and a
-    95% bootstrap interval over images (the same resamples for all three, so the pair stays paired).
-    ``tables`` are a run's tidy tables by name (at least ``curves``)."""
+def per_image_quantities(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per image, one column per summarised quantity."""
     final = final_aopc(tables["curves"])
-    morf, rnd = final["morf"].to_numpy(), final["random"].to_numpy()
-    values = np.stack([morf, rnd, morf - rnd], 1)
+    cols = {f"aopc_{o}": final[o] for o in ("morf", "lerf", "random") if o in final}
+    for o in ("morf", "lerf"):
+        if o in final:
+            cols[f"aopc_{o}_minus_random"] = final[o] - final["random"]
+    out = pd.DataFrame(cols, index=final.index)
+    for name, quantities in (("complexity", COMPLEXITY), ("continuity", CONTINUITY)):
+        if name in tables:
+            out = out.join(tables[name].set_index("image_id")[list(quantities)])
+    return out
+
+
+def summarize_run(tables: dict[str, pd.DataFrame], n_boot: int, seed: int) -> pd.DataFrame:
+    """The summary rows of one run (AOPC of each order, paired differences with the random baseline,
+    and complexity/continuity when present)."""
+    per_image = per_image_quantities(tables)
+    values = per_image.to_numpy(dtype=np.float64)
     low, high = bootstrap_ci(values, n_boot=n_boot, seed=seed)
-    return pd.DataFrame({"quantity": QUANTITIES, "mean": values.mean(0), "sem": sem(values),
-                         "ci_low": low, "ci_high": high, "n_images": len(values)})
+    return pd.DataFrame({"quantity": per_image.columns, "mean": values.mean(0), "median": np.median(values, 0),
+                         "sem": sem(values), "ci_low": low, "ci_high": high, "n_images": len(values)})
 
 
 def format_table(summary: pd.DataFrame) -> str:
@@ -42,11 +57,15 @@ def format_table(summary: pd.DataFrame) -> str:
         s = f"{r['mean']:.4f} ± {r['sem']:.4f}"
         return s + f" [{r['ci_low']:.4f}, {r['ci_high']:.4f}]" if ci else s
 
-    table = pd.DataFrame([{
-        "method": first["method"], "random AOPC": fmt("aopc_random"), f"AOPC(L={first['L']})": fmt("aopc_morf"),
-        "AOPC − random [95% CI]": fmt("aopc_morf_minus_random", ci=True), "images": int(first["n_images"]),
-    }])
+    row = {"method": first["method"], "random AOPC": fmt("aopc_random"), f"AOPC(L={first['L']})": fmt("aopc_morf"),
+           "AOPC − random [95% CI]": fmt("aopc_morf_minus_random", ci=True)}
+    if "aopc_lerf" in q.index:
+        row["LeRF AOPC"] = fmt("aopc_lerf")
+    for name, label in (("png_bytes", "PNG bytes"), ("entropy_bits", "entropy"), ("continuity_max", "continuity")):
+        if name in q.index:
+            row[label] = f"{q.loc[name, 'mean']:.4g}"
+    row["images"] = int(first["n_images"])
     head = (f"{first['dataset']} · {first['model']} · patch {first['patch']} ({first['n_regions']} regions) · "
             f"L={first['L']} · {first['repeats']} repeats · {first['perturbation']} · score={first['score']}"
             f" · mean ± s.e.m. over images")
-    return head + "\n" + table.to_string(index=False)
+    return head + "\n" + pd.DataFrame([row]).to_string(index=False)

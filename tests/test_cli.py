@@ -47,8 +47,8 @@ def test_lrp_eps_patch_9_and_same_numbers_for_any_batch_size(run_cli, tmp_path):
 
 BAD = {
     "method=nonexistent": "unknown method 'nonexistent'; available: ",
-    "dataset=nonexistent": "unknown dataset 'nonexistent'; available: mnist_embedded",
-    "model=nonexistent": "unknown model 'nonexistent'; available: embedded_cnn",
+    "dataset=nonexistent": "unknown dataset 'nonexistent'; available: ",
+    "model=nonexistent": "unknown model 'nonexistent'; available: ",
     "patch=0": "patch must be a positive integer",
     "patch=29": "patch=29 is larger than the 28×28 images",
     "steps=0": "steps must be a positive integer",
@@ -63,6 +63,8 @@ def test_bad_input_is_one_clear_line(run_cli, override):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and BAD[override] in lines[0], proc.stderr
+    if "available" in BAD[override]:  # lists the options, e.g. the defaults
+        assert any(name in lines[0] for name in ("lrp_eps", "mnist_embedded", "embedded_cnn"))
     assert "Traceback" not in proc.stdout + proc.stderr
 
 

@@ -1,0 +1,192 @@
+"""Speed and memory of the region-perturbation engine — a benchmark, not a test.
+
+    python -m bench.perf [--model embedded_cnn|vgg16|resnet18|...] [--size 224] [--batch-size 64]
+                         [--images 64] [--steps 100] [--repeats 1] [--device auto] [--quantus] [--memory]
+
+Prints, for one model, input size and batch size:
+* plain batched forward throughput (images/s) — the ceiling;
+* engine throughput (model evaluations/s) on the same batch size — MoRF + random orders, uniform draws;
+* engine efficiency = engine / plain;
+* with ``--quantus``: the same workload (MoRF, one order, zero replacement, one repeat) through Quantus 0.6's
+  ``RegionPerturbation`` (optional benchmark dependency), the speed ratio, and a check that both give the
+  same curve for the same ordering and the same deterministic replacement;
+* with ``--memory``: peak host memory (max RSS) of full ``python -m bench`` runs on N and 10·N images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from .api import Normalization
+from .engine import perturbed_scores
+from .perturbation import Uniform, Zero
+from .regions import n_regions, pixel_ranks, region_scores, seeded_orders, tile_ids
+from .scoring import score_of
+
+
+def build_model(name: str, size: int) -> tuple[nn.Module, tuple[int, int, int], Normalization]:
+    if name == "embedded_cnn":
+        from .models import embedded_cnn
+
+        torch.manual_seed(0)
+        return embedded_cnn(), (1, 28, 28), Normalization((0.0, 1.0), (0.1307,), (0.3081,))
+    import torchvision
+
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)(weights=None)
+    return model, (3, size, size), Normalization((0.0, 1.0), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, min_time: float = 1.0, min_runs: int = 3) -> float:
+    """Seconds per call (median of runs after one warm-up)."""
+    fn()
+    sync(device)
+    times = []
+    while len(times) < min_runs or sum(times) < min_time:
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def forward_throughput(model, x: torch.Tensor, device) -> float:
+    target = torch.zeros(len(x), dtype=torch.long, device=device)
+
+    @torch.inference_mode()
+    def once():
+        score_of(model(x), target, "logit")
+
+    return len(x) / timed(once, device)
+
+
+def engine_workload(model, x, norm, patch, steps, repeats, batch_size, orders=("morf", "random"),
+                    replacement=None):
+    """Everything the engine does for a batch of images once heatmaps exist: orders, draws, curves."""
+    b, _, h, w = x.shape
+    ids_map = tile_ids(h, w, patch, device=x.device)
+    count = n_regions(h, w, patch)
+    L = min(steps, count)
+    heat = torch.rand(b, h, w, generator=torch.Generator().manual_seed(1)).to(x.device)
+    image_ids = [f"img{i}" for i in range(b)]
+    target = torch.zeros(b, dtype=torch.long, device=x.device)
+    replacement = replacement or Uniform()
+
+    def score_fn(inputs, t):
+        return score_of(model(inputs), t, "logit")
+
+    def once():
+        seeded = seeded_orders(region_scores(heat, ids_map, count), image_ids, 0)
+        ranks = torch.stack([pixel_ranks(seeded[o], ids_map) for o in orders], 1)
+        draws = replacement.draw(x, image_ids, repeats, 0, norm)
+        return perturbed_scores(score_fn, x, ranks, draws, target, L, batch_size)
+
+    return once, b * len(orders) * repeats * L, heat, L
+
+
+def quantus_workload(model, x, heat, patch, L, batch_size, baseline: float):
+    import quantus
+
+    metric = quantus.RegionPerturbation(patch_size=patch, order="morf", regions_evaluation=L,
+                                        perturb_baseline=baseline, normalise=False, abs=False,
+                                        disable_warnings=True, display_progressbar=False)
+    x_np = x.cpu().numpy()
+    a_np = heat.cpu().numpy()[:, None].repeat(x.shape[1], 1) / x.shape[1]
+    y_np = np.zeros(len(x), dtype=np.int64)
+
+    def once():
+        return metric(model=model, x_batch=x_np, y_batch=y_np, a_batch=a_np, softmax=False,
+                      batch_size=batch_size, device=str(x.device))
+
+    return once
+
+
+def peak_rss_mb(n_images: int, extra: list[str]) -> float:
+    """Max RSS (MB) of a fresh ``python -m bench`` process on ``n_images`` images."""
+    code = ("import resource, runpy, sys, atexit, json;"
+            "atexit.register(lambda: print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss));"
+            f"sys.argv = ['bench', 'n_images={n_images}', 'hydra.run.dir=/tmp/bench-perf-mem-{n_images}'] + {extra!r};"
+            "runpy.run_module('bench', run_name='__main__')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return int(out.rsplit("MAXRSS", 1)[1].split()[0]) / 1024
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="embedded_cnn")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--images", type=int, default=32)
+    p.add_argument("--patch", type=int, default=None, help="default: 4 for 28×28, 9 otherwise")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quantus", action="store_true")
+    p.add_argument("--memory", action="store_true")
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    model, shape, norm = build_model(args.model, args.size)
+    model = model.to(device).eval()
+    patch = args.patch or (4 if shape[1] == 28 else 9)
+    x = norm.normalize(torch.rand(args.images, *shape, generator=torch.Generator().manual_seed(0))).to(device)
+
+    print(f"model {args.model} · input {tuple(shape)} · batch {args.batch_size} · {args.images} images · "
+          f"patch {patch} · steps {args.steps} · repeats {args.repeats} · device {device} · "
+          f"torch {torch.__version__} · {torch.get_num_threads()} threads")
+    plain = forward_throughput(model, x[:1].expand(args.batch_size, *shape).contiguous(), device)
+    once, evals, heat, L = engine_workload(model, x, norm, patch, args.steps, args.repeats, args.batch_size)
+    engine = evals / timed(once, device, min_runs=2)
+    print(f"plain forward        {plain:12.1f} images/s")
+    print(f"engine (MoRF+random) {engine:12.1f} evaluations/s  ({evals} evaluations, L={L})")
+    print(f"engine efficiency    {engine / plain:12.3f}")
+
+    if args.quantus:
+        baseline_raw = 0.0
+        zero = float(norm.normalize(torch.full((1, shape[0], 1, 1), baseline_raw))[0, 0, 0, 0])
+        if len(set(norm.mean)) > 1 or len(set(norm.std)) > 1:
+            norm = Normalization(norm.raw_range, (norm.mean[0],) * shape[0], (norm.std[0],) * shape[0])
+            zero = float(norm.normalize(torch.full((1, shape[0], 1, 1), baseline_raw))[0, 0, 0, 0])
+        ours, q_evals, heat, L = engine_workload(model, x, norm, patch, args.steps, 1, args.batch_size,
+                                                 orders=("morf",), replacement=Zero())
+        theirs = quantus_workload(model, x, heat, patch, L, args.batch_size, zero)
+        t_ours = timed(ours, device, min_runs=2)
+        t_theirs = timed(theirs, device, min_time=0.0, min_runs=2)
+        with torch.inference_mode():
+            f0 = score_of(model(x), torch.zeros(len(x), dtype=torch.long, device=device), "logit")
+        ours_drop = (f0.view(-1, 1) - ours()[:, 0, 0]).cpu().numpy()
+        theirs_drop = np.asarray(theirs())
+        diff = float(np.abs(ours_drop - theirs_drop).max())
+        print(f"quantus 0.6 RegionPerturbation (MoRF, zero, 1 repeat): {q_evals / t_theirs:10.1f} evaluations/s")
+        print(f"bench engine, same workload:                        {q_evals / t_ours:10.1f} evaluations/s")
+        print(f"speed-up over quantus                               {t_theirs / t_ours:10.2f}×")
+        print(f"same curve as quantus: max |Δ(f(x0) − f(x_k))| = {diff:.3g}  "
+              f"({'OK' if diff <= 1e-4 * max(1.0, float(np.abs(theirs_drop).max())) else 'MISMATCH'})")
+
+    if args.memory:
+        extra = ["steps=20", "repeats=2", "batch_size=256"]
+        n = args.images
+        small, large = peak_rss_mb(n, extra), peak_rss_mb(10 * n, extra)
+        print(f"peak host memory (python -m bench {' '.join(extra)}): {n} images {small:.0f} MB, "
+              f"{10 * n} images {large:.0f} MB (ratio {large / small:.2f})")
+
+
+if __name__ == "__main__":
+    main()
