@@ -1,0 +1,63 @@
+"""``python -m bench.report DIR [DIR ...] [--out OUT] [options]`` — see bench/report/build.py for the files."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ..errors import BenchError
+from .load import DUPLICATE_POLICIES
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.report",
+        description="Figures (PDF, PNG) and a summary table (Markdown, LaTeX, CSV) from the tables of one or "
+                    "many runs: every curves.parquet below the given folders is read.")
+    p.add_argument("dirs", nargs="+", help="results folders (a run, a sweep, or any folder above them)")
+    p.add_argument("--out", help="output folder (default: <first DIR>/report)")
+    p.add_argument("--baseline", default="random",
+                   help="AOPC figure relative to: 'random' (the random order of each run, TNNLS Fig. 4) or a "
+                        "method name (its run of the same setting, paired by image)")
+    p.add_argument("--patch-baseline", default="random",
+                   help="the same for the per-patch-size figure (TNNLS Fig. 8 uses sensitivity)")
+    p.add_argument("--quantity", default="aopc_morf_minus_random", choices=["aopc_morf_minus_random", "aopc_morf"],
+                   help="what the summary table reports at the last step L")
+    p.add_argument("--reference", help="method on the x axis of the complexity scatter (default: the first "
+                                       "non-random method in catalogue order)")
+    p.add_argument("--grid-images", type=int, default=8, help="images (columns) in the heatmap grid")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% bands")
+    p.add_argument("--seed", type=int, default=None, help="bootstrap seed (default: each run's own seed, so "
+                                                          "intervals match its summary.csv)")
+    p.add_argument("--duplicates", default="keep", choices=DUPLICATE_POLICIES,
+                   help="runs of the same condition: keep all (labelled by run), keep the last, or stop")
+    p.add_argument("--formats", default="pdf,png", help="comma-separated figure formats")
+    p.add_argument("--digits", type=int, default=None, help="decimals in the Markdown/LaTeX table (default: by scale)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    from .build import make_report  # heavy imports after argument parsing
+
+    if args.grid_images < 1 or args.n_boot < 1:
+        print("error: --grid-images and --n-boot must be positive", file=sys.stderr)
+        return 2
+    try:
+        written = make_report(args.dirs, args.out, baseline=args.baseline, patch_baseline=args.patch_baseline,
+                              quantity=args.quantity, reference=args.reference, grid_images=args.grid_images,
+                              n_boot=args.n_boot, seed=args.seed, duplicates=args.duplicates,
+                              formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()),
+                              digits=args.digits)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for name, paths in written.items():
+        print(f"{name}: {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,391 @@
+"""Finding and reading runs' tables for a report; one key per run; line labels.
+
+**Which tables** — below the given folders (recursively, sorted, hidden folders skipped):
+
+* a folder written by ``python -m bench.collect`` (it holds ``collection.json``) is read, and the job folders
+  below the root it collected are not: the collection already holds their rows — finished runs only, shards
+  merged, duplicates dropped. If a job there finished after the collection, a warning says to collect again;
+* any other folder with a ``curves.parquet`` is a run folder and is read — unless it is a resumable job
+  (``job.json``) without its ``DONE`` marker (unfinished or killed: its tables may be stale), or holds
+  ``FAILED``; those are left out with a warning. (A sharded run's rows exist only after collecting.)
+
+A *run* is one condition (the :data:`CONDITION` columns of the provenance, plus the wall time, which tells
+apart two runs of one condition in a merged table) within one file. Its key ``run`` is the folder relative
+to the common parent of the given folders, with ``/<method>,<what varies>=<value>`` (and ``#2``…) appended
+when one file holds several runs (e.g. ``collected/lrp_eps,patch=7``). Next to each ``curves.parquet``
+the report also reads, when present:
+
+* ``complexity.parquet`` — ``image_id`` (or ``image``), ``png_bytes``, ``jpeg_bytes``, ``entropy_bits`` and
+  the provenance columns (missing provenance is taken from the run in the same folder);
+* ``heatmaps.parquet`` — ``image_id``, ``height``, ``width``, ``heatmap`` (flat row-major array) + provenance,
+  as runs write it; or ``heatmaps.npz`` — one H×W array per key, the key being the image id;
+
+and anywhere below the folders ``network_quality.parquet`` / ``network_quality.csv`` (TNNLS Fig. 7).
+
+**Duplicates** — two runs with the same condition (same method, parameters, dataset, model, patch, seed,
+…; device, versions and wall time do not count). ``duplicates="keep"`` (default) keeps both, tells them
+apart by run key in labels, and warns; ``"last"`` keeps only the last in sorted path order (for Hydra's
+date/time folders: the most recent) and warns about the dropped ones; ``"error"`` refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import BenchError
+from ..progress import progress
+from ..style import display_name, method_sort_key
+
+log = logging.getLogger(__name__)
+
+#: Provenance columns that define what was measured (a run's condition). Device, versions, wall time,
+#: and the derived L / n_regions are not part of it.
+CONDITION = ["method", "method_params", "pooling", "dataset", "model", "perturbation", "patch", "steps",
+             "repeats", "target", "score", "seed"]
+#: What a line / a table row is (with whatever else varies among the compared runs).
+SERIES = ["method", "method_params", "pooling"]
+#: What a heatmap depends on (not patch, perturbation, steps or repeats): complexity and heatmap rows of
+#: runs that differ only elsewhere are the same heatmaps; the first run's rows are used.
+HEATMAP_KEY = ["dataset", "model", "target", "score", "method", "method_params", "pooling", "seed"]
+REQUIRED_CURVE_COLUMNS = CONDITION + ["image_id", "order", "step", "score_value", "aopc"]
+DUPLICATE_POLICIES = ("keep", "last", "error")
+
+
+@dataclass
+class Results:
+    """All tables of a report. ``runs``: one row per run (``run``, ``dir``, CONDITION, ``L``, ``n_images``,
+    ``duplicate``); the other tables carry a ``run`` column."""
+
+    runs: pd.DataFrame
+    curves: pd.DataFrame
+    complexity: pd.DataFrame | None = None
+    heatmaps: pd.DataFrame | None = None  # run, image_id, heatmap (H×W float arrays) + HEATMAP_KEY
+    network: pd.DataFrame | None = None
+    warnings: list[str] = field(default_factory=list)
+    _by_run: dict | None = field(default=None, repr=False, compare=False)
+
+    def run_table(self, run: str) -> pd.DataFrame:
+        """The curve rows of one run (split once, then looked up)."""
+        if self._by_run is None:
+            self._by_run = {k: g for k, g in self.curves.groupby("run", sort=False)}
+        return self._by_run.get(run, self.curves.iloc[:0])
+
+
+def _warn(warnings: list[str], message: str) -> None:
+    warnings.append(message)
+    log.warning("%s", message)
+
+
+def _key(path: Path, base: Path) -> str:
+    rel = os.path.relpath(path, base)
+    return path.name if rel == "." else rel.replace(os.sep, "/")
+
+
+def _roots(dirs) -> tuple[list[Path], Path]:
+    """The given folders (a file stands for its folder) and their common parent, the base of run keys."""
+    roots = [Path(d).resolve() for d in ([dirs] if isinstance(dirs, (str, Path)) else dirs)]
+    missing = [str(r) for r in roots if not r.exists()]
+    if missing or not roots:
+        raise BenchError(f"no such folder: {', '.join(missing) or '(none given)'}")
+    roots = [r.parent if r.is_file() else r for r in roots]
+    return roots, Path(os.path.commonpath(roots))
+
+
+def find_files(roots: list[Path], name: str) -> list[Path]:
+    found = set()
+    for root in roots:
+        found.update(p for p in root.rglob(name) if p.is_file() and not any(
+            part.startswith(".") for part in p.relative_to(root).parts))
+    return sorted(found)
+
+
+# Markers of bench/collect.py (COLLECTION) and of resumable job folders (bench/tables.py: MANIFEST, DONE, FAILED).
+COLLECTION, JOB_MANIFEST, JOB_DONE, JOB_FAILED = "collection.json", "job.json", "DONE", "FAILED"
+
+
+def table_folders(roots: list[Path], warnings: list[str]) -> list[Path]:
+    """The folders whose curves.parquet to read (see the module docstring), sorted."""
+    collections = {p.parent for p in find_files(roots, COLLECTION) if (p.parent / "curves.parquet").is_file()}
+    covered = {}
+    for c in collections:
+        try:
+            root = Path(json.loads((c / COLLECTION).read_text())["root"]).resolve()
+        except (OSError, ValueError, KeyError, TypeError):
+            root = c.parent
+        covered[c] = root
+    folders, stale, skipped = [], [], []
+    for d in sorted({p.parent for p in find_files(roots, "curves.parquet")}):
+        if d in collections:
+            folders.append(d)
+            continue
+        under = [c for c, root in covered.items() if root == d or root in d.parents]
+        if under:
+            done = d / JOB_DONE
+            if done.is_file() and any(done.stat().st_mtime > (c / COLLECTION).stat().st_mtime for c in under):
+                stale.append(d)
+            continue
+        if (d / JOB_FAILED).exists() or ((d / JOB_MANIFEST).exists() and not (d / JOB_DONE).is_file()):
+            skipped.append(d)
+            continue
+        folders.append(d)
+    if stale:
+        _warn(warnings, f"{len(stale)} job(s) finished after their collection was made, e.g. {stale[0]}; "
+                        f"run python -m bench.collect again to include them")
+    if skipped:
+        _warn(warnings, f"left out {len(skipped)} unfinished or failed job folder(s): "
+                        + ", ".join(map(str, skipped[:5])) + (" …" if len(skipped) > 5 else ""))
+    return folders
+
+
+def _split_runs(df: pd.DataFrame, key: str) -> list[tuple[str, pd.DataFrame]]:
+    """The runs of one curve table: one per condition (and wall time, in merged tables)."""
+    cols = CONDITION + [c for c in ("wall_time_s",) if c in df.columns]
+    groups = [g for _, g in df.groupby(cols, sort=False, dropna=False)]
+    if len(groups) == 1:
+        return [(key, df)]
+    varying = [c for c in CONDITION if c not in ("method", "method_params") and df[c].astype(str).nunique() > 1]
+    out, seen = [], {}
+    for g in groups:
+        name = f"{key}/{g.method.iloc[0]}" + "".join(f",{c}={g[c].iloc[0]}" for c in varying)
+        seen[name] = seen.get(name, 0) + 1
+        out.append((name if seen[name] == 1 else f"{name}#{seen[name]}", g))
+    return out
+
+
+def _condition_tuple(row) -> tuple:
+    return tuple(str(row[c]) for c in CONDITION)
+
+
+def load_results(dirs, duplicates: str = "keep", show_progress: bool | None = None) -> Results:
+    """Read every run below ``dirs`` (one folder or a list). See the module docstring."""
+    if duplicates not in DUPLICATE_POLICIES:
+        raise BenchError(f"duplicates must be one of {', '.join(DUPLICATE_POLICIES)}, got '{duplicates}'")
+    roots, base = _roots(dirs)
+    warnings: list[str] = []
+    folders = table_folders(roots, warnings)
+    if not folders:
+        raise BenchError(f"no curves.parquet of a finished run below {', '.join(map(str, roots))}: "
+                         f"nothing to report")
+    parts, rows = [], []
+    for folder in progress(folders, desc="report: reading runs", unit="run", enabled=show_progress):
+        path = folder / "curves.parquet"
+        df = pd.read_parquet(path)
+        missing = [c for c in REQUIRED_CURVE_COLUMNS if c not in df.columns]
+        if missing:
+            raise BenchError(f"{path}: not a curve table of the suite (missing columns {', '.join(missing)})")
+        df["image_id"] = df["image_id"].astype(str)
+        for key, g in _split_runs(df, _key(folder, base)):
+            g = g.copy()
+            g["run"] = key
+            parts.append(g)
+            first = g.iloc[0]
+            rows.append({"run": key, "dir": str(path.parent), **{c: first[c] for c in CONDITION},
+                         "L": int(g.step.max()), "n_images": int(g.image_id.nunique())})
+    runs = pd.DataFrame(rows)
+    runs["duplicate"] = runs.apply(_condition_tuple, axis=1).duplicated(keep=False)
+    runs = _apply_duplicates(runs, duplicates, warnings)
+    curves = pd.concat(parts, ignore_index=True)
+    curves = curves[curves.run.isin(runs.run)].reset_index(drop=True)
+    kept_dirs = set(runs.dir)
+    return Results(runs=runs.reset_index(drop=True), curves=curves,
+                   complexity=_load_complexity(runs, kept_dirs, warnings),
+                   heatmaps=_load_heatmaps(runs, kept_dirs, warnings),
+                   network=_load_network(roots), warnings=warnings)
+
+
+def _apply_duplicates(runs: pd.DataFrame, policy: str, warnings: list[str]) -> pd.DataFrame:
+    dup = runs[runs.duplicate]
+    if dup.empty:
+        return runs
+    groups = dup.groupby(dup.apply(_condition_tuple, axis=1), sort=False)
+    desc = "; ".join(f"{g.method.iloc[0]} (dataset {g.dataset.iloc[0]}, patch {g.patch.iloc[0]}): "
+                     + ", ".join(g.run) for _, g in groups)
+    if policy == "error":
+        raise BenchError(f"the same condition was run more than once: {desc}; pass --duplicates keep or last")
+    if policy == "last":
+        drop = [r for _, g in groups for r in g.run.iloc[:-1]]
+        _warn(warnings, f"duplicate runs: kept the last of each ({desc}); dropped {', '.join(drop)}")
+        runs = runs[~runs.run.isin(drop)].copy()
+        runs["duplicate"] = False
+        return runs
+    _warn(warnings, f"duplicate runs kept side by side, labelled by run key ({desc}); "
+                    f"use --duplicates last to keep only the most recent")
+    return runs
+
+
+def _str_key(df: pd.DataFrame) -> pd.Series:
+    return df[HEATMAP_KEY].astype(str).agg("\x1f".join, axis=1)
+
+
+def _fill_provenance(df: pd.DataFrame, runs_in_dir: pd.DataFrame) -> pd.DataFrame | None:
+    """Add the run key (and the provenance a bare table lacks) to a per-run side table; None if the rows
+    cannot be assigned to a run."""
+    df = df.copy()
+    missing = [c for c in HEATMAP_KEY if c not in df.columns]
+    if len(runs_in_dir) == 1:
+        for c in missing:
+            df[c] = runs_in_dir.iloc[0][c]
+        df["run"] = runs_in_dir.iloc[0].run
+        return df
+    if missing:
+        return None
+    # a merged table of several runs: each row goes to the first run with its heatmap key
+    first = runs_in_dir.assign(_k=_str_key(runs_in_dir)).drop_duplicates("_k").set_index("_k").run
+    df["run"] = _str_key(df).map(first)
+    return df[df.run.notna()]
+
+
+def _first_run_only(df: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Of the runs that share a heatmap key (same heatmaps, e.g. a patch sweep), keep the first's rows."""
+    rank = df.run.map({r: i for i, r in enumerate(runs.run)})
+    first = rank.groupby(_str_key(df)).transform("min")
+    return df[rank == first].drop_duplicates(["run", "image_id"]).reset_index(drop=True)
+
+
+def _load_complexity(runs: pd.DataFrame, dirs: set[str], warnings: list[str]) -> pd.DataFrame | None:
+    parts = []
+    for d in sorted(dirs):
+        path = Path(d) / "complexity.parquet"
+        if not path.is_file():
+            continue
+        df = pd.read_parquet(path)
+        if "image_id" not in df.columns and "image" in df.columns:
+            df = df.rename(columns={"image": "image_id"})
+        need = ["image_id", "png_bytes", "jpeg_bytes", "entropy_bits"]
+        if any(c not in df.columns for c in need):
+            _warn(warnings, f"{path}: skipped, it lacks one of the columns {', '.join(need)}")
+            continue
+        df["image_id"] = df["image_id"].astype(str)
+        df = _fill_provenance(df, runs[runs.dir == d])
+        if df is None:
+            _warn(warnings, f"{path}: skipped, no provenance columns and several runs in its folder")
+            continue
+        parts.append(df)
+    if not parts:
+        return None
+    return _first_run_only(pd.concat(parts, ignore_index=True), runs)
+
+
+def _heatmaps_of_dir(d: str, runs_in_dir: pd.DataFrame, warnings: list[str]) -> pd.DataFrame | None:
+    pq, npz = Path(d) / "heatmaps.parquet", Path(d) / "heatmaps.npz"
+    if pq.is_file():
+        df = pd.read_parquet(pq)
+        need = ["image_id", "height", "width", "heatmap"]
+        if any(c not in df.columns for c in need):
+            _warn(warnings, f"{pq}: skipped, it lacks one of the columns {', '.join(need)}")
+            return None
+        arrays = [np.asarray(h, dtype=np.float64).reshape(int(hh), int(ww))
+                  for h, hh, ww in zip(df.heatmap, df.height, df.width)]
+        df = df.drop(columns=["heatmap", "height", "width"]).assign(heatmap=arrays)
+        path = pq
+    elif npz.is_file():
+        with np.load(npz, allow_pickle=False) as z:
+            keys = list(z.files)
+            arrays = [np.asarray(z[k], dtype=np.float64) for k in keys]
+        bad = [k for k, a in zip(keys, arrays) if a.ndim != 2]
+        if bad:
+            _warn(warnings, f"{npz}: skipped, arrays must be H×W (key {bad[0]!r} is not)")
+            return None
+        df = pd.DataFrame({"image_id": keys, "heatmap": arrays})
+        path = npz
+    else:
+        return None
+    df["image_id"] = df["image_id"].astype(str)
+    out = _fill_provenance(df, runs_in_dir)
+    if out is None:
+        _warn(warnings, f"{path}: skipped, no provenance columns and several runs in its folder")
+    return out
+
+
+def _load_heatmaps(runs: pd.DataFrame, dirs: set[str], warnings: list[str]) -> pd.DataFrame | None:
+    parts = [p for d in sorted(dirs) if (p := _heatmaps_of_dir(d, runs[runs.dir == d], warnings)) is not None]
+    if not parts:
+        return None
+    keep = HEATMAP_KEY + ["run", "image_id", "heatmap"]
+    return _first_run_only(pd.concat([p[keep] for p in parts], ignore_index=True), runs)
+
+
+NETWORK_COLUMNS = ["iteration", "test_accuracy", "aopc_mean", "aopc_ci_low", "aopc_ci_high"]
+
+
+def _load_network(roots: list[Path]) -> pd.DataFrame | None:
+    parts = []
+    for path in find_files(roots, "network_quality.parquet") + find_files(roots, "network_quality.csv"):
+        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        missing = [c for c in NETWORK_COLUMNS if c not in df.columns]
+        if missing:
+            raise BenchError(f"{path}: a network-quality table needs columns {', '.join(NETWORK_COLUMNS)} "
+                             f"(missing {', '.join(missing)})")
+        parts.append(df)
+    return pd.concat(parts, ignore_index=True) if parts else None
+
+
+# ---------------------------------------------------------------------------------------------- labels
+
+
+def format_params(params_json: str) -> str:
+    try:
+        params = json.loads(params_json)
+    except (TypeError, ValueError):
+        return str(params_json)
+    if not isinstance(params, dict):
+        return str(params)
+    return ", ".join(f"{k}={v}" for k, v in sorted(params.items())) or "no params"
+
+
+def _format_value(col: str, value) -> str:
+    if col == "method_params":
+        return format_params(value)
+    return f"{col}={value}"
+
+
+def series_labels(meta: pd.DataFrame, group_cols: list[str], extra_cols: list[str] | None = None) -> dict[str, str]:
+    """Run key → legend label: the method's display name, plus those of ``extra_cols`` (default: all
+    :data:`CONDITION` columns outside ``group_cols``) that vary among runs of the same method within one
+    group (panel / table column), plus the run key when runs are otherwise identical (duplicates).
+    The label of a run is the same in every group, so one legend serves a whole figure."""
+    extra = [c for c in (extra_cols if extra_cols is not None else CONDITION)
+             if c not in group_cols and c != "method" and c in meta.columns]
+    varying: dict[str, set[str]] = {}
+    needs_run: set[str] = set()
+    for _, g in meta.groupby([*group_cols, "method"] if group_cols else ["method"], sort=False, dropna=False):
+        method = g.method.iloc[0]
+        cols = [c for c in extra if g[c].astype(str).nunique() > 1]
+        varying.setdefault(method, set()).update(cols)
+        if len(g) > 1 and g[extra].astype(str).duplicated().any():
+            needs_run.add(method)
+    labels = {}
+    for _, r in meta.iterrows():
+        parts = [_format_value(c, r[c]) for c in extra if c in varying.get(r.method, ())]
+        label = display_name(r.method) + (f" ({'; '.join(parts)})" if parts else "")
+        if r.method in needs_run:
+            label += f" [{r.run}]"
+        labels[r.run] = label
+    return labels
+
+
+def series_order(meta: pd.DataFrame, labels: dict[str, str]) -> list[str]:
+    """Run keys in legend order: catalogue order of methods, then label, then run key."""
+    method = dict(zip(meta.run, meta.method))
+    return sorted(meta.run, key=lambda r: (method_sort_key(method[r]), labels[r], r))
+
+
+def linestyle_index(meta: pd.DataFrame, order: list[str], labels: dict[str, str]) -> dict[str, int]:
+    """Per run, which line style: the rank of its label among the distinct labels of its method in
+    ``order`` (runs with the same label — the same line in the legend — share a style)."""
+    method = dict(zip(meta.run, meta.method))
+    seen: dict[str, list[str]] = {}
+    out = {}
+    for r in order:
+        names = seen.setdefault(method[r], [])
+        if labels[r] not in names:
+            names.append(labels[r])
+        out[r] = names.index(labels[r])
+    return out
