@@ -1,54 +1,82 @@
-"""Models: the embedded CNN (trained on first use, cached) — ``model=<name>`` in conf/model/.
+"""Models — ``model=<name>`` picks ``conf/model/<name>.yaml``, whose ``kind`` is one of ``MODELS``:
 
-The embedded CNN is in the style the papers explain: (conv → ReLU → max-pool) × 2, then dense → ReLU →
-dense. It is trained deterministically on the dataset's train split in seconds on CPU and cached on
-disk *outside* ``results/`` (``cache_dir``, default ``~/.cache/bench``), keyed by a hash of the
-architecture, the training settings and the training data; later runs reuse it. Checkpoints are
-loaded with ``torch.load(..., weights_only=True)``.
+- ``embedded_cnn``: the papers' style of CNN, (conv → ReLU → max-pool) × 2, then dense → ReLU → dense.
+  It is trained deterministically on the dataset's train split in seconds on CPU and cached on disk
+  *outside* ``results/`` (``cache_dir``, default ``~/.cache/bench``), keyed by a hash of the architecture,
+  the training settings and the training data; later runs reuse it.
+- ``torchvision``: a torchvision architecture (``arch``: alexnet, vgg16, vgg16_bn, resnet18, resnet50, …)
+  with weights from a local file (``weights: /path``), or — ``weights: null`` — from the torch cache
+  ``$TORCH_HOME/hub/checkpoints/<torchvision's file name>``. Nothing is downloaded; ``weights: random``
+  keeps the random initialisation (tests, timing).
+- ``user``: any ``nn.Module`` by ``_target_`` (``package.module.Class`` or a factory function; its other
+  keys are keyword arguments) plus a ``checkpoint`` file holding its state_dict.
+- ``checkpoint``: one checkpoint of an embedded CNN trained with ``train_embedded_cnn`` /
+  ``python -m bench.models`` (checkpoints along training, for the network-quality experiment, TNNLS Fig. 7).
+
+Every file is loaded with ``torch.load(..., weights_only=True)``; a missing file is a one-line
+``BenchError`` saying which file to put where. The model's input preprocessing (resize, crop, mean, std)
+is declared in the model YAML's ``input`` block and applied by the dataset (see conf/dataset/*.yaml).
 """
 
 from __future__ import annotations
 
+import argparse
+import csv
 import hashlib
+import importlib
 import json
 import logging
+import math
 import os
+import sys
 import tempfile
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from .api import Dataset
+from .api import Dataset, UnreadableImage
 from .errors import BenchError
 
 log = logging.getLogger(__name__)
 
 
 def embedded_cnn(in_channels: int = 1, num_classes: int = 10, image_size: int = 28,
-                 channels: tuple[int, int] = (16, 32), hidden: int = 128) -> nn.Sequential:
+                 channels: tuple[int, int] = (16, 32), hidden: int = 128,
+                 image_width: int | None = None) -> nn.Sequential:
+    """``image_size`` is the height (and the width, unless ``image_width`` says otherwise)."""
     c1, c2 = channels
-    side = image_size // 4
+    side_h, side_w = image_size // 4, (image_width or image_size) // 4
     return nn.Sequential(
         nn.Conv2d(in_channels, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(c2 * side * side, hidden), nn.ReLU(), nn.Linear(hidden, num_classes),
+        nn.Flatten(), nn.Linear(c2 * side_h * side_w, hidden), nn.ReLU(), nn.Linear(hidden, num_classes),
     )
 
 
 def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, batch_size: int,
-           seed: int) -> None:
-    """Adam on cross-entropy, seeded shuffling; deterministic on CPU."""
+           seed: int, on_step: Callable[[int, float | None], None] | None = None) -> None:
+    """Adam on cross-entropy, seeded shuffling; deterministic on CPU. ``on_step(iteration, loss)`` is called
+    before the first step (iteration 0, loss None) and after every optimiser step; it must not change the
+    model (checkpointing only), so training is the same with or without it."""
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
+    iteration = 0
+    if on_step is not None:
+        on_step(iteration, None)
     for _ in range(epochs):
         perm = torch.randperm(len(x), generator=g)
         for s in range(0, len(x), batch_size):
             idx = perm[s:s + batch_size]
             opt.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            loss.backward()
             opt.step()
+            iteration += 1
+            if on_step is not None:
+                on_step(iteration, loss.item())
     model.eval()
 
 
@@ -65,18 +93,21 @@ def atomic_torch_save(obj, path: Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide checkpoints from collaborators
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
-def load_embedded_cnn(dataset: Dataset, cache_dir: str, epochs: int = 6, lr: float = 1e-3,
-                      batch_size: int = 64, seed: int = 0, channels=(16, 32), hidden: int = 128) -> nn.Module:
-    """The embedded CNN for ``dataset``: from the cache, or trained now and cached."""
+def _embedded_setup(dataset: Dataset, epochs: int, lr: float, batch_size: int, seed: int, channels,
+                    hidden: int, what: str = "embedded_cnn"):
+    """(normalised train images, labels, settings, constructor) of the embedded CNN for ``dataset``."""
     split = dataset.train_split()
     if split is None:
-        raise BenchError(f"model 'embedded_cnn' is trained on the dataset's train split, and dataset "
+        raise BenchError(f"model '{what}' is trained on the dataset's train split, and dataset "
                          f"{type(dataset).__name__} has none; choose a pretrained model for it")
     c, h, w = dataset.image_shape
     norm = dataset.normalization
@@ -84,12 +115,23 @@ def load_embedded_cnn(dataset: Dataset, cache_dir: str, epochs: int = 6, lr: flo
     settings = dict(arch="embedded_cnn/v1", in_channels=c, num_classes=dataset.num_classes, image_size=h,
                     channels=list(channels), hidden=hidden, epochs=epochs, lr=lr, batch_size=batch_size,
                     seed=seed, normalization=[norm.mean, norm.std])
+    if w != h:  # only then: the cache keys of square models stay as they were
+        settings["image_width"] = w
+    build = lambda: embedded_cnn(c, dataset.num_classes, h, tuple(channels), hidden,  # noqa: E731
+                                 image_width=w if w != h else None)
+    return xtr, ytr, settings, build
+
+
+def load_embedded_cnn(dataset: Dataset, cache_dir: str, epochs: int = 6, lr: float = 1e-3,
+                      batch_size: int = 64, seed: int = 0, channels=(16, 32), hidden: int = 128) -> nn.Module:
+    """The embedded CNN for ``dataset``: from the cache, or trained now and cached."""
+    xtr, ytr, settings, build = _embedded_setup(dataset, epochs, lr, batch_size, seed, channels, hidden)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     digest.update(xtr.numpy().tobytes())
     digest.update(ytr.numpy().tobytes())
     key = digest.hexdigest()[:16]
     path = Path(cache_dir).expanduser() / f"embedded_cnn-{key}.pt"
-    model = embedded_cnn(c, dataset.num_classes, h, tuple(channels), hidden)
+    model = build()
     if path.is_file():
         try:
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
@@ -98,19 +140,340 @@ def load_embedded_cnn(dataset: Dataset, cache_dir: str, epochs: int = 6, lr: flo
             log.warning("cached model %s unreadable (%s); retraining", path, exc)
     log.info("training the embedded CNN (cached afterwards at %s)", path)
     torch.manual_seed(seed)
-    model = embedded_cnn(c, dataset.num_classes, h, tuple(channels), hidden)
+    model = build()
     _train(model, xtr, ytr, epochs, lr, batch_size, seed)
     atomic_torch_save(model.state_dict(), path)
     return model
 
 
-MODELS = {"embedded_cnn": load_embedded_cnn}
+# ------------------------------------------------------------------ checkpoints along training (TNNLS Fig. 7)
+
+CHECKPOINTS_CSV, TRAINING_JSON = "checkpoints.csv", "training.json"
+
+
+def default_checkpoints(total: int, count: int = 12) -> list[int]:
+    """0, then about ``count`` iterations spaced logarithmically up to ``total`` (the last one included)."""
+    return sorted({0, total} | {round(total ** (k / (count - 1))) for k in range(count)})
+
+
+def _evaluation_set(dataset: Dataset, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dataset's evaluation images (normalised) and labels; unreadable files are left out."""
+    xs, ys = [], []
+    for i in range(len(dataset) if limit is None else min(limit, len(dataset))):
+        try:
+            _, raw, label = dataset.get(i)
+        except UnreadableImage:
+            continue
+        xs.append(raw.float())
+        ys.append(int(label))
+    return dataset.normalization.normalize(torch.stack(xs)), torch.tensor(ys, dtype=torch.long)
+
+
+def train_embedded_cnn(dataset: Dataset, out_dir: str | Path, checkpoints: list[int] | None = None,
+                       epochs: int = 6, lr: float = 1e-3, batch_size: int = 64, seed: int = 0,
+                       channels=(16, 32), hidden: int = 128, dataset_name: str = "",
+                       test_limit: int | None = None) -> list[dict[str, Any]]:
+    """Train the embedded CNN exactly as ``load_embedded_cnn`` does (same initialisation, order and steps)
+    and save checkpoints along the way:
+
+    ``<out_dir>/ckpt-<iteration>.pt`` (state_dict; iteration 0 = the initialisation),
+    ``<out_dir>/checkpoints.csv`` (iteration, epoch, train_loss = mean loss since the previous checkpoint,
+    test_accuracy on the dataset's evaluation images, file) and ``<out_dir>/training.json`` (the settings,
+    read back by ``model=checkpoint``). Returns the rows of checkpoints.csv.
+    """
+    out = Path(out_dir).expanduser()
+    xtr, ytr, settings, build = _embedded_setup(dataset, epochs, lr, batch_size, seed, channels, hidden)
+    per_epoch = math.ceil(len(xtr) / batch_size)
+    total = per_epoch * epochs
+    wanted = sorted(set(default_checkpoints(total) if checkpoints is None else (int(c) for c in checkpoints)))
+    if not wanted or wanted[0] < 0 or wanted[-1] > total:
+        raise BenchError(f"checkpoints must be iterations between 0 and {total} ({epochs} epochs × {per_epoch} "
+                         f"steps), got {wanted}")
+    xte, yte = _evaluation_set(dataset, test_limit)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = build()
+    rows: list[dict[str, Any]] = []
+    losses: list[float] = []
+
+    def on_step(iteration: int, loss: float | None) -> None:
+        if loss is not None:
+            losses.append(loss)
+        if iteration not in wanted:
+            return
+        was_training = model.training
+        model.eval()
+        acc = accuracy(model, xte, yte)
+        model.train(was_training)
+        file = f"ckpt-{iteration}.pt"
+        atomic_torch_save(model.state_dict(), out / file)
+        rows.append(dict(iteration=iteration, epoch=round(iteration / per_epoch, 4),
+                         train_loss=sum(losses) / len(losses) if losses else float("nan"),
+                         test_accuracy=acc, file=file))
+        losses.clear()
+        log.info("checkpoint %s: test accuracy %.4f", file, acc)
+
+    _train(model, xtr, ytr, epochs, lr, batch_size, seed, on_step=on_step)
+    info = dict(settings, kind="embedded_cnn", dataset=dataset_name or type(dataset).__name__,
+                iterations=total, iterations_per_epoch=per_epoch, checkpoints=[r["iteration"] for r in rows],
+                test_images=len(yte))
+    tmp = out / f".{TRAINING_JSON}.tmp"
+    tmp.write_text(json.dumps(info, indent=2, default=list))
+    os.replace(tmp, out / TRAINING_JSON)
+    tmp = out / f".{CHECKPOINTS_CSV}.tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, out / CHECKPOINTS_CSV)
+    return rows
+
+
+def load_checkpoint(dataset: Dataset, dir: str | None = None, iteration: int | str = "last",
+                    cache_dir: str | None = None) -> nn.Module:
+    """One checkpoint written by ``train_embedded_cnn``: ``iteration`` = an iteration or ``last``."""
+    hint = "train them with: python -m bench.models --out DIR [dataset=...]"
+    if dir is None:
+        raise BenchError(f"model 'checkpoint' needs the folder of the checkpoints: set model.params.dir=DIR ({hint})")
+    folder = Path(str(dir)).expanduser()
+    meta = folder / TRAINING_JSON
+    if not meta.is_file():
+        raise BenchError(f"model 'checkpoint': {meta} does not exist; expected {folder}/training.json and "
+                         f"{folder}/ckpt-<iteration>.pt ({hint})")
+    info = json.loads(meta.read_text())
+    available = info.get("checkpoints", [])
+    it = available[-1] if str(iteration) == "last" and available else iteration
+    try:
+        it = int(it)
+    except (TypeError, ValueError):
+        raise BenchError(f"model 'checkpoint': iteration must be an integer or 'last', got {iteration!r}") from None
+    path = folder / f"ckpt-{it}.pt"
+    if not path.is_file():
+        raise BenchError(f"model 'checkpoint': {path} does not exist; iterations in {folder}: {available}")
+    c, h, w = dataset.image_shape
+    if (info["in_channels"], info["image_size"], info.get("image_width", info["image_size"])) != (c, h, w) \
+            or info["num_classes"] != dataset.num_classes:
+        raise BenchError(f"model 'checkpoint': {folder} holds a CNN for {info['in_channels']}×{info['image_size']}×"
+                         f"{info.get('image_width', info['image_size'])} images and {info['num_classes']} classes "
+                         f"(trained on {info.get('dataset')}); dataset gives {c}×{h}×{w} and {dataset.num_classes}")
+    model = embedded_cnn(c, info["num_classes"], h, tuple(info["channels"]), info["hidden"],
+                         image_width=info.get("image_width"))
+    _load_state(model, path, "checkpoint")
+    return model.eval()
+
+
+# ------------------------------------------------------------------------- pretrained and user models
+
+def _load_state(model: nn.Module, path: Path, what: str, strict: bool = True) -> None:
+    """Load a state_dict file (``weights_only=True``) into ``model``; common wrappers are unpacked:
+    ``{"state_dict": …}`` / ``{"model": …}`` and the ``module.`` prefix of DataParallel."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise BenchError(f"model '{what}': cannot load {path} with torch.load(weights_only=True) "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); save "
+                         f"model.state_dict() with torch.save, not a pickled model") from None
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BenchError(f"model '{what}': {path} does not hold a state_dict (a mapping of names to tensors)")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    try:
+        result = model.load_state_dict(state, strict=strict)
+    except RuntimeError as exc:
+        first = str(exc).replace("\n", " ").replace("\t", "")
+        raise BenchError(f"model '{what}': {path} does not fit the architecture: {first[:400]}") from None
+    if not strict and (result.missing_keys or result.unexpected_keys):
+        log.warning("model '%s': %s — missing %s, unexpected %s", what, path, result.missing_keys[:5],
+                    result.unexpected_keys[:5])
+
+
+def torchvision_weights_file(arch: str, weights_name: str) -> str:
+    """torchvision's file name for ``arch``'s weights ``weights_name`` (e.g. resnet18-f37072fd.pth)."""
+    from torchvision.models import get_model_weights
+
+    try:
+        enum = get_model_weights(arch)
+    except (KeyError, ValueError):
+        raise BenchError(f"torchvision has no published weights for '{arch}'; set model.params.weights=FILE") from None
+    try:
+        return enum[weights_name].url.rsplit("/", 1)[-1]
+    except KeyError:
+        raise BenchError(f"torchvision's {enum.__name__} has no '{weights_name}'; available: "
+                         f"{', '.join(m.name for m in enum)}") from None
+
+
+def load_torchvision(dataset: Dataset, arch: str = "resnet18", weights: str | None = None,
+                     weights_name: str = "IMAGENET1K_V1", file: str | None = None, num_classes: int = 1000,
+                     cache_dir: str | None = None, **kwargs: Any) -> nn.Module:
+    """A torchvision classification architecture with local weights (nothing is downloaded).
+
+    ``weights``: a file path; ``null`` = the torch cache ``$TORCH_HOME/hub/checkpoints/<file>`` where ``file``
+    defaults to torchvision's own name for ``weights_name`` (e.g. ``resnet18-f37072fd.pth``); ``random`` =
+    the random initialisation (seeded by the run's seed). Other keys go to the architecture's builder."""
+    import torchvision
+
+    what = f"torchvision {arch}"
+    try:
+        builder = torchvision.models.get_model_builder(arch)
+    except ValueError:
+        known = ", ".join(torchvision.models.list_models(module=torchvision.models)[:12])
+        raise BenchError(f"unknown torchvision architecture '{arch}'; e.g. {known}, …") from None
+    if weights is None:
+        name = file or torchvision_weights_file(arch, weights_name)
+        path = Path(torch.hub.get_dir()) / "checkpoints" / name
+        if not path.is_file():
+            what_file = (f"the weights file {name}" if file else f"torchvision's {weights_name} weights for {arch}")
+            how = ("" if file else f"; torchvision.models.get_model('{arch}', weights='{weights_name}') fills it on a "
+                                   f"machine with internet")
+            raise BenchError(
+                f"model '{arch}': no weights file — put {what_file} at {path} (the torch cache, "
+                f"$TORCH_HOME/hub/checkpoints{how}) or set model.params.weights=/path/to/{name}; nothing is downloaded")
+    elif str(weights) == "random":
+        path = None
+    else:
+        path = Path(str(weights)).expanduser()
+        if not path.is_file():
+            raise BenchError(f"model '{arch}': weights file {path} does not exist; put the state_dict of {arch} "
+                             f"there (e.g. torchvision's {torchvision_weights_file(arch, weights_name) if file is None else file}) "
+                             f"or set model.params.weights=/path/to/file.pth")
+    try:
+        if path is None:
+            model = builder(weights=None, num_classes=int(num_classes), **kwargs)
+        else:  # no random initialisation of what the file replaces (seconds for VGG's 138M parameters)
+            with torch.device("meta"):
+                model = builder(weights=None, num_classes=int(num_classes), **kwargs)
+            model = model.to_empty(device="cpu")
+    except TypeError as exc:
+        raise BenchError(f"model '{what}': bad parameters {kwargs}: {exc}") from None
+    if path is None:
+        log.warning("model '%s' has random weights (model.params.weights=random)", arch)
+        return model.eval()
+    _load_state(model, path, arch)
+    if any(name not in model.state_dict() for name, _ in model.named_buffers()):  # buffers not in the file
+        fresh = builder(weights=None, num_classes=int(num_classes), **kwargs)
+        fresh.load_state_dict(model.state_dict())
+        model = fresh
+    return model.eval()
+
+
+def _import(target: str) -> Any:
+    module_name, _, attr = target.rpartition(".")
+    if not module_name:
+        raise BenchError(f"model 'user': _target_ must be 'package.module.Class', got '{target}'")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise BenchError(f"model 'user': cannot import _target_ '{target}' ({type(exc).__name__}: {exc}); make "
+                         f"its module importable (the current directory or PYTHONPATH)") from None
+
+
+def load_user(dataset: Dataset, _target_: str | None = None, checkpoint: str | None = None,
+              strict: bool = True, cache_dir: str | None = None, **kwargs: Any) -> nn.Module:
+    """``_target_(**kwargs)`` with the state_dict in ``checkpoint`` (``random``: keep the initialisation)."""
+    if not _target_:
+        raise BenchError("model 'user' needs its class: set model.params._target_=package.module.Class")
+    if checkpoint is None:
+        raise BenchError("model 'user' needs its weights: set model.params.checkpoint=/path/to/state_dict.pt "
+                         "(saved with torch.save(model.state_dict(), path))")
+    cls = _import(str(_target_))
+    try:
+        model = cls(**kwargs)
+    except TypeError as exc:
+        raise BenchError(f"model 'user': {_target_}(**{kwargs}) failed: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise BenchError(f"model 'user': {_target_} gave a {type(model).__name__}, not a torch.nn.Module")
+    if str(checkpoint) == "random":
+        log.warning("model 'user' (%s) has random weights (model.params.checkpoint=random)", _target_)
+    else:
+        path = Path(str(checkpoint)).expanduser()
+        if not path.is_file():
+            raise BenchError(f"model 'user': checkpoint {path} does not exist; put the state_dict of {_target_} "
+                             f"there (torch.save(model.state_dict(), path)) or set model.params.checkpoint=FILE")
+        _load_state(model, path, "user", strict=bool(strict))
+    return model.eval()
+
+
+MODELS = {"embedded_cnn": load_embedded_cnn, "torchvision": load_torchvision, "user": load_user,
+          "checkpoint": load_checkpoint}
+
+
+def check_fits(model: nn.Module, dataset: Dataset, name: str) -> None:
+    """One forward pass on a blank input of the dataset's shape: a model that cannot take the images fails
+    here, in one line, before any work."""
+    x = dataset.normalization.normalize(torch.zeros(1, *dataset.image_shape))
+    try:
+        with torch.inference_mode():
+            out = model.eval()(x)
+    except Exception as exc:
+        raise BenchError(f"model '{name}' cannot take the {'×'.join(map(str, dataset.image_shape))} inputs of "
+                         f"dataset {type(dataset).__name__} ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:300] if str(exc) else ''}); check the preprocessing "
+                         f"(model.input / dataset.params resize, crop, channels)") from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        raise BenchError(f"model '{name}' must return class scores of shape (batch, classes), got "
+                         f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+    if out.shape[1] != dataset.num_classes:
+        log.warning("model '%s' has %d outputs but dataset %s has %d classes; target=label needs them to agree",
+                    name, out.shape[1], type(dataset).__name__, dataset.num_classes)
 
 
 def load_model(name: str, dataset: Dataset, params: dict) -> nn.Module:
     if name not in MODELS:
         raise BenchError(f"unknown model kind '{name}'; available: {', '.join(MODELS)}")
     try:
-        return MODELS[name](dataset, **params)
+        model = MODELS[name](dataset, **params)
     except TypeError as exc:
         raise BenchError(f"model '{name}': {exc}") from None
+    check_fits(model, dataset, params.get("arch") or params.get("_target_") or name)
+    return model
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.models --out DIR [--checkpoints 0,10,100] [overrides]`` — train the embedded CNN
+    (settings from ``model.params``, default conf/model/embedded_cnn.yaml) on ``dataset`` with checkpoints."""
+    parser = argparse.ArgumentParser(prog="python -m bench.models", description=main.__doc__)
+    parser.add_argument("--out", required=True, help="folder for ckpt-<iteration>.pt, checkpoints.csv, training.json")
+    parser.add_argument("--checkpoints", default=None,
+                        help="comma-separated iterations (0 = initialisation); default: 0 and ~12 log-spaced")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. dataset=cifar10 dataset.params.root=…")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        from hydra import compose, initialize_config_dir
+        from omegaconf import OmegaConf
+
+        from .plugins import CONF_DIR
+        from .run import _construct
+
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=args.overrides)
+        if cfg.model.kind != "embedded_cnn":
+            raise BenchError(f"python -m bench.models trains the embedded CNN; model '{cfg.model.name}' is of kind "
+                             f"'{cfg.model.kind}'")
+        params = OmegaConf.to_container(cfg.model.params, resolve=True) or {}
+        checkpoints = None if args.checkpoints is None else [int(c) for c in args.checkpoints.split(",") if c]
+        dataset = _construct("datasets", cfg.dataset)
+        rows = train_embedded_cnn(dataset, args.out, checkpoints, dataset_name=cfg.dataset.name, **params)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # Hydra's config errors: one line too
+        if type(exc).__module__.split(".")[0] not in ("hydra", "omegaconf"):
+            raise
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    for r in rows:
+        print(f"iteration {r['iteration']:>6}  epoch {r['epoch']:<7g} test accuracy {r['test_accuracy']:.4f}  {r['file']}")
+    print(f"checkpoints: {Path(args.out) / CHECKPOINTS_CSV}; evaluate one with model=checkpoint "
+          f"model.params.dir={args.out} model.params.iteration=N")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

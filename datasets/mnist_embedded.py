@@ -52,6 +52,7 @@ class EmbeddedMNIST(Dataset):
     normalization = Normalization(raw_range=(0.0, 1.0), mean=(0.1307,), std=(0.3081,))
     num_classes = 10
     image_shape = (1, 28, 28)
+    preprocessing = "native=28x28 gray mean=(0.1307,) std=(0.3081,) raw_range=[0, 1]"
 
     def __init__(self) -> None:
         self.images, self.labels = _load()
