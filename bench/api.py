@@ -91,6 +91,7 @@ class Dataset:
     normalization: Normalization = Normalization()
     num_classes: int = 0
     image_shape: tuple[int, int, int] = (0, 0, 0)
+    preprocessing: str = ""  # e.g. "resize=256 center_crop=224 mean=(…) std=(…)", recorded in every row
 
     def __init__(self, **params: Any) -> None:
         if params:
