@@ -3,6 +3,10 @@
 Problems the user can fix end in one line on stderr and exit status 2, never a traceback:
 config-group options that do not exist are caught before Hydra starts (listing the available ones),
 everything else raises ``BenchError`` inside the job.
+
+A job that fails writes ``<job dir>/FAILED`` (the reason; a traceback for unexpected errors). In a sweep
+(``-m``) the failure is printed and the sweep goes on with the other jobs; at the end the sweep is collected
+(bench/collect.py), failed jobs are listed, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -10,11 +14,15 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import traceback
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from . import collect  # registers the folder-name resolvers of conf/config.yaml (also in launcher workers)
 from .errors import BenchError
 from .plugins import CONF_DIR
 
@@ -47,11 +55,27 @@ def app(cfg: DictConfig) -> float | None:
     from .run import run  # heavy imports after argument checks
     from .summary import format_table
 
-    out_dir = HydraConfig.get().runtime.output_dir
+    hydra_cfg = HydraConfig.get()
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         summary = run(cfg, out_dir)
     except BenchError as exc:
-        fail(str(exc))
+        collect.mark_failed(out_dir, f"error: {exc}")
+        if not sweep:
+            fail(str(exc))
+        print(f"error: {exc} (job {out_dir}; the sweep goes on)", file=sys.stderr)
+        return None
+    except Exception as exc:
+        collect.mark_failed(out_dir, f"error: {type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
+        if not sweep:
+            raise
+        log.exception("job %s failed; the sweep goes on (traceback also in %s/FAILED)", out_dir, out_dir)
+        return None
+    if summary is None:
+        print(f"shard {cfg.shard} of num_shards={cfg.num_shards} finished: {out_dir}; merge the shards with "
+              f"python -m bench.collect {out_dir.parent if sweep else out_dir}")
+        return None
     print(format_table(summary))
     print(f"tables: {out_dir}/curves.parquet, {out_dir}/summary.csv")
     return float(summary.loc[summary.quantity == "aopc_morf_minus_random", "mean"].iloc[0])
@@ -60,6 +84,8 @@ def app(cfg: DictConfig) -> float | None:
 def main() -> None:
     check_group_overrides(sys.argv[1:])
     app()
+    if collect.LAST is not None and not collect.LAST.ok:  # a sweep ended with failed or unfinished jobs
+        sys.exit(1)
 
 
 if __name__ == "__main__":

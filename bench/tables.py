@@ -21,6 +21,9 @@ from typing import Any, Callable
 
 import pandas as pd
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 PROVENANCE = [
     "method", "method_params", "pooling", "dataset", "model", "perturbation", "patch", "steps", "L",
     "n_regions", "repeats", "target", "score", "seed", "device", "bench_version", "torch_version",
@@ -55,6 +58,7 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide results from collaborators
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -160,7 +164,8 @@ def finished_job(job_dir: Path) -> dict | None:
     done = read_json(job_dir / DONE)
     if not isinstance(done, dict):
         return None
-    files = [e["file"] for e in (done.get("tables") or {}).values()] + ([done["summary"]] if done.get("summary") else [])
+    files = [e["file"] for e in (done.get("tables") or {}).values()]
+    files += [done["summary"]] if done.get("summary") else []
     if not all((job_dir / f).is_file() for f in files):
         return None
     if done.get("num_shards", 1) > 1 and not all(
