@@ -190,9 +190,11 @@ def provenance(cfg: DictConfig, job: Job, evaluator: Evaluator, wall_time_s: flo
     """The SPEC §8 columns every row of this run carries."""
     return dict(
         method=cfg.method.name, method_params=params_json(params_of(cfg.method)), pooling=job.pooling,
-        dataset=cfg.dataset.name, model=cfg.model.name, perturbation=cfg.perturbation.name, patch=job.patch,
-        steps=job.steps, L=evaluator.L, n_regions=evaluator.regions, repeats=evaluator.repeats,
-        target=cfg.target, score=cfg.score, seed=cfg.seed, device=str(job.device),
+        dataset=cfg.dataset.name, preprocessing=job.dataset.preprocessing, model=cfg.model.name,
+        model_params=params_json(params_of(cfg.model)), perturbation=cfg.perturbation.name,
+        perturbation_params=params_json(params_of(cfg.perturbation)), patch=job.patch, steps=job.steps,
+        L=evaluator.L, n_regions=evaluator.regions, repeats=evaluator.repeats, orders=",".join(evaluator.orders),
+        target=cfg.target, score=cfg.score, precision=evaluator.precision, seed=cfg.seed, device=str(job.device),
         wall_time_s=round(wall_time_s, 3), **versions())
 
 

@@ -25,9 +25,10 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 PROVENANCE = [
-    "method", "method_params", "pooling", "dataset", "model", "perturbation", "patch", "steps", "L",
-    "n_regions", "repeats", "target", "score", "seed", "device", "bench_version", "torch_version",
-    "torchvision_version", "numpy_version", "python_version", "wall_time_s",
+    "method", "method_params", "pooling", "dataset", "preprocessing", "model", "model_params", "perturbation",
+    "perturbation_params", "patch", "steps", "L", "n_regions", "repeats", "orders", "target", "score", "precision",
+    "seed", "device", "bench_version", "torch_version", "torchvision_version", "numpy_version", "python_version",
+    "wall_time_s",
 ]
 CURVE_COLUMNS = PROVENANCE + ["image_id", "label", "target_class", "order", "step", "fraction_perturbed",
                               "score_value", "score_std", "aopc"]

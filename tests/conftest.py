@@ -21,9 +21,10 @@ def cache_dir(tmp_path_factory):
 @pytest.fixture
 def run_cli(cache_dir, tmp_path):
     """Run ``python -m bench`` in a subprocess; returns (CompletedProcess, run_dir)."""
-    def _run(*overrides, env=None, run_dir=None):
+    def _run(*overrides, env=None, run_dir=None, fast_model=True):
         run_dir = run_dir or tmp_path / "run"
-        args = [sys.executable, "-m", "bench", *FAST_MODEL, f"hydra.run.dir={run_dir}", *overrides]
+        args = [sys.executable, "-m", "bench", *(FAST_MODEL if fast_model else []), f"hydra.run.dir={run_dir}",
+                *overrides]
         proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300,
                               env={**os.environ, "BENCH_CACHE_DIR": str(cache_dir), **(env or {})})
         return proc, run_dir
