@@ -139,3 +139,22 @@ def test_nan_heatmaps_are_skipped_and_reported(run_cli, tmp_path):
                             run_dir=tmp_path / "all_bad")
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: no image could be evaluated")
     assert len(proc.stderr.strip().splitlines()) == 1 and (run_dir / "skipped.csv").is_file()
+
+
+def test_metrics_and_lerf_end_to_end(run_cli):
+    proc, run_dir = run_cli("n_images=3", "steps=4", "repeats=2", "method=sensitivity", "orders=[morf,lerf]",
+                            "metrics=[aopc,complexity,continuity]", "continuity.kind=noise", "continuity.n_samples=2",
+                            "complexity.jpeg_quality=75", "bootstrap=100")
+    assert proc.returncode == 0, proc.stderr
+    comp = pd.read_parquet(run_dir / "complexity.parquet")
+    cont = pd.read_parquet(run_dir / "continuity.parquet")
+    assert len(comp) == 3 and (comp.jpeg_quality == 75).all() and (comp.colormap == "bwr").all()
+    assert len(cont) == 3 and (cont.kind == "noise").all() and (cont.n_samples == 2).all()
+    assert (comp.method == "sensitivity").all() and "preprocessing" in comp.columns
+    summary = pd.read_csv(run_dir / "summary.csv").set_index("quantity")
+    for q in ("aopc_lerf", "aopc_lerf_minus_random", "png_bytes", "jpeg_bytes", "entropy_bits", "continuity_max"):
+        assert q in summary.index
+    assert summary.loc["png_bytes", "mean"] == pytest.approx(comp.png_bytes.mean())
+    assert summary.loc["continuity_max", "median"] == pytest.approx(cont.continuity_max.median())
+    curves = pd.read_parquet(run_dir / "curves.parquet")
+    assert set(curves.order) == {"morf", "lerf", "random"} and (curves.orders == "morf,lerf,random").all()
