@@ -461,6 +461,12 @@ def _write(c: Collection, skipped) -> None:
         write_parquet(c.summary, out / "summary.parquet")
         write_csv(c.summary, out / "summary.csv")
         written["summary.parquet"] = written["summary.csv"] = len(c.summary)
+        from .network_quality import network_quality_table
+
+        network = network_quality_table(c.summary)
+        if network is not None:  # experiment=network_quality: the table of TNNLS Fig. 7 for the report
+            write_csv(network, out / "network_quality.csv")
+            written["network_quality.csv"] = len(network)
     if skipped is not None:
         write_csv(skipped, out / "skipped.csv")
         written["skipped.csv"] = len(skipped)

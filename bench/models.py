@@ -230,13 +230,19 @@ def train_embedded_cnn(dataset: Dataset, out_dir: str | Path, checkpoints: list[
 
 
 def load_checkpoint(dataset: Dataset, dir: str | None = None, iteration: int | str = "last",
-                    cache_dir: str | None = None) -> nn.Module:
-    """One checkpoint written by ``train_embedded_cnn``: ``iteration`` = an iteration or ``last``."""
+                    cache_dir: str | None = None, train: dict | None = None) -> nn.Module:
+    """One checkpoint written by ``train_embedded_cnn``: ``iteration`` = an iteration or ``last``.
+
+    ``train`` (optional): ``train_embedded_cnn`` keywords (``checkpoints``, ``epochs``, …); when given and
+    ``dir`` holds no checkpoints yet, they are trained there first (the network-quality experiment)."""
     hint = "train them with: python -m bench.models --out DIR [dataset=...]"
     if dir is None:
         raise BenchError(f"model 'checkpoint' needs the folder of the checkpoints: set model.params.dir=DIR ({hint})")
     folder = Path(str(dir)).expanduser()
     meta = folder / TRAINING_JSON
+    if train is not None and not meta.is_file():
+        log.info("training the embedded CNN with checkpoints into %s", folder)
+        train_embedded_cnn(dataset, folder, **dict(train))
     if not meta.is_file():
         raise BenchError(f"model 'checkpoint': {meta} does not exist; expected {folder}/training.json and "
                          f"{folder}/ckpt-<iteration>.pt ({hint})")
