@@ -1,5 +1,6 @@
 """Sensitivity analysis: R = ∂f_c/∂x (TNNLS Sec. II-A, tutorial 4.1); pooled with the l2 norm over
-channels by default (TNNLS eq. 3)."""
+channels by default (TNNLS eq. 3). conf/method/sensitivity_linf.yaml pools with ℓ∞ ([26] of TNNLS) and
+sensitivity_sq.yaml with the squared norm Σ_c (∂f/∂x_c)² (tutorial Sec. 4.1)."""
 
 import torch
 

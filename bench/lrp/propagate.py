@@ -2,127 +2,463 @@
 
 Convention: every tensor a of the forward pass carries relevance R_a = a ⊙ g_a, where g is the
 (modified) gradient. Starting from g = one-hot(c) at the logits, R = f_c(x) on class c and 0 elsewhere
-(SPEC §2). Under this convention plain autograd is already the right LRP step for ReLU (relevance
-passes unchanged), winner-take-all max-pooling, flatten/dropout, and residual additions (which split
-relevance in proportion to the summands). Only linear layers (and proportional pooling) need a rule:
-their output z is replaced by
+(SPEC §2). Under this convention plain autograd is already the right LRP step for ReLU (relevance passes
+unchanged), winner-take-all max-pooling, flatten/dropout, average pooling (the gradient of a sum with
+positive weights and no bias *is* the z-rule: relevance in proportion to the summands, as Zennit's
+``Norm`` rule) and residual additions (which split relevance in proportion to the summands). What needs
+a rule:
 
-    y = z.detach() + Σ_t c_t · (T_t − T_t.detach()),   T_t = z_t · (z / stab(z_t)).detach()
+- Conv2d / Linear (merged with the BatchNorm that follows them, bench/lrp/canonizers.py): the layer's
+  output is replaced by ``_Relay(x, z)``, which has the value z in the forward pass and whose backward
+  computes, from the output relevance R = z ⊙ g, the rule's redistribution (bench/lrp/rules.py) and
+  returns the gradient g_x with x ⊙ g_x = R_x. The modified layers z_p that the rule needs are only
+  evaluated in the backward pass, and only those that can matter: for a non-negative input (any layer
+  after a ReLU) the x⁻ parts vanish, a term restricted to outputs z_j < 0 is skipped when they carry no
+  relevance, and the unmodified layer's denominator is the forward output itself. So LRP-ε costs one
+  forward and one backward pass like the gradient, and z⁺/γ one more convolution per layer.
+- the first layer's constant-input rules (z^B, w², flat): their relevance is not of the form x ⊙ g; the
+  relay adds it to the input relevance directly.
+- max-pooling in proportion to the activations (tutorial 5.3), when asked for.
+- a BatchNorm that cannot be merged: bypassed (relevance passes unchanged).
 
-which has y == z in value, while ∂y/∂x carries exactly the rule of bench/lrp/rules.py. The input
-relevance is then x ⊙ g_x after a single backward pass (the "gradient trick", tutorial Sec. 6).
+Everything else is refused by name: before the forward pass (leaf modules of an unknown type, modules
+with parameters of their own, a BatchNorm in training mode), during it (a Conv2d/Linear/BatchNorm used
+twice in one forward pass; a first-layer rule on a layer that does not receive the input) or right after
+it (a convolution, matrix product or normalisation in the autograd graph that no hooked module produced:
+a functional call such as F.linear inside a model's forward, which no rule could be attached to). Hooks
+are always removed; the model and its parameters' ``.grad`` are never modified.
 """
 
 from __future__ import annotations
 
+import weakref
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import BenchError
-from .rules import Part, Rule, stabilize
+from .canonizers import BATCHNORM, batchnorm_pairs, check_batchnorm, merged_parameters
+from .composites import Composite, as_composite
+from .rules import Rule, Term, stabilize
 
 LINEAR = (nn.Conv2d, nn.Linear)
-AVGPOOL = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
-PASSTHROUGH = (nn.ReLU, nn.Dropout, nn.Flatten, nn.Identity)
+PASSTHROUGH = (nn.ReLU, nn.Dropout, nn.Flatten, nn.Identity, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+SUPPORTED = "Conv2d, Linear, ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, BatchNorm1d/2d, Dropout, Flatten, Identity"
+MAXPOOL_MODES = ("wta", "proportional")
+_PLAIN = (Term(),)  # the terms of LRP-ε/0: the layer itself
+
+# Autograd nodes that only an unhooked parametrised layer can leave in the graph (the hooked layers'
+# own nodes are cut off by the relay).
+_UNHOOKED = ("Convolution", "CudnnConvolution", "MkldnnConvolution", "SlowConv", "ThnnConv", "Addmm", "Mm",
+             "Bmm", "Baddbmm", "Addmv", "Addbmm", "Mv", "Linear", "NativeBatchNorm", "CudnnBatchNorm",
+             "MiopenBatchNorm", "NativeLayerNorm", "NativeGroupNorm", "Embedding")
 
 
-def _evaluate(module: nn.Module, x: torch.Tensor, part: Part) -> torch.Tensor:
-    """The linear layer with the part's modified input, weight and bias."""
-    x = x if part.input is None else part.input(x)
-    if isinstance(module, AVGPOOL):
-        return module.__class__.forward(module, x)
-    w = module.weight if part.weight is None else part.weight(module.weight)
-    b = module.bias
-    if b is not None and part.bias is not None:
-        b = None if part.bias is False else part.bias(b)
-    if isinstance(module, nn.Conv2d):
-        return module._conv_forward(x, w, b)
-    return F.linear(x, w, b)
+class _Relay(torch.autograd.Function):
+    """``value`` in the forward pass; in the backward pass ``step.backward(x, g)`` is the gradient of x."""
+
+    @staticmethod
+    def forward(ctx, x, value, step):
+        ctx.step = step
+        ctx.save_for_backward(x)  # autograd then refuses if x is modified in place before the backward
+        return value.clone()      # a fresh tensor: later in-place ops (ReLU, +=) cannot touch ``value``
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return ctx.step.backward(x, g), None, None
 
 
-def rule_output(module: nn.Module, rule: Rule, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """z in value; gradient = the rule's redistribution (see module docstring)."""
-    acc = None
-    for term in rule.terms:
-        parts = [z if p.is_identity else _evaluate(module, x, p) for p in term.parts]
-        zt = parts[0] if len(parts) == 1 else sum(parts)
-        t = term.coefficient * zt * (z.detach() / stabilize(zt.detach(), rule.epsilon))
-        acc = t if acc is None else acc + t
-    return z.detach() + (acc - acc.detach())
+def _accumulate(total: Optional[torch.Tensor], t: torch.Tensor) -> torch.Tensor:
+    return t if total is None else total.add_(t)
 
 
-def proportional_pool_output(module: nn.MaxPool2d, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+def _add(total: Optional[torch.Tensor], t: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """total + t, in place when ``total`` is a fresh tensor of the result's shape (never ``keep``)."""
+    if total is None:
+        return t
+    if total is keep or total.shape != torch.broadcast_shapes(total.shape, t.shape):
+        return total + t
+    return total.add_(t)
+
+
+def _layer(module: nn.Module, x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor]) -> torch.Tensor:
+    return module._conv_forward(x, w, b) if isinstance(module, nn.Conv2d) else F.linear(x, w, b)
+
+
+def _input_vjp(module: nn.Module, x: torch.Tensor, w: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Wᵀ s for the layer with weight w at input x (the backward of the unmodified layer)."""
+    if isinstance(module, nn.Linear):
+        return s @ w
+    if module.padding_mode == "zeros" and not isinstance(module.padding, str):
+        return torch.ops.aten.convolution_backward(
+            s, x, w, None, module.stride, module.padding, module.dilation, False, [0, 0], module.groups,
+            [True, False, False])[0]
+    with torch.enable_grad():
+        v = x.detach().requires_grad_(True)
+        return torch.autograd.grad(_layer(module, v, w, None), v, s)[0]
+
+
+def _bias_of(module: nn.Module, b: Optional[torch.Tensor], part_bias) -> Optional[torch.Tensor]:
+    if b is None or part_bias is False:
+        return None
+    return b if part_bias is None else part_bias(b)
+
+
+def _as_output(module: nn.Module, b: torch.Tensor) -> torch.Tensor:
+    """A bias vector shaped to broadcast over the layer's output."""
+    return b.view(-1, 1, 1) if isinstance(module, nn.Conv2d) else b
+
+
+class WeightCache:
+    """Modified weights ρ(w) kept between calls, per parameter and modifier, so that a method object
+    reused batch after batch does not recompute w⁺ etc. of large dense layers each time (it costs one
+    extra copy of the weights per modifier). An entry is recomputed when the parameter's version counter,
+    storage, dtype or device changes (in-place updates, ``load_state_dict``, ``.to()``); edits through
+    ``.data`` bypass the version counter — call ``clear()`` after them."""
+
+    def __init__(self) -> None:
+        self._store: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+    def clear(self) -> None:
+        self._store = weakref.WeakKeyDictionary()
+
+    def get(self, module: nn.Module, modifier) -> torch.Tensor:
+        """``modifier(module.weight)``, from the cache when the weight is unchanged."""
+        param = module.weight
+        stamp = (id(param), param._version, param.data_ptr(), param.dtype, param.device)
+        entries = self._store.setdefault(module, {})
+        hit = entries.get(modifier)
+        if hit is None or hit[0] != stamp:
+            with torch.no_grad():
+                hit = entries[modifier] = (stamp, modifier(param.detach()))
+        return hit[1]
+
+
+class _State:
+    """Per-call bookkeeping shared by the hooks of one ``lrp_hooks`` block."""
+
+    def __init__(self, model: nn.Module, composite, maxpool: str, x: Optional[torch.Tensor], bounds,
+                 cache: Optional[WeightCache]) -> None:
+        self.model, self.composite, self.maxpool, self.x, self.bounds = model, composite, maxpool, x, bounds
+        self.cache = cache
+        self.names = {m: n for n, m in model.named_modules()}
+        self.calls: dict[nn.Module, int] = {}
+        self.outputs: dict[nn.Module, torch.Tensor] = {}  # linear layer → its relayed output (this pass)
+        self.steps: dict[nn.Module, "_LinearStep"] = {}
+        self.first_seen = False
+        self.input_relevance: Optional[torch.Tensor] = None
+
+    def describe(self, module: nn.Module) -> str:
+        return f"'{self.names.get(module, '?')}' ({type(module).__name__})"
+
+    def count(self, module: nn.Module) -> None:
+        self.calls[module] = self.calls.get(module, 0) + 1
+        if self.calls[module] > 1:
+            raise BenchError(f"layer {self.describe(module)} is used twice in one forward pass; LRP needs one "
+                             "module object per layer (define a separate module for each use)")
+
+    def is_model_input(self, t: torch.Tensor) -> bool:
+        """``t`` is the model's input, or a contiguous reshape of it (e.g. Flatten before a Linear)."""
+        x = self.x
+        if x is None:
+            return False
+        return t is x or (t._base is x and t.numel() == x.numel() and t.is_contiguous() and x.is_contiguous())
+
+    def source(self, kind: str, rule: Rule, like: torch.Tensor) -> torch.Tensor:
+        """The constant input ``low``/``high``/``ones`` of a first-layer rule, shaped like the layer input
+        ``like`` — with batch size 1 when it is the same for every image (it then costs one image)."""
+        one = (1,) + tuple(like.shape[1:])
+        if kind == "ones":
+            return like.new_ones(one)
+        value = getattr(rule, kind, None)
+        if value is not None:
+            return like.new_full(one, float(value))
+        if self.bounds is None:
+            raise BenchError(f"rule {rule} needs the data's pixel bounds (bounds=...); none were given")
+        bound = torch.as_tensor(self.bounds[0 if kind == "low" else 1], dtype=like.dtype, device=like.device)
+        if bound.dim() < self.x.dim() or bound.shape[0] == 1:  # no per-image bounds
+            return bound.expand((1,) + tuple(self.x.shape[1:])).reshape(one)
+        return bound.expand_as(self.x).reshape(like.shape)
+
+    def add_input_relevance(self, r: torch.Tensor) -> None:
+        r = r.expand((len(self.x),) + tuple(r.shape[1:])).reshape(self.x.shape)
+        self.input_relevance = r if self.input_relevance is None else self.input_relevance + r
+
+    def release(self) -> None:
+        """Drop the forward pass's tensors (they would keep the graph alive through a reference cycle)."""
+        self.outputs.clear()
+        self.steps.clear()
+
+    def finish_forward(self, out: torch.Tensor) -> None:
+        """Checks that need the whole forward pass: the first layer was found, no unhooked layer ran."""
+        self.release()
+        if self.composite.first is not None and not self.first_seen:
+            raise BenchError("the composite has a first-layer rule, but no Conv2d/Linear layer of the model "
+                             "receives the model's input directly (is the input transformed inside the model?)")
+        found = unhooked_nodes(out, _UNHOOKED + (("MaxPool",) if self.maxpool == "proportional" else ()))
+        if found:
+            listing = ", ".join(f"{n}× {name}" for name, n in sorted(found.items()))
+            raise BenchError(f"LRP found operations that no module hook covers: {listing} — functional calls "
+                             "(F.conv2d, F.linear, torch.matmul, F.batch_norm, F.max_pool2d with proportional "
+                             "max-pooling, …) inside the model's forward cannot get a rule; use the nn modules "
+                             f"({SUPPORTED})")
+
+
+def unhooked_nodes(out: torch.Tensor, prefixes: tuple[str, ...]) -> dict[str, int]:
+    """Autograd node types (name starting with one of ``prefixes``) reachable from ``out``, with counts."""
+    found: dict[str, int] = {}
+    seen, stack = set(), [out.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        name = type(node).__name__
+        if name.startswith(prefixes):
+            found[name] = found.get(name, 0) + 1
+        stack.extend(n for n, _ in node.next_functions)
+    return found
+
+
+class _LinearStep:
+    """The backward of one Conv2d/Linear layer (merged with its BatchNorm when one follows)."""
+
+    def __init__(self, state: _State, module: nn.Module, rule: Rule, z: torch.Tensor) -> None:
+        self.state, self.module, self.rule, self.z = state, module, rule, z
+        self.bn: Optional[nn.Module] = None      # set by the BatchNorm hook when it merges
+        self.merged: Optional[torch.Tensor] = None
+        self.expected: Optional[torch.Tensor] = None
+
+    def parameters(self) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        if self.bn is not None:
+            return merged_parameters(self.module, self.bn)
+        b = self.module.bias
+        return self.module.weight.detach(), None if b is None else b.detach()
+
+    def modified(self, w: torch.Tensor, modifier) -> torch.Tensor:
+        if modifier is None:
+            return w
+        if self.bn is None and self.state.cache is not None:
+            return self.state.cache.get(self.module, modifier)
+        return modifier(w)
+
+    def backward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        module, rule = self.module, self.rule
+        if self.bn is not None and not (g is self.expected or torch.equal(g, self.expected)):
+            raise BenchError(f"the output of {self.state.describe(module)} feeds its BatchNorm and something "
+                             "else; the BatchNorm cannot be merged (SPEC §2) — LRP refuses this model")
+        out = self.z if self.bn is None else self.merged
+        w, b = self.parameters()
+        if rule.terms == _PLAIN:  # LRP-ε/0: s = R / stab(z) = g · z / (z + ε sign z), computed in few passes
+            if rule.epsilon == 0:
+                s = g.masked_fill(out == 0, 0)
+            else:
+                s = out.abs()
+                s.div_(s + rule.epsilon).mul_(g)
+            return _input_vjp(module, x, w, s)
+        relevance = out * g
+        grad, nonneg = None, None
+        for term in rule.terms:
+            r = relevance
+            if term.where is not None:
+                r = relevance * ((out > 0) if term.where == "pos" else (out < 0))
+                if not bool(r.any()):
+                    continue
+            z, n_identity, parts = None, 0, []
+            for part in term.parts:
+                kind = part.input
+                if kind in ("pos", "neg"):
+                    if nonneg is None:
+                        nonneg = bool(x.min() >= 0)
+                    if nonneg:
+                        if kind == "neg":
+                            continue  # x⁻ = 0
+                        kind = "x"
+                if kind == "x" and part.weight is None:  # the forward output itself, up to the bias
+                    value = out
+                    if b is not None and part.bias is not None:
+                        shifted = _bias_of(module, b, part.bias)
+                        value = out + _as_output(module, (0 if shifted is None else shifted) - b)
+                    z = _add(z, value, out)
+                    n_identity += 1
+                    continue
+                v, wp = self._input(kind, x), self.modified(w, part.weight)
+                z = _add(z, _layer(module, v, wp, _bias_of(module, b, part.bias)), out)
+                parts.append((kind, v, wp))
+            if z is None:
+                continue
+            stab = stabilize(z, rule.epsilon)
+            s = torch.div(r, stab, out=stab) if stab.shape == r.shape else r / stab
+            if term.coefficient != 1:
+                s.mul_(term.coefficient)
+            if n_identity:
+                vjp = _input_vjp(module, x, w, s)
+                grad = _accumulate(grad, vjp if n_identity == 1 else n_identity * vjp)
+            for kind, v, wp in parts:
+                gv = _input_vjp(module, v.expand((len(s),) + tuple(v.shape[1:])), wp, s)
+                if kind == "x":
+                    grad = _accumulate(grad, gv)
+                elif kind == "pos":
+                    grad = _accumulate(grad, gv.mul_(x > 0))
+                elif kind == "neg":
+                    grad = _accumulate(grad, gv.mul_(x < 0))
+                else:
+                    self.state.add_input_relevance(gv.mul_(v))
+        return torch.zeros_like(x) if grad is None else grad
+
+    def _input(self, kind: str, x: torch.Tensor) -> torch.Tensor:
+        if kind == "x":
+            return x
+        if kind == "pos":
+            return x.clamp(min=0)
+        if kind == "neg":
+            return x.clamp(max=0)
+        return self.state.source(kind, self.rule, x)
+
+
+class _MergedNormStep:
+    """A BatchNorm merged into the layer before it: the gradient passes through unchanged, and that
+    layer's step redistributes the BatchNorm's output relevance with the merged parameters."""
+
+    def __init__(self, step: _LinearStep) -> None:
+        self.step = step
+
+    def backward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        self.step.expected = g
+        return g
+
+
+class _BypassStep:
+    """A normalisation that cannot be merged: R_x = R_y (x ⊙ g_x = y ⊙ g_y)."""
+
+    def __init__(self, y: torch.Tensor) -> None:
+        self.y = y
+
+    def backward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return g * self.y / stabilize(x, 1e-9)
+
+
+class _ProportionalPoolStep:
     """Max-pooling redistributed in proportion to the activations (tutorial Sec. 5.3):
     R_i = Σ_j x_i / (Σ_{i'∈window j} x_i') · R_j, i.e. the z-rule on sum-pooling."""
-    if module.dilation not in (1, (1, 1)):
-        raise BenchError(f"proportional max-pooling does not support dilation ({module}); use maxpool=wta")
-    sums = F.avg_pool2d(x, module.kernel_size, module.stride, module.padding, module.ceil_mode,
-                        count_include_pad=True, divisor_override=1)
-    t = sums * (z.detach() / stabilize(sums.detach(), 1e-9))
-    return z.detach() + (t - t.detach())
 
+    def __init__(self, module: nn.MaxPool2d, y: torch.Tensor) -> None:
+        self.module, self.y = module, y
 
-def describe(model: nn.Module, module: nn.Module) -> str:
-    names = {m: n for n, m in model.named_modules()}
-    return f"'{names.get(module, '?')}' ({type(module).__name__})"
+    def backward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        m = self.module
+        with torch.enable_grad():
+            v = x.detach().requires_grad_(True)
+            sums = F.avg_pool2d(v, m.kernel_size, m.stride, m.padding, m.ceil_mode, count_include_pad=True,
+                                divisor_override=1)
+        return torch.autograd.grad(sums, v, self.y * g / stabilize(sums.detach(), 1e-9))[0]
 
 
 @contextmanager
-def lrp_hooks(model: nn.Module, rule_for: Callable[[str, nn.Module], Rule | None],
-              maxpool: str = "wta") -> Iterator[None]:
+def lrp_hooks(model: nn.Module, rules: Union[Rule, Composite, Callable], maxpool: str = "wta",
+              x: Optional[torch.Tensor] = None, bounds=None, cache: Optional[WeightCache] = None
+              ) -> Iterator[_State]:
     """Attach the rules to ``model`` for the duration of the block; always removes them afterwards.
 
-    ``rule_for(name, module)`` gives the rule of each linear layer (Conv2d, Linear, average pooling).
-    Refuses, naming the layer, any leaf module the rules cannot handle, and any linear layer that is
-    called twice in one forward pass (its relevance would be silently mixed).
+    ``rules``: a Rule (every layer), a Composite, or a ``rule_for(name, module)`` function. ``x`` is the
+    tensor that will be the model's input (to find the first layer); ``bounds`` = (low, high), the input
+    bounds for z^B, broadcastable to ``x``. Yields the state; call ``state.finish_forward(output)`` after
+    the forward pass for the checks that need it. ``cache``: a WeightCache to reuse modified weights.
     """
-    if maxpool not in ("wta", "proportional"):
+    if maxpool not in MAXPOOL_MODES:
         raise BenchError(f"maxpool must be 'wta' or 'proportional', got '{maxpool}'")
-    handles, calls = [], {}
+    composite = as_composite(rules)
+    state = _State(model, composite, maxpool, x, bounds, cache)
+    pairs = batchnorm_pairs(model)
+    handles = []
     try:
         for name, module in model.named_modules():
-            if any(True for _ in module.children()):
-                continue
-            if isinstance(module, LINEAR + AVGPOOL):
-                rule = rule_for(name, module)
-                if rule is None:
-                    continue
-                handles.append(module.register_forward_hook(_linear_hook(model, rule, calls)))
+            leaf = not any(True for _ in module.children())
+            if isinstance(module, LINEAR):
+                handles.append(module.register_forward_hook(_linear_hook(state, name)))
+            elif isinstance(module, BATCHNORM):
+                check_batchnorm(name, module)
+                handles.append(module.register_forward_hook(_batchnorm_hook(state, pairs.get(module))))
             elif isinstance(module, nn.MaxPool2d):
                 if maxpool == "proportional":
-                    handles.append(module.register_forward_hook(
-                        lambda m, inp, out: proportional_pool_output(m, inp[0], out)))
-            elif not isinstance(module, PASSTHROUGH):
-                raise BenchError(f"LRP cannot propagate through layer {describe(model, module)}; supported: "
-                                 "Conv2d, Linear, ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Dropout, "
-                                 "Flatten, Identity — use a gradient-based method for this model")
-        yield
+                    if module.dilation not in (1, (1, 1)):
+                        raise BenchError(f"proportional max-pooling does not support dilation "
+                                         f"({state.describe(module)}); use maxpool=wta")
+                    handles.append(module.register_forward_hook(_pool_hook(state)))
+            elif leaf and not isinstance(module, PASSTHROUGH):
+                raise BenchError(f"LRP cannot propagate through layer {state.describe(module)}; supported: "
+                                 f"{SUPPORTED} — use a gradient-based method for this model")
+            elif not leaf and any(True for _ in module.parameters(recurse=False)):
+                raise BenchError(f"module {state.describe(module)} has parameters of its own, used by its "
+                                 "forward outside any supported layer; LRP cannot attach a rule to them")
+        yield state
     finally:
+        state.release()
         for h in handles:
             h.remove()
 
 
-def _linear_hook(model: nn.Module, rule: Rule, calls: dict):
+def _linear_hook(state: _State, name: str):
     def hook(module, inputs, output):
-        calls[module] = calls.get(module, 0) + 1
-        if calls[module] > 1:
-            raise BenchError(f"layer {describe(model, module)} is used twice in one forward pass; LRP needs "
-                             "one module object per layer (define a separate module for each use)")
-        return rule_output(module, rule, inputs[0], output)
+        state.count(module)
+        inp = inputs[0]
+        first = state.is_model_input(inp)
+        state.first_seen |= first and state.composite.first is not None
+        rule = state.composite.rule(name, module, first)
+        if not isinstance(rule, Rule):
+            raise BenchError(f"no LRP rule for layer {state.describe(module)} (got {rule!r})")
+        if rule.first_layer_only and not first:
+            raise BenchError(f"rule {type(rule).__name__} is a first-layer rule (it needs the pixel input), but "
+                             f"layer {state.describe(module)} does not receive the model's input directly")
+        if state.bounds is None and any(p.input in ("low", "high") and getattr(rule, p.input, None) is None
+                                        for t in rule.terms for p in t.parts):
+            raise BenchError(f"rule {rule} needs the data's pixel bounds (bounds=...); none were given")
+        step = _LinearStep(state, module, rule, output.detach())
+        out = _Relay.apply(inp, output.detach(), step)
+        state.outputs[module], state.steps[module] = out, step
+        return out
     return hook
 
 
-def lrp(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
-        rule_for: Callable[[str, nn.Module], Rule | None], maxpool: str = "wta") -> torch.Tensor:
-    """Input relevance R (x's shape) for class ``target`` (B,), relevance at the output = f_c(x)."""
+def _batchnorm_hook(state: _State, linear: Optional[nn.Module]):
+    def hook(module, inputs, output):
+        state.count(module)
+        inp = inputs[0]
+        if linear is not None and state.outputs.get(linear) is inp:  # the data flow confirms the pair
+            step = state.steps[linear]
+            step.bn, step.merged = module, output.detach()
+            return _Relay.apply(inp, output.detach(), _MergedNormStep(step))
+        return _Relay.apply(inp, output.detach(), _BypassStep(output.detach()))
+    return hook
+
+
+def _pool_hook(state: _State):
+    def hook(module, inputs, output):
+        state.count(module)
+        return _Relay.apply(inputs[0], output.detach(), _ProportionalPoolStep(module, output.detach()))
+    return hook
+
+
+def lrp(model: nn.Module, x: torch.Tensor, target: torch.Tensor, rules: Union[Rule, Composite, Callable],
+        maxpool: str = "wta", bounds=None, cache: Optional[WeightCache] = None) -> torch.Tensor:
+    """Input relevance R (x's shape) for class ``target`` (B,), relevance at the output = f_c(x).
+
+    ``rules``: a Rule for every layer, a Composite, or ``rule_for(name, module) -> Rule``; ``maxpool``:
+    ``wta`` or ``proportional``; ``bounds``: (low, high) input bounds for z^B, broadcastable to x;
+    ``cache``: a WeightCache kept by the caller between calls (None: modified weights are recomputed).
+    """
     x = x.detach().requires_grad_(True)
-    with lrp_hooks(model, rule_for, maxpool), torch.enable_grad():
+    with lrp_hooks(model, rules, maxpool, x=x, bounds=bounds, cache=cache) as state, torch.enable_grad():
         out = model(x)
+        state.finish_forward(out)
         seed = torch.zeros_like(out)
-        seed.scatter_(1, target.view(-1, 1), 1.0)
-        (grad,) = torch.autograd.grad(out, x, seed)
-    return (x * grad).detach()
+        seed.scatter_(1, target.view(-1, 1).to(out.device), 1.0)
+        (grad,) = torch.autograd.grad(out, x, seed, allow_unused=True)
+    relevance = torch.zeros_like(x) if grad is None else x * grad
+    if state.input_relevance is not None:
+        relevance = relevance + state.input_relevance
+    return relevance.detach()

@@ -1,72 +1,126 @@
 """LRP rules as small declarative objects (tutorial Sec. 5, TNNLS eq. 7–8, deep Taylor Sec. 4–5).
 
-A rule for a linear layer z_j = Σ_i x_i w_ij + b_j is a weighted sum of *terms*; each term is the same
-layer evaluated with modified inputs and parameters, z_tj = Σ_i in_t(x)_i ρ_t(w_ij) + ρ_t(b_j). It
-redistributes the relevance R_j of the layer's outputs as
+A rule for a linear layer z_j = Σ_i x_i w_ij + b_j is a weighted sum of *terms*; each term is a sum of
+*parts*, and each part is the same layer evaluated with a modified input, weight and bias,
+z_pj = Σ_i in_p(x)_i ρ_p(w_ij) + ρ_p(b_j). A term t redistributes the relevance R_j of the layer's
+outputs (only of the outputs with z_j > 0 or z_j < 0 when the term says ``where``) as
 
-    R_i = Σ_t c_t · in_t(x)_i · Σ_j ρ_t(w_ij) · R_j / stab(z_tj)
+    R_i = Σ_t c_t · Σ_{p ∈ t} in_p(x)_i · Σ_j ρ_p(w_ij) · R_j / stab(z_tj),    z_tj = Σ_{p ∈ t} z_pj
 
-where stab(z) = z + ε·sign(z) (sign(0) = +1, TNNLS eq. 7). All rules share one mechanism
-(bench/lrp/propagate.py): the layer's output is replaced by a value-preserving expression whose
-gradient is the rule, so one backward pass computes every layer's redistribution.
+with stab(z) = z + ε·sign(z), sign(0) = +1 (TNNLS eq. 7). The mechanism that evaluates a rule is
+bench/lrp/propagate.py; a rule only says *what* to compute.
+
+Inputs of a part: ``"x"`` (the layer's input), ``"pos"`` / ``"neg"`` (its positive / negative part),
+and, for rules of the first layer only, the constants ``"low"`` / ``"high"`` (the data's pixel bounds in
+model-input units, deep Taylor Sec. 4.2) and ``"ones"``. Relevance that lands on a constant is the
+input layer's relevance (z^B, w², flat): it is not of the form x ⊙ gradient, so the mechanism collects
+it explicitly.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 
-Fn = Optional[Callable[[torch.Tensor], torch.Tensor]]
+INPUTS = ("x", "pos", "neg", "low", "high", "ones")
+SOURCES = ("low", "high", "ones")  # constant inputs: first layer only
+
+
+# Parameter modifiers ρ: named module-level functions and frozen dataclasses (hashable, comparable), so
+# that a rule is a plain value and can be printed, compared and cached.
+def positive(t: torch.Tensor) -> torch.Tensor:
+    """ρ(t) = t⁺"""
+    return t.clamp(min=0)
+
+
+def negative(t: torch.Tensor) -> torch.Tensor:
+    """ρ(t) = t⁻"""
+    return t.clamp(max=0)
+
+
+def minus_positive(t: torch.Tensor) -> torch.Tensor:
+    """ρ(t) = −t⁺ (the l_i w⁺_ij term of z^B)"""
+    return -t.clamp(min=0)
+
+
+def minus_negative(t: torch.Tensor) -> torch.Tensor:
+    """ρ(t) = −t⁻ (the h_i w⁻_ij term of z^B)"""
+    return -t.clamp(max=0)
+
+
+def square(t: torch.Tensor) -> torch.Tensor:
+    """ρ(t) = t² (w² rule)"""
+    return t * t
+
+
+def ones(t: torch.Tensor) -> torch.Tensor:
+    """ρ(t) = 1 (flat rule)"""
+    return torch.ones_like(t)
+
+
+@dataclass(frozen=True)
+class AddPart:
+    """ρ(t) = t + γ·t⁺ (``sign=+1``) or t + γ·t⁻ (``sign=−1``) — LRP-γ."""
+
+    gamma: float
+    sign: int = 1
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        return t + self.gamma * (t.clamp(min=0) if self.sign > 0 else t.clamp(max=0))
+
+
+Modifier = Optional[Callable[[torch.Tensor], torch.Tensor]]
 
 
 @dataclass(frozen=True)
 class Part:
-    """One evaluation of the layer: ``layer(input(x); weight(w), bias(b))``; ``None`` = unchanged,
-    and ``bias=False`` drops the bias."""
+    """One evaluation of the layer: ``layer(input; weight(w), bias(b))``. ``weight``/``bias`` ``None`` =
+    unchanged; ``bias=False`` drops the bias."""
 
-    input: Fn = None
-    weight: Fn = None
-    bias: Fn | bool = None
+    input: str = "x"
+    weight: Modifier = None
+    bias: Union[Modifier, bool] = None
 
-    @property
-    def is_identity(self) -> bool:
-        return self.input is None and self.weight is None and self.bias is None
+    def __post_init__(self) -> None:
+        if self.input not in INPUTS:
+            raise ValueError(f"Part.input must be one of {INPUTS}, got {self.input!r}")
 
 
 @dataclass(frozen=True)
 class Term:
-    """c_t times the layer evaluated as the sum of its parts."""
+    """c_t times the relevance redistributed in proportion to the sum of the term's parts; ``where`` =
+    ``"pos"`` / ``"neg"`` restricts the term to the outputs with z_j > 0 / z_j < 0."""
 
     coefficient: float = 1.0
     parts: tuple[Part, ...] = (Part(),)
+    where: Optional[str] = None
 
 
 def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """z + ε·sign(z) with sign(0) = +1; an exact zero denominator (ε = 0) becomes 1 (its share is 0)."""
-    sign = torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
-    denom = z + epsilon * sign
-    return torch.where(denom == 0, torch.ones_like(denom), denom)
-
-
-def _pos(t: torch.Tensor) -> torch.Tensor:
-    return t.clamp(min=0)
-
-
-def _neg(t: torch.Tensor) -> torch.Tensor:
-    return t.clamp(max=0)
+    """z + ε·sign(z) with sign(0) = +1 (TNNLS eq. 7), as a new tensor; with ε = 0 an exact zero
+    denominator becomes 1 (its share is 0)."""
+    if epsilon == 0:
+        return torch.where(z == 0, torch.ones_like(z), z)
+    return z.abs().add_(epsilon).copysign_(z)  # |z| + ε with z's sign; +0 → +ε
 
 
 @dataclass(frozen=True)
 class Rule:
-    """Base class: ``terms`` and the stabiliser ``epsilon`` define the rule."""
+    """Base class: ``terms`` and the stabiliser ``epsilon`` define the rule. Each rule declares its own
+    fields, its constants first and ``epsilon`` last, so that e.g. ``Gamma(0.5)`` means γ = 0.5."""
 
-    epsilon: float = 1e-9
+    epsilon = 1e-9  # class default for rules without a field of that name
 
     @property
     def terms(self) -> tuple[Term, ...]:
         return (Term(),)
+
+    @property
+    def first_layer_only(self) -> bool:
+        """True for rules with constant inputs (z^B, w², flat): they compute the *input* relevance."""
+        return any(p.input in SOURCES for t in self.terms for p in t.parts)
 
 
 @dataclass(frozen=True)
@@ -78,40 +132,112 @@ class Epsilon(Rule):
 
 @dataclass(frozen=True)
 class Zero(Rule):
-    """LRP-0 (tutorial eq. 1 with α=1, β=0 on signed contributions): LRP-ε with ε = 0."""
+    """LRP-0 (Bach et al. 2015): LRP-ε with ε = 0 (a zero denominator passes nothing)."""
 
     epsilon: float = 0.0
 
 
 @dataclass(frozen=True)
 class Gamma(Rule):
-    """LRP-γ: ρ(w) = w + γ w⁺ (and ρ(b) = b + γ b⁺), favouring positive contributions."""
+    """LRP-γ (Montavon et al. 2019): R_i = Σ_j x_i (w_ij + γ w⁺_ij) / Σ_i x_i (w_ij + γ w⁺_ij) · R_j, for
+    x ≥ 0 and z_j > 0 (the bias is modified alike, b + γ b⁺). In the generalised form of Andéol et al.
+    (2021), also used by Zennit, outputs with z_j < 0 favour the negative contributions (w + γ w⁻) and
+    negative inputs use the mirrored weights, so the rule is defined for pixel inputs too."""
 
     gamma: float = 0.25
     epsilon: float = 1e-9
 
     @property
     def terms(self) -> tuple[Term, ...]:
-        g = self.gamma
-        mod = lambda t: t + g * _pos(t)  # noqa: E731
-        return (Term(parts=(Part(weight=mod, bias=mod),)),)
+        up, down = AddPart(self.gamma, 1), AddPart(self.gamma, -1)
+        return (Term(1.0, (Part("pos", up, up), Part("neg", down, False)), where="pos"),
+                Term(1.0, (Part("pos", down, down), Part("neg", up, False)), where="neg"))
 
 
 @dataclass(frozen=True)
 class AlphaBeta(Rule):
-    """LRP-αβ with α − β = 1 (tutorial eq. 1; TNNLS eq. 8 writes β with the opposite sign):
-    R_i = Σ_j (α z⁺_ij / z⁺_j − β z⁻_ij / z⁻_j) R_j, z⁺_ij = (x_i w_ij)⁺ (bias counted with its sign).
-    α=1, β=0 is the z⁺ rule (deep Taylor Sec. 4)."""
+    """LRP-αβ with α − β = 1 (tutorial eq. 1):
+    R_i = Σ_j (α z⁺_ij / Σ_i z⁺_ij − β z⁻_ij / Σ_i z⁻_ij) R_j, z_ij = x_i w_ij, the bias counted with its
+    sign (b⁺ in the positive, b⁻ in the negative denominator). TNNLS eq. 8 writes the same rule with the
+    opposite sign convention for β (α = 2, β = −1 there is α = 2, β = 1 here). α=1, β=0 is the z⁺ rule."""
 
     alpha: float = 2.0
     beta: float = 1.0
     epsilon: float = 1e-9
 
+    def __post_init__(self) -> None:
+        if abs(self.alpha - self.beta - 1.0) > 1e-9 or self.beta < 0:
+            raise ValueError(f"LRP-αβ needs α − β = 1 and β ≥ 0 (tutorial eq. 1), got α={self.alpha}, "
+                             f"β={self.beta}")
+
     @property
     def terms(self) -> tuple[Term, ...]:
-        positive = (Part(input=_pos, weight=_pos, bias=_pos), Part(input=_neg, weight=_neg, bias=False))
-        negative = (Part(input=_pos, weight=_neg, bias=_neg), Part(input=_neg, weight=_pos, bias=False))
-        terms = [Term(self.alpha, positive)]
+        terms = [Term(self.alpha, (Part("pos", positive, positive), Part("neg", negative, False)))]
         if self.beta:
-            terms.append(Term(-self.beta, negative))
+            terms.append(Term(-self.beta, (Part("pos", negative, negative), Part("neg", positive, False))))
         return tuple(terms)
+
+
+@dataclass(frozen=True)
+class ZPlus(AlphaBeta):
+    """The z⁺ rule (deep Taylor Sec. 4.2, tutorial eq. 2): R_i = Σ_j x_i w⁺_ij / Σ_i x_i w⁺_ij · R_j for
+    x ≥ 0; positive biases count in the denominator as in deep Taylor Sec. 6.2 (= LRP-α1β0)."""
+
+    alpha: float = 1.0
+    beta: float = 0.0
+
+
+@dataclass(frozen=True)
+class ZBox(Rule):
+    """The z^B rule for pixel inputs l_i ≤ x_i ≤ h_i (deep Taylor Sec. 4.2, tutorial Table 2):
+    R_i = Σ_j (x_i w_ij − l_i w⁺_ij − h_i w⁻_ij) / Σ_i (x_i w_ij − l_i w⁺_ij − h_i w⁻_ij) · R_j, with
+    max(0, b_j) added to the denominator (deep Taylor Sec. 6.2). ``low``/``high`` ``None`` = the data's
+    raw pixel range mapped through the model's normalisation (``Normalization.input_bounds``).
+    First layer only."""
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+    epsilon: float = 1e-9
+
+    @property
+    def terms(self) -> tuple[Term, ...]:
+        return (Term(1.0, (Part("x", None, positive), Part("low", minus_positive, False),
+                           Part("high", minus_negative, False))),)
+
+
+@dataclass(frozen=True)
+class WSquare(Rule):
+    """The w² rule for unbounded real inputs (deep Taylor Sec. 4.1 eq. 13):
+    R_i = Σ_j w²_ij / Σ_i w²_ij · R_j (no bias). First layer only."""
+
+    epsilon: float = 1e-9
+
+    @property
+    def terms(self) -> tuple[Term, ...]:
+        return (Term(1.0, (Part("ones", square, False),)),)
+
+
+@dataclass(frozen=True)
+class Flat(Rule):
+    """The flat rule: R_i = Σ_j 1 / |{i: i → j}| · R_j (every input of a neuron's receptive field gets an
+    equal share). First layer only."""
+
+    epsilon: float = 1e-9
+
+    @property
+    def terms(self) -> tuple[Term, ...]:
+        return (Term(1.0, (Part("ones", ones, False),)),)
+
+
+def make_rule(name: str, **params) -> Rule:
+    """A rule by its config name: epsilon, zero, gamma, alpha_beta, zplus, zbox, wsquare, flat."""
+    from ..errors import BenchError
+
+    classes = {"epsilon": Epsilon, "zero": Zero, "gamma": Gamma, "alpha_beta": AlphaBeta, "zplus": ZPlus,
+               "zbox": ZBox, "wsquare": WSquare, "flat": Flat}
+    if name not in classes:
+        raise BenchError(f"unknown LRP rule '{name}'; available: {', '.join(classes)}")
+    try:
+        return classes[name](**params)
+    except (TypeError, ValueError) as exc:
+        raise BenchError(f"LRP rule '{name}': bad parameters {params}: {exc}") from None

@@ -1,0 +1,72 @@
+"""Composites: which rule each linear layer gets, by position (first layer), type (conv, dense) or name.
+
+The *first layer* is decided on the data flow, not on the module order: it is every Conv2d/Linear that
+receives the model's input itself (or a reshape of it, e.g. Flatten → Linear). Rules with constant
+inputs (z^B, w², flat) can only be used there; the mechanism refuses them anywhere else, and refuses a
+composite with a first-layer rule on a model in which no layer receives the input directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Optional, Union
+
+from torch import nn
+
+from .rules import Epsilon, Gamma, Rule, ZBox, ZPlus
+
+
+@dataclass(frozen=True)
+class Composite:
+    """Rule of a layer: ``names[name]`` if given, else ``first`` for a layer fed by the model's input,
+    else ``conv`` for Conv2d / ``dense`` for Linear, else ``default``."""
+
+    default: Rule = field(default_factory=Epsilon)
+    conv: Optional[Rule] = None
+    dense: Optional[Rule] = None
+    first: Optional[Rule] = None
+    names: Mapping[str, Rule] = field(default_factory=dict)
+
+    def rule(self, name: str, module: nn.Module, first: bool) -> Rule:
+        if name in self.names:
+            return self.names[name]
+        if first and self.first is not None:
+            return self.first
+        if isinstance(module, nn.Conv2d) and self.conv is not None:
+            return self.conv
+        if isinstance(module, nn.Linear) and self.dense is not None:
+            return self.dense
+        return self.default
+
+
+@dataclass(frozen=True)
+class FromFunction:
+    """Adapter for a plain ``rule_for(name, module) -> Rule`` function (the same rule at every position)."""
+
+    fn: Callable[[str, nn.Module], Rule]
+    first = None
+
+    def rule(self, name: str, module: nn.Module, first: bool) -> Rule:
+        return self.fn(name, module)
+
+
+def as_composite(rules: Union[Rule, Composite, Callable]) -> Union[Composite, FromFunction]:
+    """A Rule (everywhere), a Composite, or a ``rule_for(name, module)`` function."""
+    if isinstance(rules, Rule):
+        return Composite(default=rules)
+    if isinstance(rules, (Composite, FromFunction)):
+        return rules
+    if callable(rules):
+        return FromFunction(rules)
+    raise TypeError(f"expected a Rule, a Composite or a function (name, module) -> Rule, got {rules!r}")
+
+
+def deep_taylor(first: Optional[Rule] = None) -> Composite:
+    """Deep Taylor decomposition (deep Taylor Sec. 5–6): z^B in the first layer, z⁺ in every layer above."""
+    return Composite(default=ZPlus(), first=first or ZBox())
+
+
+def epsilon_gamma_box(epsilon: float = 0.25, gamma: float = 0.25, first: Optional[Rule] = None) -> Composite:
+    """z^B in the first layer, LRP-γ on the other convolutions, LRP-ε on the dense layers
+    (Montavon et al. 2019; Zennit's ``EpsilonGammaBox``)."""
+    return Composite(default=Epsilon(epsilon), conv=Gamma(gamma), dense=Epsilon(epsilon), first=first or ZBox())
