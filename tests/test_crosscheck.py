@@ -81,12 +81,15 @@ def check(case, a, b):
 CAPTUM = ["sensitivity", "gradient_x_input", "integrated_gradients", "deconvnet", "guided_backprop", "lrp_eps"]
 
 
-@pytest.mark.parametrize("name", ["vgg11", "resnet18"])
-@pytest.mark.parametrize("config", CAPTUM)
+# Not compared: LRP-ε on ResNet-18, where the definitions differ — Captum's LRP copies relevance into both
+# branches of a residual addition (no skip-connection support); ours splits it in proportion to the summands.
+# ResNet-18 LRP-ε is cross-checked against Zennit below instead.
+CAPTUM_CASES = [(n, c) for n in ("vgg11", "resnet18") for c in CAPTUM if (n, c) != ("resnet18", "lrp_eps")]
+
+
+@pytest.mark.parametrize("name,config", CAPTUM_CASES)
 def test_agrees_with_captum(name, config):
     ca = pytest.importorskip("captum.attr")
-    if config == "lrp_eps" and name == "resnet18":
-        pytest.skip("Captum's LRP copies relevance into both branches of a residual addition (no skip support)")
     model = model_of(name)
     x, target, _ = data(name)
     with warnings.catch_warnings():
