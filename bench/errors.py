@@ -7,3 +7,13 @@ class BenchError(Exception):
     The message is printed as one line, without traceback, and the process exits with status 2.
     It should say what happened and what to do.
     """
+
+
+def cli_error_line(exc: BaseException) -> str | None:
+    """The one line a command-line tool prints for a user error (``BenchError``, or Hydra's / OmegaConf's
+    config errors), or None for anything else (a bug: let its traceback show)."""
+    if isinstance(exc, BenchError):
+        return f"error: {exc}"
+    if type(exc).__module__.split(".")[0] in ("hydra", "omegaconf"):
+        return f"error: {str(exc).splitlines()[0]}"
+    return None

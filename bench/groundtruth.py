@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from .api import Context, Dataset, Method, UnreadableImage
-from .errors import BenchError
+from .errors import BenchError, cli_error_line
 from .pooling import pool_channels
 from .scoring import choose_target
 
@@ -142,13 +142,11 @@ def main(argv: list[str] | None = None) -> int:
                              f"over {s['images']} images; on the distractor {s['share_distractor']:.4f}; region area "
                              f"{s['mask_fraction']:.4f}; "
                              f"model accuracy {s['accuracy']:.4f}")
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # Hydra's config errors: one line too
-        if type(exc).__module__.split(".")[0] not in ("hydra", "omegaconf"):
+    except Exception as exc:  # user errors and Hydra's config errors: one line
+        line = cli_error_line(exc)
+        if line is None:
             raise
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        print(line, file=sys.stderr)
         return 2
     print(f"{cfg.dataset.name} · {cfg.model.name} · target={cfg.target}")
     print("\n".join(lines))

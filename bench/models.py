@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from .api import Dataset, UnreadableImage
-from .errors import BenchError
+from .errors import BenchError, cli_error_line
 
 log = logging.getLogger(__name__)
 
@@ -466,13 +466,11 @@ def main(argv: list[str] | None = None) -> int:
         checkpoints = None if args.checkpoints is None else [int(c) for c in args.checkpoints.split(",") if c]
         dataset = _construct("datasets", cfg.dataset)
         rows = train_embedded_cnn(dataset, args.out, checkpoints, dataset_name=cfg.dataset.name, **params)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # Hydra's config errors: one line too
-        if type(exc).__module__.split(".")[0] not in ("hydra", "omegaconf"):
+    except Exception as exc:  # user errors and Hydra's config errors: one line
+        line = cli_error_line(exc)
+        if line is None:
             raise
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        print(line, file=sys.stderr)
         return 2
     for r in rows:
         print(f"iteration {r['iteration']:>6}  epoch {r['epoch']:<7g} test accuracy {r['test_accuracy']:.4f}  {r['file']}")

@@ -22,6 +22,7 @@ from torch import nn
 
 from bench.api import Context, Method
 from bench.errors import BenchError
+from bench.lrp.propagate import unhooked_nodes
 
 MODES = ("deconvnet", "guided")
 # autograd nodes of activations that a hook on nn.ReLU does not reach
@@ -49,18 +50,7 @@ class _ModifiedReLU(torch.autograd.Function):
 
 def activation_nodes(out: torch.Tensor) -> dict[str, int]:
     """Activation autograd nodes reachable from ``out`` (functional ReLUs and the like), with counts."""
-    found: dict[str, int] = {}
-    seen, stack = set(), [out.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        name = type(node).__name__
-        if name.startswith(_ACTIVATION_NODES):
-            found[name] = found.get(name, 0) + 1
-        stack.extend(n for n, _ in node.next_functions)
-    return found
+    return unhooked_nodes(out, _ACTIVATION_NODES)
 
 
 def modified_relu_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tensor:
