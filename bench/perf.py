@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quantus", action="store_true")
     p.add_argument("--memory", action="store_true")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--rounds", type=int, default=5, help="alternating plain/engine rounds (medians reported)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -151,12 +152,19 @@ def main(argv: list[str] | None = None) -> None:
     print(f"model {args.model} · input {tuple(shape)} · batch {args.batch_size} · {args.images} images · "
           f"patch {patch} · steps {args.steps} · repeats {args.repeats} · device {device} · "
           f"torch {torch.__version__} · {torch.get_num_threads()} threads")
-    plain = forward_throughput(model, x[:1].expand(args.batch_size, *shape).contiguous(), device)
+    # the plain batch: distinct images (repeated to the batch size), like the engine's inputs
+    batch = x.repeat((args.batch_size + len(x) - 1) // len(x), 1, 1, 1)[:args.batch_size].contiguous()
     once, evals, heat, L = engine_workload(model, x, norm, patch, args.steps, args.repeats, args.batch_size)
-    engine = evals / timed(once, device, min_runs=2)
+    # alternate plain and engine rounds so that drifts of the machine's speed hit both alike
+    plains, engines = [], []
+    for _ in range(args.rounds):
+        plains.append(forward_throughput(model, batch, device))
+        engines.append(evals / timed(once, device, min_time=0.0, min_runs=1))
+    plain, engine = float(np.median(plains)), float(np.median(engines))
     print(f"plain forward        {plain:12.1f} images/s")
     print(f"engine (MoRF+random) {engine:12.1f} evaluations/s  ({evals} evaluations, L={L})")
-    print(f"engine efficiency    {engine / plain:12.3f}")
+    print(f"engine efficiency    {engine / plain:12.3f}  (medians of {args.rounds} alternating rounds; "
+          f"per-round ratios {', '.join(f'{e / p:.2f}' for p, e in zip(plains, engines))})")
 
     if args.quantus:
         baseline_raw = 0.0
