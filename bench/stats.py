@@ -31,10 +31,3 @@ def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, axis: in
     low, high = np.quantile(boots, [alpha, 1.0 - alpha], axis=0)
     return low, high
 
-
-def describe(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
-    """mean, sem, ci_low, ci_high, n of a 1-D sample (one value per image)."""
-    values = np.asarray(values, dtype=np.float64)
-    low, high = bootstrap_ci(values, n_boot=n_boot, seed=seed)
-    return {"mean": float(values.mean()) if len(values) else float("nan"), "sem": float(sem(values)),
-            "ci_low": float(low), "ci_high": float(high), "n_images": int(len(values))}
