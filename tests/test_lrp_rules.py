@@ -224,3 +224,67 @@ def test_rules_match_numpy_formulas(hidden, first):
 def test_alpha_beta_needs_alpha_minus_beta_one():
     with pytest.raises(ValueError, match="α − β = 1"):
         AlphaBeta(2.0, 2.0)
+
+
+# --- the mechanism's shortcuts ------------------------------------------------------------------------
+
+def _part_value(part, x, w, b):
+    """z_pj of one part on a dense layer, straight from its definition (x: batch × in)."""
+    inp = {"x": x, "pos": x.clamp(min=0), "neg": x.clamp(max=0), "ones": torch.ones_like(x)}[part.input]
+    wp = w if part.weight is None else part.weight(w)
+    z = inp @ wp.T
+    if part.bias is not False:
+        z = z + (b if part.bias is None else part.bias(b))
+    return z
+
+
+@pytest.mark.parametrize("rule", [ZPlus(), AlphaBeta(2.0, 1.0), AlphaBeta(3.0, 2.0), Gamma(0.25), Gamma(2.0),
+                                  WSquare(), Flat()], ids=repr)
+def test_declared_term_signs_hold(rule):
+    """A term's declared sign (which lets the mechanism fold ε into the bias) holds for mixed-sign inputs,
+    weights and biases on every output the term applies to."""
+    gen = torch.Generator().manual_seed(0)
+    w, b = torch.randn(40, 30, generator=gen, dtype=F64), torch.randn(40, generator=gen, dtype=F64)
+    x = torch.randn(200, 30, generator=gen, dtype=F64) * 2
+    z = x @ w.T + b
+    assert any(t.sign is not None for t in rule.terms)
+    for term in rule.terms:
+        if term.sign is None:
+            continue
+        zt = sum(_part_value(p, x, w, b) for p in term.parts)
+        applies = torch.ones_like(z, dtype=torch.bool) if term.where is None else (z > 0 if term.where == "pos" else z < 0)
+        assert applies.any()
+        assert bool((zt[applies] * term.sign >= 0).all())
+
+
+def test_in_place_stabiliser_equals_stabiliser():
+    from bench.lrp.rules import stabilize, stabilize_
+
+    z = torch.tensor([1.0, -2.0, 0.0, -0.0, 3e-10, -3e-10, 5.0, -7e3])
+    for eps in (0.0, 1e-9, 0.25, 100.0):
+        expected = stabilize(z, eps)
+        got = stabilize_(z.clone(), eps)
+        assert torch.equal(got, expected) and torch.equal(torch.signbit(got), torch.signbit(expected))
+    positive = torch.rand(1000) + 0.1  # the common case: no negative entry
+    assert torch.equal(stabilize_(positive.clone(), 1e-9), stabilize(positive, 1e-9))
+
+
+@pytest.mark.parametrize("rule", [AlphaBeta(2.0, 1.0), Gamma(0.25), ZPlus(), Epsilon(0.1)], ids=repr)
+def test_grouped_convolution_equals_its_block_diagonal_form(rule):
+    """A grouped convolution (whose parts cannot be stacked into one call) gives the relevance of the
+    equivalent ungrouped convolution with zero off-diagonal blocks, on mixed-sign inputs."""
+    torch.manual_seed(0)
+    grouped = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1, groups=2), nn.ReLU(), nn.Flatten(),
+                            nn.Linear(6 * 5 * 5, 3)).double().eval()
+    dense = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 5 * 5, 3)).double().eval()
+    with torch.no_grad():
+        dense[0].weight.zero_()
+        dense[0].weight[:3, :2] = grouped[0].weight[:3]
+        dense[0].weight[3:, 2:] = grouped[0].weight[3:]
+        dense[0].bias.copy_(grouped[0].bias)
+        dense[3].load_state_dict(grouped[3].state_dict())
+    x = torch.randn(5, 4, 5, 5, dtype=F64)
+    target = torch.tensor([0, 1, 2, 0, 1])
+    a, b = lrp(grouped, x, target, rule), lrp(dense, x, target, rule)
+    assert a.abs().sum() > 0
+    torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)

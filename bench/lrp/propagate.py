@@ -42,7 +42,7 @@ from torch import nn
 from ..errors import BenchError
 from .canonizers import BATCHNORM, batchnorm_pairs, check_batchnorm, merged_parameters
 from .composites import Composite, as_composite
-from .rules import Rule, Term, stabilize
+from .rules import SOURCES, Rule, Term, stabilize, stabilize_
 
 LINEAR = (nn.Conv2d, nn.Linear)
 PASSTHROUGH = (nn.ReLU, nn.Dropout, nn.Flatten, nn.Identity, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
@@ -251,56 +251,26 @@ class _LinearStep:
         if self.bn is not None and not (g is self.expected or torch.equal(g, self.expected)):
             raise BenchError(f"the output of {self.state.describe(module)} feeds its BatchNorm and something "
                              "else; the BatchNorm cannot be merged (SPEC §2) — LRP refuses this model")
+        # ``out`` is the layer's own output tensor (downstream got the relay's copy): this step may reuse
+        # its memory, so it runs once
         out = self.z if self.bn is None else self.merged
+        if out is None:
+            raise RuntimeError("an LRP step ran twice (backward through the same graph twice)")
+        self.z = self.merged = None
         w, b = self.parameters()
-        if rule.terms == _PLAIN:  # LRP-ε/0: s = R / stab(z) = g · z / (z + ε sign z), computed in few passes
-            if rule.epsilon == 0:
-                s = g.masked_fill(out == 0, 0)
-            else:
-                s = out.abs()
-                s.div_(s + rule.epsilon).mul_(g)
-            return _input_vjp(module, x, w, s)
-        relevance = out * g
-        grad, nonneg = None, None
+        if rule.terms == _PLAIN:
+            return _input_vjp(module, x, w, _plain_ratio(out, g, rule.epsilon))
+        nonneg: list = []  # x ≥ 0, computed once when a term asks
+        grad = None
         for term in rule.terms:
-            r = relevance
-            if term.where is not None:
-                r = relevance * ((out > 0) if term.where == "pos" else (out < 0))
-                if not bool(r.any()):
-                    continue
-            z, n_identity, parts = None, 0, []
-            for part in term.parts:
-                kind = part.input
-                if kind in ("pos", "neg"):
-                    if nonneg is None:
-                        nonneg = bool(x.min() >= 0)
-                    if nonneg:
-                        if kind == "neg":
-                            continue  # x⁻ = 0
-                        kind = "x"
-                if kind == "x" and part.weight is None:  # the forward output itself, up to the bias
-                    value = out
-                    if b is not None and part.bias is not None:
-                        shifted = _bias_of(module, b, part.bias)
-                        value = out + _as_output(module, (0 if shifted is None else shifted) - b)
-                    z = _add(z, value, out)
-                    n_identity += 1
-                    continue
-                v, wp = self._input(kind, x), self.modified(w, part.weight)
-                z = _add(z, _layer(module, v, wp, _bias_of(module, b, part.bias)), out)
-                parts.append((kind, v, wp))
-            if z is None:
+            if term.where == "neg" and not _carries(out, g, term.where):
+                continue  # outputs with z_j < 0 hold no relevance (the usual case below a ReLU)
+            parts = self._resolve(term, x, w, nonneg)
+            if not parts:
                 continue
-            stab = stabilize(z, rule.epsilon)
-            s = torch.div(r, stab, out=stab) if stab.shape == r.shape else r / stab
-            if term.coefficient != 1:
-                s.mul_(term.coefficient)
-            if n_identity:
-                vjp = _input_vjp(module, x, w, s)
-                grad = _accumulate(grad, vjp if n_identity == 1 else n_identity * vjp)
-            for kind, v, wp in parts:
-                gv = _input_vjp(module, v.expand((len(s),) + tuple(v.shape[1:])), wp, s)
-                if kind == "x":
+            s = self._ratio(term, parts, out, g, w, b)
+            for (kind, v, _, _), gv in zip(parts, self._vjps(parts, s, x)):
+                if kind in ("x", "identity"):
                     grad = _accumulate(grad, gv)
                 elif kind == "pos":
                     grad = _accumulate(grad, gv.mul_(x > 0))
@@ -310,14 +280,128 @@ class _LinearStep:
                     self.state.add_input_relevance(gv.mul_(v))
         return torch.zeros_like(x) if grad is None else grad
 
+    def _resolve(self, term, x: torch.Tensor, w: torch.Tensor, nonneg: list) -> list:
+        """The term's parts as (kind, input, modified weight, bias modifier); kind ``identity`` = the
+        unmodified weight on x, whose value the forward pass already computed. For x ≥ 0 the x⁻ parts
+        vanish and x⁺ = x."""
+        parts = []
+        for part in term.parts:
+            kind = part.input
+            if kind in ("pos", "neg"):
+                if not nonneg:
+                    nonneg.append(bool(x.min() >= 0))
+                if nonneg[0]:
+                    if kind == "neg":
+                        continue  # x⁻ = 0
+                    kind = "x"
+            if kind == "x" and part.weight is None:
+                kind = "identity"
+            parts.append((kind, self._input(kind, x), self.modified(w, part.weight), part.bias))
+        return parts
+
+    def _ratio(self, term, parts, out, g, w, b) -> torch.Tensor:
+        """s_j = c_t · R_j / stab(z_tj) on the outputs the term applies to, R_j = z_j g_j — in a fresh
+        buffer, with as few passes over the output as the term allows."""
+        module, eps = self.module, self.rule.epsilon
+        sign = term.sign if eps != 0 else None
+        bias = None  # Σ_p ρ_p(b) − n_identity·b (+ σε), added once
+        for kind, _, _, bmod in parts:
+            pb = _bias_of(module, b, bmod)
+            if kind == "identity" and b is not None:
+                pb = -b if pb is None else pb - b
+            bias = pb if bias is None else (bias + pb if pb is not None else bias)
+        if sign is not None:
+            bias = (w.new_full((w.shape[0],), sign * eps) if bias is None else bias + sign * eps)
+        images = [(v, wp) for kind, v, wp, _ in parts if kind in ("x", "pos", "neg")]
+        z = _sum_layers(module, images, bias) if images else None
+        if bias is not None and z is None:
+            bias_out = _as_output(module, bias)
+        else:
+            bias_out = None
+        n_identity = sum(kind == "identity" for kind, _, _, _ in parts)
+        if n_identity:
+            if z is None:
+                z = out * n_identity if n_identity != 1 else out.clone()
+            else:
+                z.add_(out, alpha=n_identity)
+        for kind, v, wp, _ in parts:
+            if kind in SOURCES:
+                zc = _layer(module, v, wp, None)
+                z = zc if z is None else _add(z, zc, out)
+        if bias_out is not None:
+            z = _add(z, bias_out, out)
+        if sign is None:
+            stabilize_(z, eps)
+        s = torch.div(out, z, out=z) if z.shape == out.shape else out / z
+        s.mul_(g)
+        if term.where is not None:
+            s.masked_fill_(out <= 0 if term.where == "pos" else out >= 0, 0)
+        if term.coefficient != 1:
+            s.mul_(term.coefficient)
+        return s
+
+    def _vjps(self, parts, s: torch.Tensor, x: torch.Tensor) -> list:
+        """ρ_p(W)ᵀ s for every part, in one call with the weights stacked along the input dimension where
+        the layer allows (one pass over s instead of one per part)."""
+        module, weights, batch = self.module, [wp for _, _, wp, _ in parts], len(s)
+        if len(parts) == 1:
+            v = parts[0][1]
+            return [_input_vjp(module, v.expand((batch,) + tuple(v.shape[1:])), weights[0], s)]
+        if _stackable(module):
+            stacked = torch.cat(weights, 1)
+            if isinstance(module, nn.Linear):
+                return list((s @ stacked).chunk(len(parts), -1))
+            shape = (batch, stacked.shape[1]) + tuple(x.shape[2:])
+            proxy = x.new_empty((1,) * len(shape)).expand(shape)  # only its shape is read
+            return list(_input_vjp(module, proxy, stacked, s).chunk(len(parts), 1))
+        return [_input_vjp(module, v.expand((batch,) + tuple(v.shape[1:])), wp, s)
+                for (_, v, _, _), wp in zip(parts, weights)]
+
     def _input(self, kind: str, x: torch.Tensor) -> torch.Tensor:
-        if kind == "x":
+        if kind in ("x", "identity"):
             return x
         if kind == "pos":
             return x.clamp(min=0)
         if kind == "neg":
             return x.clamp(max=0)
         return self.state.source(kind, self.rule, x)
+
+
+def _stackable(module: nn.Module) -> bool:
+    """Parts of this layer can be evaluated as one layer with weights stacked along the input dimension."""
+    if isinstance(module, nn.Linear):
+        return True
+    return module.groups == 1 and module.padding_mode == "zeros" and not isinstance(module.padding, str)
+
+
+def _sum_layers(module: nn.Module, parts: list, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """Σ_p layer(v_p; w_p) + bias — one evaluation with inputs and weights stacked along the input
+    dimension where the layer allows (the first layer's 3 pixel channels cost about as much as 6)."""
+    if len(parts) == 1:
+        v, wp = parts[0]
+        return _layer(module, v, wp, bias)
+    if _stackable(module):
+        dim = -1 if isinstance(module, nn.Linear) else 1
+        v = torch.cat([v for v, _ in parts], dim)
+        return _layer(module, v, torch.cat([wp for _, wp in parts], 1), bias)
+    z = _layer(module, parts[0][0], parts[0][1], bias)
+    for v, wp in parts[1:]:
+        z.add_(_layer(module, v, wp, None))
+    return z
+
+
+def _plain_ratio(out: torch.Tensor, g: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """LRP-ε/0: s = R / stab(z) = g · |z| / (|z| + ε), in place in ``out`` (the step's own buffer):
+    |z|/(|z|+ε) = 1/(1 + ε/|z|), which is 0 at z = 0 and has no cancellation."""
+    if epsilon == 0:
+        return g.masked_fill(out == 0, 0)
+    return out.abs_().reciprocal_().mul_(epsilon).add_(1).reciprocal_().mul_(g)
+
+
+def _carries(out: torch.Tensor, g: torch.Tensor, where: str) -> bool:
+    """Some output on the term's side of zero (z_j > 0 / z_j < 0) carries relevance (g_j ≠ 0)."""
+    side = out > 0 if where == "pos" else out < 0
+    return bool(side.logical_and_(g != 0).any())
 
 
 class _MergedNormStep:

@@ -7,8 +7,10 @@ outputs (only of the outputs with z_j > 0 or z_j < 0 when the term says ``where`
 
     R_i = Σ_t c_t · Σ_{p ∈ t} in_p(x)_i · Σ_j ρ_p(w_ij) · R_j / stab(z_tj),    z_tj = Σ_{p ∈ t} z_pj
 
-with stab(z) = z + ε·sign(z), sign(0) = +1 (TNNLS eq. 7). The mechanism that evaluates a rule is
-bench/lrp/propagate.py; a rule only says *what* to compute.
+with stab(z) = z + ε·sign(z), sign(0) = +1 (TNNLS eq. 7). A term may declare the ``sign`` its z_tj has
+wherever it carries relevance (z⁺ ≥ 0, z⁻ ≤ 0, the γ terms on their side of zero): stab(z) is then the
+layer evaluated with its bias shifted by ±ε, which saves the stabiliser's passes over the output. The
+mechanism that evaluates a rule is bench/lrp/propagate.py; a rule only says *what* to compute.
 
 Inputs of a part: ``"x"`` (the layer's input), ``"pos"`` / ``"neg"`` (its positive / negative part),
 and, for rules of the first layer only, the constants ``"low"`` / ``"high"`` (the data's pixel bounds in
@@ -91,11 +93,29 @@ class Part:
 @dataclass(frozen=True)
 class Term:
     """c_t times the relevance redistributed in proportion to the sum of the term's parts; ``where`` =
-    ``"pos"`` / ``"neg"`` restricts the term to the outputs with z_j > 0 / z_j < 0."""
+    ``"pos"`` / ``"neg"`` restricts the term to the outputs with z_j > 0 / z_j < 0. ``sign`` = +1 / −1:
+    z_tj ≥ 0 / ≤ 0 for every input on the outputs the term applies to (a mathematical property of the
+    parts, checked by tests/test_lrp_rules.py); None = unknown."""
 
     coefficient: float = 1.0
     parts: tuple[Part, ...] = (Part(),)
     where: Optional[str] = None
+    sign: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.sign not in (None, 1, -1):
+            raise ValueError(f"Term.sign must be None, 1 or -1, got {self.sign!r}")
+
+
+def stabilize_(z: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """``stabilize`` in place in ``z`` (a buffer the caller owns); one pass when z has no negative entry."""
+    if epsilon == 0:
+        return z.masked_fill_(z == 0, 1.0)
+    negative = torch.signbit(z)  # −0.0 counts as negative, as copysign does below
+    z.abs_().add_(epsilon)
+    if bool(negative.any()):
+        z.masked_scatter_(negative, z.masked_select(negative).neg_())
+    return z
 
 
 def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
@@ -150,8 +170,9 @@ class Gamma(Rule):
     @property
     def terms(self) -> tuple[Term, ...]:
         up, down = AddPart(self.gamma, 1), AddPart(self.gamma, -1)
-        return (Term(1.0, (Part("pos", up, up), Part("neg", down, False)), where="pos"),
-                Term(1.0, (Part("pos", down, down), Part("neg", up, False)), where="neg"))
+        # on z_j > 0: z_tj = z_j + γ(Σ x⁺w⁺ + x⁻w⁻ + b⁺) ≥ z_j > 0; on z_j < 0 mirrored
+        return (Term(1.0, (Part("pos", up, up), Part("neg", down, False)), where="pos", sign=1),
+                Term(1.0, (Part("pos", down, down), Part("neg", up, False)), where="neg", sign=-1))
 
 
 @dataclass(frozen=True)
@@ -172,9 +193,10 @@ class AlphaBeta(Rule):
 
     @property
     def terms(self) -> tuple[Term, ...]:
-        terms = [Term(self.alpha, (Part("pos", positive, positive), Part("neg", negative, False)))]
+        terms = [Term(self.alpha, (Part("pos", positive, positive), Part("neg", negative, False)), sign=1)]
         if self.beta:
-            terms.append(Term(-self.beta, (Part("pos", negative, negative), Part("neg", positive, False))))
+            terms.append(Term(-self.beta, (Part("pos", negative, negative), Part("neg", positive, False)),
+                              sign=-1))
         return tuple(terms)
 
 
@@ -214,7 +236,7 @@ class WSquare(Rule):
 
     @property
     def terms(self) -> tuple[Term, ...]:
-        return (Term(1.0, (Part("ones", square, False),)),)
+        return (Term(1.0, (Part("ones", square, False),), sign=1),)
 
 
 @dataclass(frozen=True)
@@ -226,7 +248,7 @@ class Flat(Rule):
 
     @property
     def terms(self) -> tuple[Term, ...]:
-        return (Term(1.0, (Part("ones", ones, False),)),)
+        return (Term(1.0, (Part("ones", ones, False),), sign=1),)
 
 
 def make_rule(name: str, **params) -> Rule:
