@@ -1,15 +1,21 @@
 """Speed and memory of the region-perturbation engine — a benchmark, not a test.
 
     python -m bench.perf [--model embedded_cnn|vgg16|resnet18|...] [--size 224] [--batch-size 64]
-                         [--images 64] [--steps 100] [--repeats 1] [--device auto] [--quantus] [--memory]
+                         [--images 64] [--steps 100] [--repeats 1] [--device auto] [--channels-last]
+                         [--rounds 5] [--quantus] [--memory]
 
 Prints, for one model, input size and batch size:
 * plain batched forward throughput (images/s) — the ceiling;
 * engine throughput (model evaluations/s) on the same batch size — MoRF + random orders, uniform draws;
 * engine efficiency = engine / plain;
 * with ``--quantus``: the same workload (MoRF, one order, zero replacement, one repeat) through Quantus 0.6's
-  ``RegionPerturbation`` (optional benchmark dependency), the speed ratio, and a check that both give the
-  same curve for the same ordering and the same deterministic replacement;
+  ``RegionPerturbation`` (optional benchmark dependency) on the same model object and batch size, in
+  alternating rounds, the speed ratio (median of the per-round ratios), and a check that both give the
+  same curve for the same ordering and the same deterministic replacement. The ratio is bounded by
+  1 + (Quantus's host-side cost per evaluation) / (one forward pass): it grows as the model gets faster;
+* ``--channels-last``: the model and every input in channels-last memory format, for the plain forward,
+  the engine and Quantus alike (the engine's ``channels_last=true``);
+* ``--compile``: the model through ``torch.compile``, for all three alike (the engine's ``compile=true``);
 * with ``--memory``: peak host memory (max RSS) of full ``python -m bench`` runs on N and 10·N images.
 """
 
@@ -64,18 +70,19 @@ def timed(fn, device, min_time: float = 1.0, min_runs: int = 3) -> float:
     return float(np.median(times))
 
 
-def forward_throughput(model, x: torch.Tensor, device) -> float:
+def forward_throughput(model, x: torch.Tensor, device, channels_last: bool = False) -> float:
     target = torch.zeros(len(x), dtype=torch.long, device=device)
 
     @torch.inference_mode()
     def once():
-        score_of(model(x), target, "logit")
+        inputs = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        score_of(model(inputs), target, "logit")
 
     return len(x) / timed(once, device)
 
 
 def engine_workload(model, x, norm, patch, steps, repeats, batch_size, orders=("morf", "random"),
-                    replacement=None):
+                    replacement=None, channels_last=False):
     """Everything the engine does for a batch of images once heatmaps exist: orders, draws, curves."""
     b, _, h, w = x.shape
     ids_map = tile_ids(h, w, patch, device=x.device)
@@ -87,6 +94,8 @@ def engine_workload(model, x, norm, patch, steps, repeats, batch_size, orders=("
     replacement = replacement or Uniform()
 
     def score_fn(inputs, t):
+        if channels_last:  # as the engine's Evaluator.logits
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
         return score_of(model(inputs), t, "logit")
 
     def once():
@@ -138,7 +147,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quantus", action="store_true")
     p.add_argument("--memory", action="store_true")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--rounds", type=int, default=5, help="alternating plain/engine rounds (medians reported)")
+    p.add_argument("--channels-last", action="store_true", help="model and inputs in channels-last format")
+    p.add_argument("--compile", action="store_true", help="the model through torch.compile (all sides alike)")
+    p.add_argument("--rounds", type=int, default=7,
+                   help="alternating plain/engine (and quantus/engine) rounds; medians reported")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -146,25 +158,32 @@ def main(argv: list[str] | None = None) -> None:
                           ("cpu" if args.device == "auto" else args.device))
     model, shape, norm = build_model(args.model, args.size)
     model = model.to(device).eval()
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if args.compile:
+        model = torch.compile(model)
     patch = args.patch or (4 if shape[1] == 28 else 9)
     x = norm.normalize(torch.rand(args.images, *shape, generator=torch.Generator().manual_seed(0))).to(device)
 
     print(f"model {args.model} · input {tuple(shape)} · batch {args.batch_size} · {args.images} images · "
           f"patch {patch} · steps {args.steps} · repeats {args.repeats} · device {device} · "
+          f"{'channels-last' if args.channels_last else 'contiguous (NCHW)'}{' · compiled' if args.compile else ''} · "
           f"torch {torch.__version__} · {torch.get_num_threads()} threads")
     # the plain batch: distinct images (repeated to the batch size), like the engine's inputs
     batch = x.repeat((args.batch_size + len(x) - 1) // len(x), 1, 1, 1)[:args.batch_size].contiguous()
-    once, evals, heat, L = engine_workload(model, x, norm, patch, args.steps, args.repeats, args.batch_size)
+    once, evals, heat, L = engine_workload(model, x, norm, patch, args.steps, args.repeats, args.batch_size,
+                                           channels_last=args.channels_last)
     # alternate plain and engine rounds so that drifts of the machine's speed hit both alike
     plains, engines = [], []
     for _ in range(args.rounds):
-        plains.append(forward_throughput(model, batch, device))
+        plains.append(forward_throughput(model, batch, device, args.channels_last))
         engines.append(evals / timed(once, device, min_time=0.0, min_runs=1))
     plain, engine = float(np.median(plains)), float(np.median(engines))
+    ratios = [e / p for p, e in zip(plains, engines)]
     print(f"plain forward        {plain:12.1f} images/s")
     print(f"engine (MoRF+random) {engine:12.1f} evaluations/s  ({evals} evaluations, L={L})")
-    print(f"engine efficiency    {engine / plain:12.3f}  (medians of {args.rounds} alternating rounds; "
-          f"per-round ratios {', '.join(f'{e / p:.2f}' for p, e in zip(plains, engines))})")
+    print(f"engine efficiency    {float(np.median(ratios)):12.3f}  (median of {args.rounds} alternating rounds' "
+          f"ratios: {', '.join(f'{r:.2f}' for r in ratios)})")
 
     if args.quantus:
         baseline_raw = 0.0
@@ -173,10 +192,15 @@ def main(argv: list[str] | None = None) -> None:
             norm = Normalization(norm.raw_range, (norm.mean[0],) * shape[0], (norm.std[0],) * shape[0])
             zero = float(norm.normalize(torch.full((1, shape[0], 1, 1), baseline_raw))[0, 0, 0, 0])
         ours, q_evals, heat, L = engine_workload(model, x, norm, patch, args.steps, 1, args.batch_size,
-                                                 orders=("morf",), replacement=Zero())
+                                                 orders=("morf",), replacement=Zero(),
+                                                 channels_last=args.channels_last)
         theirs = quantus_workload(model, x, heat, patch, L, args.batch_size, zero)
-        t_ours = timed(ours, device, min_runs=2)
-        t_theirs = timed(theirs, device, min_time=0.0, min_runs=2)
+        t_ours_runs, t_theirs_runs = [], []
+        for _ in range(args.rounds):  # alternating, as above
+            t_theirs_runs.append(timed(theirs, device, min_time=0.0, min_runs=1))
+            t_ours_runs.append(timed(ours, device, min_time=0.0, min_runs=1))
+        t_ours, t_theirs = float(np.median(t_ours_runs)), float(np.median(t_theirs_runs))
+        speedups = [a / b for a, b in zip(t_theirs_runs, t_ours_runs)]
         with torch.inference_mode():
             f0 = score_of(model(x), torch.zeros(len(x), dtype=torch.long, device=device), "logit")
         ours_drop = (f0.view(-1, 1) - ours()[:, 0, 0]).cpu().numpy()
@@ -184,7 +208,9 @@ def main(argv: list[str] | None = None) -> None:
         diff = float(np.abs(ours_drop - theirs_drop).max())
         print(f"quantus 0.6 RegionPerturbation (MoRF, zero, 1 repeat): {q_evals / t_theirs:10.1f} evaluations/s")
         print(f"bench engine, same workload:                        {q_evals / t_ours:10.1f} evaluations/s")
-        print(f"speed-up over quantus                               {t_theirs / t_ours:10.2f}×")
+        print(f"speed-up over quantus                               {float(np.median(speedups)):10.2f}×  "
+              f"(median of {args.rounds} alternating rounds; per round "
+              f"{', '.join(f'{r:.2f}' for r in speedups)})")
         print(f"same curve as quantus: max |Δ(f(x0) − f(x_k))| = {diff:.3g}  "
               f"({'OK' if diff <= 1e-4 * max(1.0, float(np.abs(theirs_drop).max())) else 'MISMATCH'})")
 

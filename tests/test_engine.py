@@ -85,3 +85,43 @@ def test_scores_do_not_depend_on_batch_size():
     for bs in (2, 7, 1000):
         assert torch.allclose(perturbed_scores(fn, x, ranks, draws, target, count, batch_size=bs), ref,
                               rtol=1e-6, atol=1e-6)
+
+
+def test_morf_curve_equals_quantus_region_perturbation():
+    """Independent implementation: Quantus 0.6's RegionPerturbation (one model call per step, NumPy
+    perturbations) on the same model, images, heatmaps and a deterministic replacement (the constant 0 in
+    model-input units) gives the same curve f(x) − f(x⁽ᵏ⁾) for every step. Only sizes divisible by the
+    patch are compared: for the others Quantus centres its grid (padding both sides), SPEC §3 starts the
+    tiles at the top-left corner."""
+    import numpy as np
+    import quantus
+
+    from bench.models import embedded_cnn
+    from bench.scoring import score_of
+
+    torch.manual_seed(0)
+    model = embedded_cnn().eval()
+    b, h, w, patch = 5, 28, 28, 4
+    x = torch.randn(b, 1, h, w)
+    heat = torch.rand(b, h, w, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        target = model(x).argmax(1)
+    ids = tile_ids(h, w, patch)
+    count = n_regions(h, w, patch)
+    order = seeded_orders(region_scores(heat, ids, count), [str(i) for i in range(b)], seed=0)["morf"]
+    ranks = pixel_ranks(order, ids).unsqueeze(1)
+    L = 20
+
+    def score_fn(inputs, t):
+        return score_of(model(inputs), t, "logit")
+
+    with torch.no_grad():
+        ours = perturbed_scores(score_fn, x, ranks, torch.zeros(b, 1, 1, h, w), target, L, batch_size=16)
+        drop = (score_fn(x, target).view(-1, 1) - ours[:, 0, 0]).numpy()
+    metric = quantus.RegionPerturbation(patch_size=patch, order="morf", regions_evaluation=L, perturb_baseline=0.0,
+                                        normalise=False, abs=False, disable_warnings=True,
+                                        display_progressbar=False)
+    theirs = np.asarray(metric(model=model, x_batch=x.numpy(), y_batch=target.numpy(), a_batch=heat[:, None].numpy(),
+                               softmax=False, batch_size=b, device="cpu"))
+    assert theirs.shape == (b, L)
+    np.testing.assert_allclose(drop, theirs, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,30 @@
+"""The benchmark scripts run and print their figures (their speed is not tested: they measure it)."""
+
+import pytest
+
+from bench import perf, perf_methods
+
+
+def test_engine_benchmark_runs_and_reports_every_figure(capsys):
+    perf.main(["--images", "3", "--steps", "3", "--repeats", "1", "--rounds", "1", "--batch-size", "8",
+               "--channels-last"])
+    out = capsys.readouterr().out
+    for line in ("plain forward", "engine (MoRF+random)", "engine efficiency", "channels-last"):
+        assert line in out
+    assert "(9 evaluations" in out or "(18 evaluations" in out  # 3 images × 2 orders × 1 repeat × L=3
+
+
+def test_quantus_comparison_checks_the_curve_when_quantus_is_installed(capsys):
+    pytest.importorskip("quantus")  # a test dependency ([test] extra); skipped only outside it
+    perf.main(["--images", "2", "--steps", "2", "--repeats", "1", "--rounds", "1", "--batch-size", "8",
+               "--quantus"])
+    out = capsys.readouterr().out
+    assert "speed-up over quantus" in out
+    assert "same curve as quantus" in out and "(OK)" in out and "MISMATCH" not in out
+
+
+def test_method_benchmark_runs(capsys):
+    perf_methods.main(["--model", "resnet18", "--size", "32", "--batch", "2", "--repeats", "1",
+                       "--methods", "sensitivity,lrp_eps,lrp_composite"])
+    out = capsys.readouterr().out
+    assert "| lrp_composite |" in out and "× gradient" in out
