@@ -53,7 +53,10 @@ def check_group_overrides(argv: list[str]) -> None:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def app(cfg: DictConfig) -> float | None:
     from .run import run  # heavy imports after argument checks
+    from .runtime import keep_freed_memory
     from .summary import format_table
+
+    keep_freed_memory()  # reuse freed activation buffers instead of page-faulting new ones (bench/runtime.py)
 
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)

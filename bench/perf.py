@@ -35,6 +35,7 @@ from torch import nn
 from .api import Normalization
 from .engine import perturbed_scores
 from .perturbation import Uniform, Zero
+from .runtime import keep_freed_memory
 from .regions import n_regions, pixel_ranks, region_scores, seeded_orders, tile_ids
 from .scoring import score_of
 
@@ -152,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=7,
                    help="alternating plain/engine (and quantus/engine) rounds; medians reported")
     args = p.parse_args(argv)
+    kept = keep_freed_memory()  # as the CLI's processes (bench/runtime.py)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -168,7 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"model {args.model} · input {tuple(shape)} · batch {args.batch_size} · {args.images} images · "
           f"patch {patch} · steps {args.steps} · repeats {args.repeats} · device {device} · "
           f"{'channels-last' if args.channels_last else 'contiguous (NCHW)'}{' · compiled' if args.compile else ''} · "
-          f"torch {torch.__version__} · {torch.get_num_threads()} threads")
+          f"torch {torch.__version__} · {torch.get_num_threads()} threads"
+          f"{' · freed memory kept for reuse' if kept else ''}")
     # the plain batch: distinct images (repeated to the batch size), like the engine's inputs
     batch = x.repeat((args.batch_size + len(x) - 1) // len(x), 1, 1, 1)[:args.batch_size].contiguous()
     once, evals, heat, L = engine_workload(model, x, norm, patch, args.steps, args.repeats, args.batch_size,

@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 
 from . import plugins
 from .api import Context, Normalization
+from .runtime import keep_freed_memory
 
 IMAGENET = Normalization(raw_range=(0.0, 1.0), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 MULTI_PASS = ("integrated_gradients", "smoothgrad", "occlusion", "translation")
@@ -62,6 +63,7 @@ def main(argv=None) -> None:
     ap.add_argument("--methods", default=None, help="comma-separated config names (default: all single-pass)")
     ap.add_argument("--all", action="store_true", help="also the multi-pass methods " + ", ".join(MULTI_PASS))
     args = ap.parse_args(argv)
+    kept = keep_freed_memory()  # as the CLI's processes (bench/runtime.py)
 
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -74,7 +76,8 @@ def main(argv=None) -> None:
         p.stem for p in (plugins.CONF_DIR / "method").glob("*.yaml") if args.all or p.stem not in MULTI_PASS)
 
     print(f"{args.model} · batch {args.batch} · {args.size}×{args.size} · {device} "
-          f"({torch.get_num_threads()} threads) · torch {torch.__version__} · median of {args.repeats} rounds")
+          f"({torch.get_num_threads()} threads) · torch {torch.__version__} · median of {args.repeats} rounds"
+          f"{' · freed memory kept for reuse' if kept else ''}")
     plain_gradient(model, x, target)  # warm-up
     rows = []
     for name in names:

@@ -28,3 +28,26 @@ def test_method_benchmark_runs(capsys):
                        "--methods", "sensitivity,lrp_eps,lrp_composite"])
     out = capsys.readouterr().out
     assert "| lrp_composite |" in out and "× gradient" in out
+
+
+def _keep_freed_memory_in_a_fresh_process(env_value):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, BENCH_KEEP_FREED_MEMORY=env_value)
+    code = ("import torch; from bench.runtime import keep_freed_memory as k; applied = k();"
+            "a = torch.arange(20_000_000, dtype=torch.float64); del a;"  # 160 MB: served from the heap now
+            "b = torch.arange(20_000_000, dtype=torch.float64); assert float(b.sum()) == 19_999_999 * 1e7;"
+            "print(applied, k())")
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+
+
+def test_freed_memory_is_kept_for_reuse_on_glibc_and_can_be_switched_off():
+    import platform
+
+    applied = _keep_freed_memory_in_a_fresh_process("1").split()
+    assert applied[0] == applied[1]  # the second call reports the same state
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert applied[0] == "True"
+    assert _keep_freed_memory_in_a_fresh_process("0").split() == ["False", "False"]

@@ -332,9 +332,14 @@ class _LinearStep:
             z = _add(z, bias_out, out)
         if sign is None:
             stabilize_(z, eps)
-        s = torch.div(out, z, out=z) if z.shape == out.shape else out / z
+        one_sided = term.where is not None and sign == (1 if term.where == "pos" else -1)
+        if one_sided:  # z_t is on the term's side of zero (|z_t| ≥ ε) where it applies: put it there
+            z.clamp_(min=eps) if sign > 0 else z.clamp_(max=-eps)  # everywhere, so z_j / z_tj > 0 exactly
+        s = torch.div(out, z, out=z) if z.shape == out.shape else out / z  # where the term applies
+        if one_sided:
+            s.clamp_(min=0)
         s.mul_(g)
-        if term.where is not None:
+        if term.where is not None and not one_sided:
             s.masked_fill_(out <= 0 if term.where == "pos" else out >= 0, 0)
         if term.coefficient != 1:
             s.mul_(term.coefficient)
