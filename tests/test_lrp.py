@@ -369,6 +369,28 @@ def test_weight_cache_follows_in_place_updates():
                                lrp(net, x, torch.tensor([0, 1]), AlphaBeta(2.0, 1.0)))
 
 
+def test_weight_cache_follows_batchnorm_updates():
+    """BatchNorm-merged parameters and their modified copies are cached too, and recomputed when the
+    layer's or the BatchNorm's parameters or statistics change."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(4 * 6 * 6, 3)).double()
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-0.5, 0.5)
+        net[1].running_var.uniform_(0.5, 2.0)
+    net.eval()
+    x = torch.randn(3, 2, 6, 6, dtype=torch.float64)
+    target = torch.tensor([0, 1, 2])
+    cache = WeightCache()
+    for rule in (Gamma(0.25), AlphaBeta(2.0, 1.0)):
+        assert torch.equal(lrp(net, x, target, rule, cache=cache), lrp(net, x, target, rule, cache=cache))
+        for update in (lambda: net[1].running_var.mul_(3.0), lambda: net[1].weight.mul_(-0.5),
+                       lambda: net[0].bias.add_(0.3)):
+            with torch.no_grad():
+                update()
+            torch.testing.assert_close(lrp(net, x, target, rule, cache=cache), lrp(net, x, target, rule))
+
+
 def test_no_reference_cycle_keeps_the_graph_alive(monkeypatch):
     """The backward steps (and the activations they hold) are freed with the graph, without waiting for
     Python's cycle collector."""

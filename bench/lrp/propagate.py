@@ -114,11 +114,11 @@ def _as_output(module: nn.Module, b: torch.Tensor) -> torch.Tensor:
 
 
 class WeightCache:
-    """Modified weights ρ(w) kept between calls, per parameter and modifier, so that a method object
-    reused batch after batch does not recompute w⁺ etc. of large dense layers each time (it costs one
-    extra copy of the weights per modifier). An entry is recomputed when the parameter's version counter,
-    storage, dtype or device changes (in-place updates, ``load_state_dict``, ``.to()``); edits through
-    ``.data`` bypass the version counter — call ``clear()`` after them."""
+    """Modified weights ρ(w) (and BatchNorm-merged parameters) kept between calls, so that a method object
+    reused batch after batch does not recompute w⁺ etc. of large layers each time (it costs one extra copy
+    of the weights per modifier). An entry is recomputed when one of the tensors it was computed from
+    changes version counter, storage, dtype or device (in-place updates, ``load_state_dict``, ``.to()``);
+    edits through ``.data`` bypass the version counter — call ``clear()`` after them."""
 
     def __init__(self) -> None:
         self._store: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
@@ -126,16 +126,19 @@ class WeightCache:
     def clear(self) -> None:
         self._store = weakref.WeakKeyDictionary()
 
-    def get(self, module: nn.Module, modifier) -> torch.Tensor:
-        """``modifier(module.weight)``, from the cache when the weight is unchanged."""
-        param = module.weight
-        stamp = (id(param), param._version, param.data_ptr(), param.dtype, param.device)
+    def cached(self, module: nn.Module, key, sources: tuple, build: Callable[[], object]):
+        """``build()``, from the cache when the tensors in ``sources`` are unchanged since it was built."""
+        stamp = tuple(None if t is None else (id(t), t._version, t.data_ptr(), t.dtype, t.device) for t in sources)
         entries = self._store.setdefault(module, {})
-        hit = entries.get(modifier)
+        hit = entries.get(key)
         if hit is None or hit[0] != stamp:
             with torch.no_grad():
-                hit = entries[modifier] = (stamp, modifier(param.detach()))
+                hit = entries[key] = (stamp, build())
         return hit[1]
+
+    def get(self, module: nn.Module, modifier) -> torch.Tensor:
+        """``modifier(module.weight)``, from the cache when the weight is unchanged."""
+        return self.cached(module, modifier, (module.weight,), lambda: modifier(module.weight.detach()))
 
 
 class _State:
@@ -233,18 +236,30 @@ class _LinearStep:
         self.merged: Optional[torch.Tensor] = None
         self.expected: Optional[torch.Tensor] = None
 
+    def _merged_sources(self) -> tuple:
+        bn = self.bn
+        return (self.module.weight, self.module.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+
     def parameters(self) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         if self.bn is not None:
-            return merged_parameters(self.module, self.bn)
+            cache = self.state.cache
+            if cache is None:
+                return merged_parameters(self.module, self.bn)
+            return cache.cached(self.module, ("merged", self.bn, self.bn.eps), self._merged_sources(),
+                                lambda: merged_parameters(self.module, self.bn))
         b = self.module.bias
         return self.module.weight.detach(), None if b is None else b.detach()
 
     def modified(self, w: torch.Tensor, modifier) -> torch.Tensor:
+        cache = self.state.cache
         if modifier is None:
             return w
-        if self.bn is None and self.state.cache is not None:
-            return self.state.cache.get(self.module, modifier)
-        return modifier(w)
+        if cache is None:
+            return modifier(w)
+        if self.bn is None:
+            return cache.get(self.module, modifier)
+        return cache.cached(self.module, ("merged", self.bn, self.bn.eps, modifier), self._merged_sources(),
+                            lambda: modifier(w))
 
     def backward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         module, rule = self.module, self.rule
