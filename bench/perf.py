@@ -26,6 +26,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -126,13 +127,17 @@ def quantus_workload(model, x, heat, patch, L, batch_size, baseline: float):
 
 
 def peak_rss_mb(n_images: int, extra: list[str]) -> float:
-    """Max RSS (MB) of a fresh ``python -m bench`` process on ``n_images`` images."""
-    code = ("import resource, runpy, sys, atexit, json;"
-            "atexit.register(lambda: print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss));"
-            f"sys.argv = ['bench', 'n_images={n_images}', 'hydra.run.dir=/tmp/bench-perf-mem-{n_images}'] + {extra!r};"
-            "runpy.run_module('bench', run_name='__main__')")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    return int(out.rsplit("MAXRSS", 1)[1].split()[0]) / 1024
+    """Max RSS (MB) of a fresh ``python -m bench`` process on ``n_images`` images (in a fresh folder)."""
+    with tempfile.TemporaryDirectory(prefix="bench-perf-mem-") as folder:
+        code = ("import resource, runpy, sys, atexit;"
+                "atexit.register(lambda: print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss));"
+                f"sys.argv = ['bench', 'n_images={n_images}', 'hydra.run.dir={folder}/run'] + {extra!r};"
+                "runpy.run_module('bench', run_name='__main__')")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if done.returncode != 0 or "MAXRSS" not in done.stdout:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit(f"error: the memory run on {n_images} images failed: {last}")
+    return int(done.stdout.rsplit("MAXRSS", 1)[1].split()[0]) / 1024
 
 
 def main(argv: list[str] | None = None) -> None:
