@@ -328,11 +328,8 @@ class _LinearStep:
         if sign is not None:
             bias = (w.new_full((w.shape[0],), sign * eps) if bias is None else bias + sign * eps)
         images = [(v, wp) for kind, v, wp, _ in parts if kind in ("x", "pos", "neg")]
-        z = _sum_layers(module, images, bias) if images else None
-        if bias is not None and z is None:
-            bias_out = _as_output(module, bias)
-        else:
-            bias_out = None
+        z = _sum_layers(module, images, bias) if images else None  # the bias goes in here when it can
+        bias_out = _as_output(module, bias) if bias is not None and z is None else None
         n_identity = sum(kind == "identity" for kind, _, _, _ in parts)
         if n_identity:
             if z is None:
