@@ -1,5 +1,7 @@
 """The one exception type that reaches the user as a single line (see bench/__main__.py)."""
 
+import sys
+
 
 class BenchError(Exception):
     """A problem the user can fix: bad config value, missing file, unsupported layer, ...
@@ -17,3 +19,13 @@ def cli_error_line(exc: BaseException) -> str | None:
     if type(exc).__module__.split(".")[0] in ("hydra", "omegaconf"):
         return f"error: {str(exc).splitlines()[0]}"
     return None
+
+
+def exit_with_cli_error(exc: BaseException) -> int:
+    """For a command-line tool's ``except Exception as exc``: print the user error's one line (``cli_error_line``)
+    to stderr and return the exit code 2; anything else is a bug and is raised again (its traceback shows)."""
+    line = cli_error_line(exc)
+    if line is None:
+        raise exc
+    print(line, file=sys.stderr)
+    return 2

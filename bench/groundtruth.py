@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from .api import Context, Dataset, Method, UnreadableImage
-from .errors import BenchError, cli_error_line
+from .errors import BenchError, exit_with_cli_error
 from .pooling import pool_channels
 from .scoring import choose_target
 
@@ -143,11 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"{s['mask_fraction']:.4f}; "
                              f"model accuracy {s['accuracy']:.4f}")
     except Exception as exc:  # user errors and Hydra's config errors: one line
-        line = cli_error_line(exc)
-        if line is None:
-            raise
-        print(line, file=sys.stderr)
-        return 2
+        return exit_with_cli_error(exc)
     print(f"{cfg.dataset.name} · {cfg.model.name} · target={cfg.target}")
     print("\n".join(lines))
     if args.out:

@@ -178,6 +178,17 @@ def first_existing(candidates: Iterable[Path]) -> Path | None:
     return None
 
 
+def find_class_file(classes: str | None, root: Path, name: str, what: str, layout: str) -> Path | None:
+    """A dataset's class list: the file ``classes`` when given (it must exist), else ``name`` in ``root`` or
+    its parent folder; None when there is none."""
+    if classes:
+        path = Path(classes).expanduser()
+        if not path.is_file():
+            raise BenchError(f"dataset '{what}': class list {path} does not exist; expected {layout}")
+        return path
+    return first_existing(d / name for d in (root, root.parent))
+
+
 def read_lines(path: Path) -> list[str]:
     """Non-empty lines without comments (``#``) of a text file."""
     try:

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from .api import Dataset, UnreadableImage
-from .errors import BenchError, cli_error_line
+from .errors import BenchError, exit_with_cli_error
 
 log = logging.getLogger(__name__)
 
@@ -467,11 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset = _construct("datasets", cfg.dataset)
         rows = train_embedded_cnn(dataset, args.out, checkpoints, dataset_name=cfg.dataset.name, **params)
     except Exception as exc:  # user errors and Hydra's config errors: one line
-        line = cli_error_line(exc)
-        if line is None:
-            raise
-        print(line, file=sys.stderr)
-        return 2
+        return exit_with_cli_error(exc)
     for r in rows:
         print(f"iteration {r['iteration']:>6}  epoch {r['epoch']:<7g} test accuracy {r['test_accuracy']:.4f}  {r['file']}")
     print(f"checkpoints: {Path(args.out) / CHECKPOINTS_CSV}; evaluate one with model=checkpoint "

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from bench.errors import BenchError
 from bench.imagefolders import (IMAGENET_MEAN, IMAGENET_STD, ImageFiles, Preprocess, canonical_class, class_list,
-                                first_existing, label_lookup, label_token, labelled, labels_by_name, list_images,
-                                make_normalization, need_root, read_label_file, relpath, relpath_id,
+                                find_class_file, first_existing, label_lookup, label_token, labelled, labels_by_name,
+                                list_images, make_normalization, need_root, read_label_file, relpath, relpath_id,
                                 unlabeled_error)
 
 LAYOUT = ("<root>/Places365_val_00000001.jpg … with <root>/places365_val.txt ('<file name> <class index>' a line), "
@@ -34,10 +34,7 @@ class Places365(ImageFiles):
                  resize=None, crop=None, mean=None, std=None, channels: int | None = 3) -> None:
         what = "places365"
         root = need_root(root, what, LAYOUT)
-        class_file = Path(classes).expanduser() if classes else first_existing(
-            d / "categories_places365.txt" for d in (root, root.parent))
-        if class_file is not None and not class_file.is_file():
-            raise BenchError(f"dataset '{what}': class list {class_file} does not exist; expected {LAYOUT}")
+        class_file = find_class_file(classes, root, "categories_places365.txt", what, LAYOUT)
         names = class_list(class_file) if class_file else None
         index = {canonical_class(n): i for i, n in enumerate(names or [])}
         num_classes = len(names) if names else 365

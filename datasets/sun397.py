@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench.errors import BenchError
 from bench.imagefolders import (IMAGENET_MEAN, IMAGENET_STD, ImageFiles, Preprocess, canonical_class, class_list,
-                                first_existing, labelled, list_images, make_normalization, need_root, read_lines,
+                                find_class_file, labelled, list_images, make_normalization, need_root, read_lines,
                                 relpath, relpath_id, unlabeled_error)
 
 LAYOUT = ("<root>/ClassName.txt ('/a/abbey' a line, 397 classes) and <root>/a/abbey/sun_*.jpg "
@@ -30,9 +30,8 @@ class SUN397(ImageFiles):
                  resize=None, crop=None, mean=None, std=None, channels: int | None = 3) -> None:
         what = "sun397"
         root = need_root(root, what, LAYOUT)
-        class_file = Path(classes).expanduser() if classes else first_existing(
-            d / "ClassName.txt" for d in (root, root.parent))
-        if class_file is None or not class_file.is_file():
+        class_file = find_class_file(classes, root, "ClassName.txt", what, LAYOUT)
+        if class_file is None:
             raise BenchError(f"dataset '{what}': no class list; put ClassName.txt in {root} (or set "
                              f"dataset.params.classes=FILE); expected {LAYOUT}")
         names = class_list(class_file)
