@@ -18,72 +18,27 @@ of SPEC §8, so collections of different sweeps concatenate. Collecting again gi
 files of an earlier collection are removed. Exit status 0 when every job finished, 1 when some failed, are
 incomplete or missing (their rows are not in the tables, they are listed), 2 on a usage error.
 
-This module also holds the Hydra side of sweeps: the resolvers that name sweep and job folders after their
-overrides (``conf/config.yaml``), ``mark_failed``, and ``CollectCallback``, which collects a sweep when
-Hydra's multirun ends (Hydra skips callbacks when a job raises, so collecting is also this separate step).
+A job folder's status is read through its owner (bench/jobdir.py); the Hydra side of sweeps (folder
+names, the callback that collects a sweep when it ends) is bench/hydra_app.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
 import os
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
-
+from . import jobdir
 from .errors import BenchError
 
 log = logging.getLogger(__name__)
 
 COLLECTED_DIR, COLLECTION = "collected", "collection.json"
 STATUSES = ("finished", "failed", "incomplete", "missing", "duplicate")
-
-
-# -------------------------------------------------------------------------------- folder names (Hydra)
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.,=+\-@\[\]:]")
-
-
-def dirname_of(text: str, max_len: int = 200) -> str:
-    """One readable, collision-free path component for ``text`` (a job's overrides): characters that are
-    unsafe in file names become ``_`` and a short hash of the original is appended then, or when cut."""
-    text = str(text) or "default"
-    safe = _UNSAFE.sub("_", text)
-    if safe != text or len(safe) > max_len or safe.startswith("."):
-        safe = f"{safe.lstrip('.')[:max_len - 9]}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
-    return safe
-
-
-def sweep_name(overrides) -> str:
-    """The folder name of a sweep: its command-line overrides, sorted, joined by ``__``."""
-    return dirname_of("__".join(sorted(str(o) for o in overrides)) or "default")
-
-
-def register_resolvers() -> None:
-    """``${bench_dirname:…}`` and ``${bench_sweep_name:…}`` for conf/config.yaml. The sweep name is cached,
-    so every job of a sweep (whose own ``hydra.overrides.task`` differ) resolves the sweep's folder."""
-    if not OmegaConf.has_resolver("bench_dirname"):
-        OmegaConf.register_new_resolver("bench_dirname", dirname_of)
-    if not OmegaConf.has_resolver("bench_sweep_name"):
-        OmegaConf.register_new_resolver("bench_sweep_name", sweep_name, use_cache=True)
-
-
-register_resolvers()
-
-
-def mark_failed(job_dir: str | Path, message: str) -> None:
-    """Write ``<job_dir>/FAILED`` (first line: the reason) atomically."""
-    from .tables import FAILED, write_text
-
-    write_text(message.rstrip() + "\n", Path(job_dir) / FAILED)
 
 
 # -------------------------------------------------------------------------------- finding jobs
@@ -117,44 +72,14 @@ def _overrides(job_dir: Path) -> list[str]:
         return []
 
 
-def _first_line(path: Path) -> str:
-    try:
-        lines = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return re.sub(r"^error:\s*", "", lines[0]) if lines else ""
-
-
 def inspect_job(job_dir: Path) -> Job:
-    from .tables import DONE, FAILED, MANIFEST, PARTS, finished_block, finished_job, read_json
-
-    manifest = read_json(job_dir / MANIFEST)
-    manifest = manifest if isinstance(manifest, dict) else None
-    job = Job(job_dir, "incomplete", manifest=manifest, overrides=_overrides(job_dir))
-    done = finished_job(job_dir) if manifest is not None else None
-    if (job_dir / FAILED).exists():  # an attempt that starts removes FAILED: the latest attempt failed
-        job.status, job.reason = "failed", _first_line(job_dir / FAILED) or "failed (no reason recorded)"
-    elif done is not None:
-        job.status, job.done = "finished", done
-    elif manifest is None and (job_dir / "curves.parquet").is_file() and (job_dir / "summary.csv").is_file() \
-            and not (job_dir / PARTS).exists() and not (job_dir / DONE).exists():
+    st = jobdir.status(job_dir)
+    job = Job(job_dir, st.status, st.reason, manifest=st.manifest, done=st.done, overrides=_overrides(job_dir))
+    if st.status == "legacy":
         job.status, job.legacy = "finished", True
-    elif manifest is not None:
-        lo, hi = manifest["blocks"]
-        n_images, size = manifest["n_images"], manifest["block_size"]
-        n_done = sum(finished_block(job_dir, b, b * size, min((b + 1) * size, n_images)) is not None
-                     for b in range(lo, hi))
-        job.reason = f"not finished: {n_done} of {hi - lo} block(s) done (killed, timed out or still running)"
-    else:
-        job.reason = "started, nothing computed yet (killed, timed out or still running)"
+    elif st.status == "empty":
+        job.status, job.reason = "incomplete", "started, nothing computed yet (killed, timed out or still running)"
     return job
-
-
-def _is_job_dir(d: Path, names: set[str]) -> bool:
-    from .tables import DONE, FAILED, MANIFEST
-
-    return bool(names & {MANIFEST, DONE, FAILED}) or (d / ".hydra" / "config.yaml").is_file() or \
-        {"curves.parquet", "summary.csv"} <= names
 
 
 def find(root: Path) -> tuple[list[Job], list[Path]]:
@@ -168,7 +93,7 @@ def find(root: Path) -> tuple[list[Job], list[Path]]:
             continue
         if "multirun.yaml" in names:
             sweeps.append(d)
-        elif _is_job_dir(d, names):
+        elif jobdir.is_job_dir(d, names):
             jobs.append(inspect_job(d))
             dirnames[:] = []
     return sorted(jobs, key=lambda j: str(j.path)), sorted(sweeps)
@@ -179,6 +104,7 @@ def expected_overrides(sweep_dir: Path) -> list[list[str]] | None:
     (``hydra.sweeper.params`` then the command line); None for other sweepers."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
 
     try:
         conf = OmegaConf.load(sweep_dir / "multirun.yaml")
@@ -301,7 +227,8 @@ def _run_tables(run: Run):
     import pandas as pd
 
     from .summary import summarize_run
-    from .tables import PROVENANCE, assemble, devices_of, finished_block, read_job_tables, with_provenance
+    from .jobdir import assemble, devices_of, finished_block, read_job_tables
+    from .tables import PROVENANCE, with_provenance
 
     first = run.jobs[0]
     if first.legacy:
@@ -504,26 +431,7 @@ def format_report(c: Collection) -> str:
     return "\n".join(lines)
 
 
-# -------------------------------------------------------------------------------- Hydra callback, CLI
-
-#: The collection made at the end of the last multirun in this process (read by bench/__main__.py).
-LAST: Collection | None = None
-
-
-class CollectCallback(Callback):
-    """After a multirun: collect the sweep folder and list failed jobs (conf/config.yaml, hydra.callbacks)."""
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        global LAST
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        try:
-            LAST = collect(sweep_dir)
-        except Exception as exc:  # collecting must never hide the sweep's own outcome
-            log.warning("collecting %s failed (%s: %s); run: python -m bench.collect %s",
-                        sweep_dir, type(exc).__name__, exc, sweep_dir)
-            return
-        print(format_report(LAST), file=sys.stderr if not LAST.ok else sys.stdout)
-
+# -------------------------------------------------------------------------------- CLI
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.collect", description=(

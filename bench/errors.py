@@ -1,5 +1,6 @@
-"""The one exception type that reaches the user as a single line (see bench/__main__.py)."""
+"""The one exception type that reaches the user as a single line, and the one line every CLI prints."""
 
+import errno
 import sys
 
 
@@ -11,11 +12,17 @@ class BenchError(Exception):
     """
 
 
+_DISK_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT)
+
+
 def cli_error_line(exc: BaseException) -> str | None:
     """The one line a command-line tool prints for a user error (``BenchError``, or Hydra's / OmegaConf's
     config errors), or None for anything else (a bug: let its traceback show)."""
     if isinstance(exc, BenchError):
         return f"error: {exc}"
+    if isinstance(exc, OSError) and exc.errno in _DISK_ERRORS:  # a full disk, a read-only folder: not a bug
+        return (f"error: cannot write {exc.filename or 'the output folder'}: {exc.strerror or exc}; what was "
+                f"finished is kept — make room or choose a writable folder, then run the same command again")
     if type(exc).__module__.split(".")[0] in ("hydra", "omegaconf"):
         return f"error: {str(exc).splitlines()[0]}"
     return None

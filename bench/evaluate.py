@@ -21,23 +21,13 @@ from torch import nn
 
 from .api import Context, Method, Normalization
 from .engine import aopc_curve, perturbed_scores, sequential_scores
-from .errors import BenchError
 from .perturbation import Replacement
 from .pooling import pool_channels
 from .regions import n_regions, pixel_ranks, region_scores, seeded_orders, tile_ids
 from .scoring import choose_target, score_of
+from .spec import ORDERS, RunSpec
 
-ORDERS = ("morf", "lerf", "random")
-METRICS = ("aopc", "complexity", "continuity")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def check_choice(name: str, values, allowed) -> tuple:
-    values = (values,) if isinstance(values, str) else tuple(values)
-    bad = [v for v in values if v not in allowed]
-    if bad:
-        raise BenchError(f"{name}: unknown value '{bad[0]}'; choose from {', '.join(allowed)}")
-    return values
 
 
 @dataclass
@@ -66,13 +56,21 @@ class Evaluator:
     complexity: dict[str, Any] = field(default_factory=dict)   # bench.complexity.complexity keywords
     continuity: dict[str, Any] = field(default_factory=dict)   # bench.continuity.continuity keywords
 
+    @classmethod
+    def from_spec(cls, spec: RunSpec, model: nn.Module) -> "Evaluator":
+        """The evaluator of a checked run specification (bench/spec.py), for ``model``."""
+        dataset = spec.dataset.obj
+        return cls(model=model.to(spec.device).eval(), method=spec.method.obj, pooling=spec.pooling,
+                   replacement=spec.perturbation.obj, normalization=dataset.normalization,
+                   image_hw=tuple(dataset.image_shape[1:]), patch=spec.patch, steps=spec.steps,
+                   repeats=spec.repeats, batch_size=spec.batch_size, seed=spec.seed, target=spec.target,
+                   score=spec.score, device=spec.device, save_heatmaps=spec.save_heatmaps, orders=spec.orders,
+                   per_repeat=spec.per_repeat, precision=spec.precision, channels_last=spec.channels_last,
+                   compile=spec.compile, metrics=spec.metrics, complexity=dict(spec.complexity),
+                   continuity=dict(spec.continuity))
+
     def __post_init__(self) -> None:
-        wanted = set(check_choice("orders", self.orders, ORDERS)) | {"random"}
-        self.orders = tuple(o for o in ORDERS if o in wanted)
-        self.metrics = check_choice("metrics", self.metrics, METRICS)
-        check_choice("precision", self.precision, tuple(PRECISIONS))
-        if self.precision == "fp16" and self.device.type == "cpu":
-            raise BenchError("precision=fp16 needs a GPU; use precision=bf16 or fp32 on the CPU")
+        self.orders = tuple(o for o in ORDERS if o in set(self.orders) | {"random"})
         if self.replacement.sequential or not self.replacement.random:
             self.repeats = 1  # deterministic g: repeats would only repeat the same numbers
         h, w = self.image_hw
@@ -106,25 +104,35 @@ class Evaluator:
 
     # -- one batch ---------------------------------------------------------------------------------
     def evaluate(self, image_ids: list[str], raw: torch.Tensor, labels: torch.Tensor,
-                 indices: list[int] | None = None) -> tuple[dict[str, pd.DataFrame] | None, list[str]]:
-        """Tidy rows of one batch by table name, and the ids of the images skipped because their heatmap
-        is not finite. ``indices`` are the images' dataset positions (for ``save_heatmaps``)."""
+                 indices: list[int] | None = None) -> tuple[dict[str, pd.DataFrame] | None, list[tuple[str, str]]]:
+        """Tidy rows of one batch by table name, and the images skipped, as (image_id, reason): the model's
+        score of the unperturbed image is not finite, or the method's heatmap is not. ``indices`` are the
+        images' dataset positions (for ``save_heatmaps``)."""
         indices = list(range(len(image_ids))) if indices is None else list(indices)
         x = self.normalization.normalize(raw.to(self.device, non_blocking=True).float())
         with torch.inference_mode():
             logits = self.logits(x)
         target = choose_target(logits, labels, self.target)
         f0 = score_of(logits, target, self.score)
-        relevance = self.attribute(x, target, image_ids)
-        heat = pool_channels(relevance, self.pooling)
-        finite = torch.isfinite(heat).flatten(1).all(1)
-        skipped = [image_ids[i] for i in torch.nonzero(~finite).flatten().tolist()]
-        if skipped:
-            keep = finite.nonzero().flatten()
-            x, heat, target, f0 = x[keep], heat[keep], target[keep], f0[keep]
-            labels = labels[keep.cpu()]
-            keep = keep.tolist()
-            image_ids, indices = [image_ids[i] for i in keep], [indices[i] for i in keep]
+        skipped: list[tuple[str, str]] = []
+
+        def keep_only(ok: torch.Tensor, reason: str) -> None:
+            nonlocal x, target, f0, labels, image_ids, indices
+            skipped.extend((image_ids[i], reason) for i in torch.nonzero(~ok).flatten().tolist())
+            keep = ok.nonzero().flatten()
+            x, target, f0, labels = x[keep], target[keep], f0[keep], labels[keep.cpu()]
+            image_ids, indices = [image_ids[i] for i in keep.tolist()], [indices[i] for i in keep.tolist()]
+
+        ok = torch.isfinite(logits).all(1) & torch.isfinite(f0)
+        if not ok.all():
+            keep_only(ok, "the model's output for the unperturbed image is not finite (NaN/inf)")
+            if not image_ids:
+                return None, skipped
+        heat = pool_channels(self.attribute(x, target, image_ids), self.pooling)
+        ok = torch.isfinite(heat).flatten(1).all(1)
+        if not ok.all():
+            heat = heat[ok.nonzero().flatten()]
+            keep_only(ok, "the method's heatmap is not finite (NaN/inf)")
             if not image_ids:
                 return None, skipped
 
@@ -155,6 +163,7 @@ class Evaluator:
             scores = perturbed_scores(self.score_fn, x, ranks, draws, target, self.L, self.batch_size)  # B,O,J,L
 
         first = f0.view(-1, 1, 1).expand(-1, len(orders), 1)
+        nonfinite = torch.cat([torch.zeros_like(first), (~torch.isfinite(scores)).sum(2).to(first.dtype)], -1)
         curve = torch.cat([first, scores.mean(2)], -1)
         spread = torch.cat([torch.zeros_like(first), scores.std(2, correction=0)], -1)
         aopc = aopc_curve(f0.view(-1, 1), curve)
@@ -164,7 +173,9 @@ class Evaluator:
         tables = {"curves": grid_frame(
             dict(image_id=image_ids, label=labels.cpu().numpy(), target_class=target.cpu().numpy()),
             order=list(self.orders), step=np.arange(self.L + 1),
-            values=dict(fraction_perturbed=fraction, score_value=curve, score_std=spread, aopc=aopc))}
+            values=dict(fraction_perturbed=fraction, score_value=curve, score_std=spread, aopc=aopc,
+                        nonfinite=nonfinite))}
+        tables["curves"]["nonfinite"] = tables["curves"]["nonfinite"].astype("int64")
         if self.per_repeat:
             tables["curves_repeats"] = grid_frame(
                 dict(image_id=image_ids), order=list(self.orders), repeat=np.arange(scores.shape[2]),
@@ -198,21 +209,6 @@ class Evaluator:
         rows = continuity(attribute, x, seed=self.seed, image_keys=image_ids, batch_size=self.batch_size,
                           **self.continuity)
         return rows.rename(columns={"image": "image_id"})
-
-
-def evaluator_options(cfg) -> dict[str, Any]:
-    """The Evaluator keywords read from the run config's top-level keys (defaults when absent)."""
-    from omegaconf import OmegaConf
-
-    def plain(key, default):
-        value = cfg.get(key, default)
-        return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-
-    return dict(orders=tuple(plain("orders", ["morf", "random"])), per_repeat=bool(cfg.get("per_repeat", False)),
-                precision=str(cfg.get("precision", "fp32")), channels_last=bool(cfg.get("channels_last", False)),
-                compile=bool(cfg.get("compile", False)), metrics=tuple(plain("metrics", ["aopc"])),
-                complexity=dict(plain("complexity", {})), continuity=dict(plain("continuity", {})),
-                save_heatmaps=int(cfg.get("save_heatmaps", 0)))
 
 
 def grid_frame(per_image: dict[str, Any], values: dict[str, torch.Tensor], **axes) -> pd.DataFrame:

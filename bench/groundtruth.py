@@ -112,39 +112,36 @@ def main(argv: list[str] | None = None) -> int:
     if not any(o.startswith("dataset=") for o in overrides):
         overrides.append("dataset=mnist_twodigit")
     try:
-        from hydra import compose, initialize_config_dir
-
+        from .hydra_app import compose
         from .models import load_model
-        from .plugins import CONF_DIR
-        from .run import Job, params_of
+        from .spec import build_spec
 
         tables, lines = [], []
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            for name in methods:
-                cfg = compose(config_name="config", overrides=overrides + [f"method={name}"])
-                job = Job.from_config(cfg)
-                if not hasattr(job.dataset, "get_mask"):
-                    raise BenchError(f"dataset '{cfg.dataset.name}' has no ground-truth regions (get_mask); "
-                                     f"use dataset=mnist_twodigit")
-                torch.manual_seed(cfg.seed)
-                model = load_model(cfg.model.kind, job.dataset, dict(params_of(cfg.model), cache_dir=cfg.cache_dir))
-                table = groundtruth_table(model, job.method, job.pooling, job.dataset, job.n_images,
-                                          job.batch_size, job.device, cfg.seed, cfg.target)
-                table.insert(0, "method", cfg.method.name)
-                table.insert(1, "pooling", job.pooling)
-                table.insert(2, "dataset", cfg.dataset.name)
-                table.insert(3, "model", cfg.model.name)
-                table.insert(4, "preprocessing", getattr(job.dataset, "preprocessing", ""))
-                tables.append(table)
-                s = summarize(table)
-                lines.append(f"{cfg.method.name:>16} ({job.pooling}): share of positive relevance inside the true "
-                             f"region {s['share_inside']:.4f} ± {s['sem']:.4f} (s.e.m.; median {s['median']:.4f}) "
-                             f"over {s['images']} images; on the distractor {s['share_distractor']:.4f}; region area "
-                             f"{s['mask_fraction']:.4f}; "
-                             f"model accuracy {s['accuracy']:.4f}")
+        for name in methods:
+            spec = build_spec(compose(overrides + [f"method={name}"]))
+            dataset = spec.dataset.obj
+            if not hasattr(dataset, "get_mask"):
+                raise BenchError(f"dataset '{spec.dataset.name}' has no ground-truth regions (get_mask); "
+                                 f"use dataset=mnist_twodigit")
+            torch.manual_seed(spec.seed)
+            model = load_model(spec)
+            table = groundtruth_table(model, spec.method.obj, spec.pooling, dataset, spec.n_images,
+                                      spec.batch_size, spec.device, spec.seed, spec.target)
+            table.insert(0, "method", spec.method.name)
+            table.insert(1, "pooling", spec.pooling)
+            table.insert(2, "dataset", spec.dataset.name)
+            table.insert(3, "model", spec.model.name)
+            table.insert(4, "preprocessing", getattr(dataset, "preprocessing", ""))
+            tables.append(table)
+            s = summarize(table)
+            lines.append(f"{spec.method.name:>16} ({spec.pooling}): share of positive relevance inside the true "
+                         f"region {s['share_inside']:.4f} ± {s['sem']:.4f} (s.e.m.; median {s['median']:.4f}) "
+                         f"over {s['images']} images; on the distractor {s['share_distractor']:.4f}; region area "
+                         f"{s['mask_fraction']:.4f}; "
+                         f"model accuracy {s['accuracy']:.4f}")
     except Exception as exc:  # user errors and Hydra's config errors: one line
         return exit_with_cli_error(exc)
-    print(f"{cfg.dataset.name} · {cfg.model.name} · target={cfg.target}")
+    print(f"{spec.dataset.name} · {spec.model.name} · target={spec.target}")
     print("\n".join(lines))
     if args.out:
         from .tables import write_csv

@@ -26,6 +26,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from .api import Dataset, Normalization, UnreadableImage
+from .checks import integer, number
 from .errors import BenchError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp", ".gif")
@@ -121,6 +122,49 @@ def describe_normalization(normalization: Normalization) -> str:
     return f"mean={_fmt(normalization.mean)} std={_fmt(normalization.std)} raw_range=[{lo:g}, {hi:g}]"
 
 
+PATHS = ("root", "labels", "classes", "split")  # file or folder paths; null (or '') = not given
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def check_params(**params) -> None:
+    """One-line errors, before any file is read, for the parameters shared by the image dataset plug-ins
+    (imagefolder, imagenet, places365, sun397, mnist, cifar10): paths, ``num_classes`` and the preprocessing (``resize``,
+    ``crop``, ``channels``, ``mean``, ``std``). Valid values are left to bench.imagefolders as they are."""
+    for key, value in params.items():
+        name = f"dataset.params.{key}"
+        if value is None:
+            continue
+        if key in PATHS:
+            if not isinstance(value, (str, os.PathLike)):
+                raise BenchError(f"{name} must be a path (a string) or null, got {value!r}")
+        elif key == "num_classes":
+            integer(name, value, low=1)
+        elif key in ("resize", "crop"):
+            if not (_positive_int(value) or (isinstance(value, (list, tuple)) and len(value) == 2
+                                             and all(map(_positive_int, value)))):
+                raise BenchError(f"{name} must be a positive integer, a pair [H, W] or null, got {value!r}")
+        elif key == "channels":
+            if not (_positive_int(value) and value in (1, 3)):
+                raise BenchError(f"{name} must be 1 (grayscale), 3 (RGB) or null, got {value!r}")
+        elif key in ("mean", "std"):
+            # one value for all channels or one per RGB channel: make_normalization repeats a single value and
+            # averages RGB statistics for grayscale data, so 1 or 3 values fit either channel count
+            values = value if isinstance(value, (list, tuple)) else [value]
+            if len(values) not in (1, 3):
+                raise BenchError(f"{name} must be a number or a list of 1 or 3 numbers (one per channel), "
+                                 f"got {value!r}")
+            for v in values:
+                if key == "std":
+                    number(name, v, low=0, low_open=True)
+                else:
+                    number(name, v)
+        else:
+            raise KeyError(key)
+
+
 def make_normalization(mean, std, default_mean: Sequence[float], default_std: Sequence[float], channels: int,
                        what: str, raw_range: tuple[float, float] = (0.0, 1.0)) -> Normalization:
     """The dataset's normalisation: ``mean``/``std`` from the params (the model's ``input``) or the defaults,
@@ -131,8 +175,9 @@ def make_normalization(mean, std, default_mean: Sequence[float], default_std: Se
         mean = mean * channels
     if len(std) == 1 and channels > 1:
         std = std * channels
-    if len(mean) == 3 and channels == 1:  # an RGB model's statistics on grayscale data: the channel mean
-        mean, std = (sum(mean) / 3,), (sum(std) / 3,)
+    if channels == 1:  # an RGB model's statistics on grayscale data: the channel mean (each on its own)
+        mean = (sum(mean) / 3,) if len(mean) == 3 else mean
+        std = (sum(std) / 3,) if len(std) == 3 else std
     if len(mean) != channels or len(std) != channels or min(std) <= 0:
         raise BenchError(f"dataset '{what}': mean={list(mean)} and std={list(std)} must give one value per channel "
                          f"({channels}) and std > 0")

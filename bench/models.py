@@ -131,6 +131,9 @@ def load_embedded_cnn(dataset: Dataset, cache_dir: str, epochs: int = 6, lr: flo
     digest.update(ytr.numpy().tobytes())
     key = digest.hexdigest()[:16]
     path = Path(cache_dir).expanduser() / f"embedded_cnn-{key}.pt"
+    if path.is_dir():
+        raise BenchError(f"model 'embedded_cnn': the cache file {path} is a directory, not a file; remove it or "
+                         f"choose another cache_dir=… (BENCH_CACHE_DIR)")
     model = build()
     if path.is_file():
         try:
@@ -243,6 +246,9 @@ def load_checkpoint(dataset: Dataset, dir: str | None = None, iteration: int | s
     if train is not None and not meta.is_file():
         log.info("training the embedded CNN with checkpoints into %s", folder)
         train_embedded_cnn(dataset, folder, **dict(train))
+    if meta.is_dir():
+        raise BenchError(f"model 'checkpoint': {meta} is a directory, not a file; expected {folder}/training.json "
+                         f"and {folder}/ckpt-<iteration>.pt as written by python -m bench.models ({hint})")
     if not meta.is_file():
         raise BenchError(f"model 'checkpoint': {meta} does not exist; expected {folder}/training.json and "
                          f"{folder}/ckpt-<iteration>.pt ({hint})")
@@ -254,6 +260,8 @@ def load_checkpoint(dataset: Dataset, dir: str | None = None, iteration: int | s
     except (TypeError, ValueError):
         raise BenchError(f"model 'checkpoint': iteration must be an integer or 'last', got {iteration!r}") from None
     path = folder / f"ckpt-{it}.pt"
+    if path.is_dir():
+        raise BenchError(f"model 'checkpoint': {path} is a directory, not a file; iterations in {folder}: {available}")
     if not path.is_file():
         raise BenchError(f"model 'checkpoint': {path} does not exist; iterations in {folder}: {available}")
     c, h, w = dataset.image_shape
@@ -270,15 +278,104 @@ def load_checkpoint(dataset: Dataset, dir: str | None = None, iteration: int | s
 
 # ------------------------------------------------------------------------- pretrained and user models
 
+def _shape(t: Any) -> str:
+    try:
+        return "×".join(map(str, t.shape)) or "scalar"
+    except Exception:  # an uninitialised (lazy) parameter
+        return "uninitialised"
+
+
+def _listing(kind: str, items: list[str]) -> str:
+    """``<kind> (<first 3 items>; … and N more)``: whole items only, never a cut word."""
+    more = f"; … and {len(items) - 3} more" if len(items) > 3 else ""
+    return f"{kind} ({'; '.join(items[:3])}{more})"
+
+
+def _first_line(exc: BaseException, limit: int = 120) -> str:
+    """The error's type and the first line of its text, shortened at a sentence or word end, never mid-word."""
+    line = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+    if len(line) > limit:
+        sentence, space = line.rfind(". ", 0, limit), line.rfind(" ", 0, limit)
+        if sentence > 0:
+            line = line[:sentence + 1]
+        elif space > 0:
+            line = line[:space].rstrip(",;:") + " …"
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
+def _weights_only_refusal(text: str) -> tuple[str | None, str]:
+    """(the refused global's name or None, the one-line reason) of a ``torch.load(weights_only=True)``
+    failure; its first line is torch's general advice, the reason comes after it."""
+    import re
+
+    reason = ""
+    for line in text.splitlines()[1:]:
+        line = line.split("WeightsUnpickler error:")[-1].strip()
+        if line and not line.startswith(("(1)", "(2)", "Check the documentation", "Please file an issue")):
+            reason = line
+            break
+    found = (re.search(r"GLOBAL\s+([A-Za-z_][\w.]*)", reason)
+             or re.search(r"but got <class '([\w.]+)'>", reason)
+             or re.search(r"unrecognized function <(?:built-in )?(?:function|class) '?([\w.]+)", reason)
+             or re.search(r"Unsupported class\s+([A-Za-z_][\w.]*)", reason))
+    name = found.group(1) if found else None
+    if name and "." not in name:  # torch names builtins without their module: builtins.exec → exec
+        name = f"builtins.{name}"
+    return name, reason
+
+
+def _mismatch_message(model: nn.Module, state: dict, strict: bool) -> str | None:
+    """The one-line account of how ``state`` differs from ``model``'s state_dict (None when it fits): how many
+    keys are of another shape, missing from the file, unexpected in it, and the first 3 of each with shapes."""
+    full = model.state_dict()
+    own = {k: v for k, v in full.items() if isinstance(v, torch.Tensor)}
+    shape = [f"{k}: file {_shape(state[k])}, model {_shape(v)}" for k, v in own.items()
+             if k in state and not nn.parameter.is_lazy(v) and tuple(state[k].shape) != tuple(v.shape)]
+    missing = [f"{k}: model {_shape(v)}" for k, v in own.items() if k not in state] if strict else []
+    unexpected = [f"{k}: file {_shape(v)}" for k, v in state.items() if k not in full] if strict else []
+    parts = []
+    if shape:
+        parts.append(_listing(f"size mismatch in {len(shape)} key{'s' * (len(shape) > 1)}", shape))
+    if missing:
+        parts.append(_listing(f"{len(missing)} key{'s' * (len(missing) > 1)} of the model missing from the file",
+                              missing))
+    if unexpected:
+        parts.append(_listing(f"{len(unexpected)} unexpected key{'s' * (len(unexpected) > 1)} in the file",
+                              unexpected))
+    return "; ".join(parts) or None
+
+
 def _load_state(model: nn.Module, path: Path, what: str, strict: bool = True) -> None:
     """Load a state_dict file (``weights_only=True``) into ``model``; common wrappers are unpacked:
-    ``{"state_dict": …}`` / ``{"model": …}`` and the ``module.`` prefix of DataParallel."""
+    ``{"state_dict": …}`` / ``{"model": …}`` and the ``module.`` prefix of DataParallel. A file holding other
+    Python objects is refused without running any of it; every failure is a one-line ``BenchError``."""
+    import pickle
+
+    path = Path(path)
+    if path.is_dir():
+        raise BenchError(f"model '{what}': {path} is a directory, not a file; give the file holding the state_dict "
+                         f"(torch.save(model.state_dict(), path))")
+    if not path.exists():
+        raise BenchError(f"model '{what}': {path} does not exist; put the state_dict there "
+                         f"(torch.save(model.state_dict(), path))")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise BenchError(f"model '{what}': cannot load {path} with torch.load(weights_only=True) "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); save "
-                         f"model.state_dict() with torch.save, not a pickled model") from None
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Weights only load failed" in text or "Unsupported global" in text:
+            name, reason = _weights_only_refusal(text)
+            if name:  # a global torch's safe loader does not admit: never imported, never called
+                raise BenchError(f"model '{what}': {path} holds Python objects other than tensors ({name}); it was "
+                                 f"refused without running it (cannot load it with torch.load(weights_only=True)); "
+                                 f"save model.state_dict() with torch.save, not a pickled model") from None
+            if reason:  # e.g. 'Unsupported operand 110': garbage bytes, or an old-style pickle
+                exc = pickle.UnpicklingError(reason)
+        raise BenchError(f"model '{what}': {path} is not a readable PyTorch file (truncated or corrupt?: "
+                         f"{_first_line(exc)}); copy or save it again") from None
+    except Exception as exc:  # truncated zip, garbage bytes, EOFError, 'PytorchStreamReader failed …'
+        detail = "the file is empty" if path.stat().st_size == 0 else _first_line(exc)
+        raise BenchError(f"model '{what}': {path} is not a readable PyTorch file (truncated or corrupt?: "
+                         f"{detail}); copy or save it again") from None
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -287,11 +384,13 @@ def _load_state(model: nn.Module, path: Path, what: str, strict: bool = True) ->
         raise BenchError(f"model '{what}': {path} does not hold a state_dict (a mapping of names to tensors)")
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
+    mismatch = _mismatch_message(model, state, strict)
+    if mismatch:
+        raise BenchError(f"model '{what}': {path} does not fit the architecture: {mismatch}")
     try:
         result = model.load_state_dict(state, strict=strict)
-    except RuntimeError as exc:
-        first = str(exc).replace("\n", " ").replace("\t", "")
-        raise BenchError(f"model '{what}': {path} does not fit the architecture: {first[:400]}") from None
+    except RuntimeError as exc:  # what the comparison above does not see (a module's own loading rules)
+        raise BenchError(f"model '{what}': {path} does not fit the architecture: {_first_line(exc, 300)}") from None
     if not strict and (result.missing_keys or result.unexpected_keys):
         log.warning("model '%s': %s — missing %s, unexpected %s", what, path, result.missing_keys[:5],
                     result.unexpected_keys[:5])
@@ -331,6 +430,9 @@ def load_torchvision(dataset: Dataset, arch: str = "resnet18", weights: str | No
     if weights is None:
         name = file or torchvision_weights_file(arch, weights_name)
         path = Path(torch.hub.get_dir()) / "checkpoints" / name
+        if path.is_dir():
+            raise BenchError(f"model '{arch}': {path} is a directory, not a file; put the weights file {name} there "
+                             f"in its place or set model.params.weights=/path/to/{name}")
         if not path.is_file():
             what_file = (f"the weights file {name}" if file else f"torchvision's {weights_name} weights for {arch}")
             how = ("" if file else f"; torchvision.models.get_model('{arch}', weights='{weights_name}') fills it on a "
@@ -342,6 +444,10 @@ def load_torchvision(dataset: Dataset, arch: str = "resnet18", weights: str | No
         path = None
     else:
         path = Path(str(weights)).expanduser()
+        if path.is_dir():
+            raise BenchError(f"model '{arch}': weights file {path} is a directory, not a file; set "
+                             f"model.params.weights=/path/to/file.pth (the state_dict of {arch}, e.g. torchvision's "
+                             f"{torchvision_weights_file(arch, weights_name) if file is None else file})")
         if not path.is_file():
             raise BenchError(f"model '{arch}': weights file {path} does not exist; put the state_dict of {arch} "
                              f"there (e.g. torchvision's {torchvision_weights_file(arch, weights_name) if file is None else file}) "
@@ -396,6 +502,10 @@ def load_user(dataset: Dataset, _target_: str | None = None, checkpoint: str | N
         log.warning("model 'user' (%s) has random weights (model.params.checkpoint=random)", _target_)
     else:
         path = Path(str(checkpoint)).expanduser()
+        if path.is_dir():
+            raise BenchError(f"model 'user': checkpoint {path} is a directory, not a file; set "
+                             f"model.params.checkpoint=FILE, the state_dict of {_target_} saved with "
+                             f"torch.save(model.state_dict(), path)")
         if not path.is_file():
             raise BenchError(f"model 'user': checkpoint {path} does not exist; put the state_dict of {_target_} "
                              f"there (torch.save(model.state_dict(), path)) or set model.params.checkpoint=FILE")
@@ -427,15 +537,57 @@ def check_fits(model: nn.Module, dataset: Dataset, name: str) -> None:
                     name, out.shape[1], type(dataset).__name__, dataset.num_classes)
 
 
-def load_model(name: str, dataset: Dataset, params: dict) -> nn.Module:
-    if name not in MODELS:
-        raise BenchError(f"unknown model kind '{name}'; available: {', '.join(MODELS)}")
+def check_params(kind: str, params: dict) -> None:
+    """The model's ``params`` must be keyword arguments its loader takes (checked by the run spec before any
+    work; the loader checks files and values when the job loads the model)."""
+    import inspect
+
+    from . import checks
+
+    loader = MODELS[kind]
+    signature = inspect.signature(loader)
+    if not any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values()):  # torchvision, user: the
+        try:                                                                      # architecture's own keys
+            signature.bind_partial(None, **params)
+        except TypeError:
+            accepted = [n for n in list(signature.parameters)[1:] if n != "cache_dir"]
+            unknown = [k for k in params if k not in signature.parameters]
+            raise BenchError(f"unknown setting 'model.params.{unknown[0] if unknown else '?'}' for a model of kind "
+                             f"'{kind}'; valid keys: {', '.join(accepted)}") from None
+    training = dict(params.get("train") or {}) if kind == "checkpoint" else params if kind == "embedded_cnn" else {}
+    where = "model.params.train" if kind == "checkpoint" else "model.params"
+    for key, check in (("epochs", lambda n, v: checks.integer(n, v, low=1)),
+                       ("lr", lambda n, v: checks.number(n, v, low=0, low_open=True)),
+                       ("batch_size", lambda n, v: checks.integer(n, v, low=1)),
+                       ("seed", lambda n, v: checks.integer(n, v, low=0)),
+                       ("hidden", lambda n, v: checks.integer(n, v, low=1))):
+        if key in training:
+            check(f"{where}.{key}", training[key])
+    channels = training.get("channels")
+    if channels is not None and (not isinstance(channels, (list, tuple)) or len(channels) != 2):
+        raise BenchError(f"{where}.channels must be a list of two positive integers, got {channels!r}")
+    for c in channels or ():
+        checks.integer(f"{where}.channels", c, low=1)
+    if kind == "checkpoint" and str(params.get("iteration", "last")) != "last":
+        checks.integer("model.params.iteration", params.get("iteration"), low=0)
+
+
+def build_model(kind: str, dataset: Dataset, params: dict, name: str | None = None) -> nn.Module:
+    """The model of kind ``kind`` (``MODELS``) with ``params``, checked to take ``dataset``'s images."""
+    if kind not in MODELS:
+        raise BenchError(f"unknown model kind '{kind}'; available: {', '.join(MODELS)}")
     try:
-        model = MODELS[name](dataset, **params)
+        model = MODELS[kind](dataset, **params)
     except TypeError as exc:
-        raise BenchError(f"model '{name}': {exc}") from None
-    check_fits(model, dataset, params.get("arch") or params.get("_target_") or name)
+        raise BenchError(f"model '{name or kind}': {exc}") from None
+    check_fits(model, dataset, params.get("arch") or params.get("_target_") or name or kind)
     return model
+
+
+def load_model(spec) -> nn.Module:
+    """The model of a checked run specification (bench/spec.py)."""
+    return build_model(spec.model.plugin, spec.dataset.obj, dict(spec.model.params, cache_dir=spec.cache_dir),
+                       spec.model.name)
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -451,21 +603,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        from hydra import compose, initialize_config_dir
-        from omegaconf import OmegaConf
+        from . import plugins
+        from .hydra_app import compose
 
-        from .plugins import CONF_DIR
-        from .run import _construct
-
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=args.overrides)
-        if cfg.model.kind != "embedded_cnn":
-            raise BenchError(f"python -m bench.models trains the embedded CNN; model '{cfg.model.name}' is of kind "
-                             f"'{cfg.model.kind}'")
-        params = OmegaConf.to_container(cfg.model.params, resolve=True) or {}
+        conf = compose(args.overrides)  # only the dataset and the model's training settings matter here
+        model = conf["model"]
+        if model.get("kind") != "embedded_cnn":
+            raise BenchError(f"python -m bench.models trains the embedded CNN; model '{model.get('name')}' is of kind "
+                             f"'{model.get('kind')}'")
+        params = dict(model.get("params") or {})
+        check_params("embedded_cnn", params)
+        dataset = plugins.build("datasets", conf["dataset"], "dataset")
         checkpoints = None if args.checkpoints is None else [int(c) for c in args.checkpoints.split(",") if c]
-        dataset = _construct("datasets", cfg.dataset)
-        rows = train_embedded_cnn(dataset, args.out, checkpoints, dataset_name=cfg.dataset.name, **params)
+        rows = train_embedded_cnn(dataset, args.out, checkpoints, dataset_name=conf["dataset"]["name"], **params)
     except Exception as exc:  # user errors and Hydra's config errors: one line
         return exit_with_cli_error(exc)
     for r in rows:

@@ -20,7 +20,6 @@ import time
 
 import torch
 import torchvision
-from omegaconf import OmegaConf
 
 from . import plugins
 from .api import Context, Normalization
@@ -38,9 +37,7 @@ def plain_gradient(model, x, target):
 
 
 def build(name: str):
-    cfg = OmegaConf.load(plugins.CONF_DIR / "method" / f"{name}.yaml")
-    params = {} if cfg.get("params") is None else OmegaConf.to_container(cfg.params, resolve=True)
-    return plugins.load_class("methods", cfg.plugin)(**params)
+    return plugins.build("methods", plugins.conf_node("method", name), "method")
 
 
 def timed(fn, device) -> float:

@@ -15,6 +15,8 @@ All values are produced in model-input (normalised) units; raw-range draws are n
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -83,8 +85,9 @@ class Blur(Replacement):
     name, sequential = "blur", True
 
     def __init__(self, sigma: float = 2.0) -> None:
-        if sigma <= 0:
-            raise BenchError(f"perturbation blur needs sigma > 0, got {sigma}")
+        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
+            raise BenchError(f"perturbation 'blur' needs perturbation.params.sigma > 0, a finite number of pixels; "
+                             f"got {sigma!r}")
         self.sigma = float(sigma)
 
     def step(self, current: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
@@ -126,8 +129,9 @@ REPLACEMENTS = {r.name: r for r in (Uniform, Zero, Mean, Blur, Inpaint)}
 
 
 def make_replacement(name: str, **params) -> Replacement:
-    if name not in REPLACEMENTS:
-        raise BenchError(f"unknown perturbation '{name}'; available: {', '.join(REPLACEMENTS)}")
+    if not isinstance(name, str) or name not in REPLACEMENTS:
+        shown = repr(name) if isinstance(name, str) else str(name)
+        raise BenchError(f"unknown perturbation {shown}; available: {', '.join(REPLACEMENTS)}")
     try:
         return REPLACEMENTS[name](**params)
     except TypeError as exc:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import os
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any, Mapping
 
 from .api import Dataset, Method
 from .errors import BenchError
@@ -21,6 +23,9 @@ from .errors import BenchError
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
 KINDS = {"methods": Method, "datasets": Dataset}
+#: A plug-in is named by its file (``lrp``) and optionally its class (``lrp:LRP``): plain names only, so
+#: that a config value can never reach a file outside the plug-in folders (``../../x``, ``/tmp/x``).
+PLUGIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(:[A-Za-z_][A-Za-z0-9_]*)?")
 
 
 def plugin_dirs(kind: str) -> list[Path]:
@@ -32,7 +37,15 @@ def available(kind: str) -> list[str]:
     return sorted({p.stem for d in plugin_dirs(kind) for p in d.glob("*.py") if not p.name.startswith("_")})
 
 
+def check_name(kind: str, name: Any, what: str = "") -> str:
+    if not isinstance(name, str) or not PLUGIN_NAME.fullmatch(name):
+        raise BenchError(f"{what or kind[:-1] + '.plugin'} must be the plain name of a file in {kind}/ (letters, "
+                         f"digits, _; optionally :Class), got {name!r}; available: {', '.join(available(kind))}")
+    return name
+
+
 def load_module(kind: str, name: str) -> ModuleType:
+    check_name(kind, name)
     modname = f"bench_plugins.{kind}.{name}"
     if modname in sys.modules:
         return sys.modules[modname]
@@ -64,3 +77,38 @@ def load_class(kind: str, name: str) -> type:
         what = f"class {clsname}" if clsname else f"exactly one {base.__name__} subclass"
         raise BenchError(f"{kind}/{file}.py must define {what}; found {[c.__name__ for c in found]}")
     return found[0]
+
+
+def build(kind: str, node: Mapping[str, Any], what: str) -> Any:
+    """The plug-in object a config node describes: the class of ``<kind>/<node.plugin>.py`` called with
+    ``node.params``. ``what`` is the node's place in the config (``method``, ``dataset``) for messages.
+    The one way a plug-in is built (the run specification, the translation wrapper, the benchmarks)."""
+    plugin = check_name(kind, node.get("plugin"), f"{what}.plugin")
+    params = node.get("params")
+    params = {} if params is None else params
+    if not isinstance(params, Mapping):
+        raise BenchError(f"{what}.params must be a mapping of keyword arguments, got {params!r}")
+    cls = load_class(kind, plugin)
+    try:
+        return cls(**params)
+    except (TypeError, ValueError) as exc:  # unknown keyword, or a check the plug-in makes with Python's types
+        raise BenchError(f"{what} '{node.get('name', plugin)}' ({kind}/{plugin.partition(':')[0]}.py): "
+                         f"{' '.join(str(exc).split())}; its params were {dict(params)}") from None
+
+
+def conf_file(group: str, name: str, what: str = "") -> Path:
+    """``conf/<group>/<name>.yaml`` in the suite's or an extra plug-in folder (``BENCH_PLUGIN_PATH``);
+    ``what`` names the setting that gave ``name``, for messages."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*", name):
+        raise BenchError(f"{what or group} must be the plain name of a file in conf/{group}/, got {name!r}")
+    for conf in plugin_dirs("conf"):
+        if (path := conf / group / f"{name}.yaml").is_file():
+            return path
+    raise BenchError(f"{what or group}: no config '{name}.yaml' in conf/{group}/")
+
+
+def conf_node(group: str, name: str, what: str = "") -> dict:
+    """``conf/<group>/<name>.yaml`` as a plain dict (a method, a dataset … by its YAML name)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(conf_file(group, name, what)), resolve=True)

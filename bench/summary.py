@@ -39,12 +39,32 @@ def per_image_quantities(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def summarize_run(tables: dict[str, pd.DataFrame], n_boot: int, seed: int) -> pd.DataFrame:
     """The summary rows of one run (AOPC of each order, paired differences with the random baseline,
-    and complexity/continuity when present)."""
+    and complexity/continuity when present).
+
+    A quantity that is not finite for some images (the model returned NaN/inf for a perturbed input) is
+    summarised over the images where it is, and ``n_images`` says over how many; the quantities finite for
+    every image share one set of bootstrap resamples, as before. ``nonfinite_scores`` (perturbed scores
+    that were NaN/inf, per image) is added when there were any."""
     per_image = per_image_quantities(tables)
+    if "nonfinite" in tables["curves"] and tables["curves"]["nonfinite"].any():
+        counts = tables["curves"].groupby("image_id", sort=False)["nonfinite"].sum()
+        per_image["nonfinite_scores"] = counts.reindex(per_image.index).to_numpy(dtype=np.float64)
     values = per_image.to_numpy(dtype=np.float64)
-    low, high = bootstrap_ci(values, n_boot=n_boot, seed=seed)
-    return pd.DataFrame({"quantity": per_image.columns, "mean": values.mean(0), "median": np.median(values, 0),
-                         "sem": sem(values), "ci_low": low, "ci_high": high, "n_images": len(values)})
+    finite = np.isfinite(values)
+    whole = finite.all(0)
+    stats = {k: np.full(values.shape[1], np.nan) for k in ("mean", "median", "sem", "ci_low", "ci_high")}
+    stats["n_images"] = finite.sum(0)
+    if whole.any():
+        v = values[:, whole]
+        stats["ci_low"][whole], stats["ci_high"][whole] = bootstrap_ci(v, n_boot=n_boot, seed=seed)
+        stats["mean"][whole], stats["median"][whole], stats["sem"][whole] = v.mean(0), np.median(v, 0), sem(v)
+    for j in np.flatnonzero(~whole):
+        v = values[finite[:, j], j]
+        if len(v):
+            lo, hi = bootstrap_ci(v[:, None], n_boot=n_boot, seed=seed)
+            stats["ci_low"][j], stats["ci_high"][j] = lo[0], hi[0]
+            stats["mean"][j], stats["median"][j], stats["sem"][j] = v.mean(), np.median(v), sem(v[:, None])[0]
+    return pd.DataFrame({"quantity": per_image.columns, **stats})
 
 
 def format_table(summary: pd.DataFrame) -> str:

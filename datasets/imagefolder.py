@@ -16,21 +16,23 @@ pretrained models), or the model's ``input``; images are read as RGB (``channels
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.imagefolders import (IMAGENET_MEAN, IMAGENET_STD, ImageFiles, Preprocess, label_lookup, label_token,
-                                labelled, labels_by_name, list_images, make_normalization, need_root,
+from bench.imagefolders import (IMAGENET_MEAN, IMAGENET_STD, ImageFiles, Preprocess, check_params, label_lookup,
+                                label_token, labelled, labels_by_name, list_images, make_normalization, need_root,
                                 read_label_file, read_lines, relpath, relpath_id, unlabeled_error)
 
 LAYOUT = ("<root>/<class>/*.jpg (class folders), or any images with a label file dataset.params.labels "
           "('<relative path> <class index or name>' a line)")
 
-
 class ImageFolder(ImageFiles):
     def __init__(self, root: str | None = None, labels: str | None = None, classes: str | None = None,
                  num_classes: int | None = None, resize=None, crop=None, mean=None, std=None,
                  channels: int | None = 3) -> None:
+        check_params(root=root, labels=labels, classes=classes, num_classes=num_classes, resize=resize, crop=crop,
+                     mean=mean, std=std, channels=channels)
         what = "imagefolder"
         root = need_root(root, what, LAYOUT)
         files = list_images(root)

@@ -22,9 +22,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.imagefolders import (IMAGENET_MEAN, IMAGENET_STD, ImageFiles, Preprocess, devkit_wnids, first_existing,
-                                label_lookup, label_token, labelled, labels_by_name, list_images, make_normalization,
-                                need_root, read_label_file, read_lines, relpath, stem_id, unlabeled_error)
+from bench.imagefolders import (IMAGENET_MEAN, IMAGENET_STD, ImageFiles, Preprocess, check_params, devkit_wnids,
+                                first_existing, label_lookup, label_token, labelled, labels_by_name, list_images,
+                                make_normalization, need_root, read_label_file, read_lines, relpath, stem_id,
+                                unlabeled_error)
+
 
 WNIDS_FILE = Path(__file__).resolve().parent / "imagenet_wnids.txt"
 LABEL_FILES = ("val.txt", "LOC_val_solution.csv", "ILSVRC2012_validation_ground_truth.txt",
@@ -38,6 +40,8 @@ LAYOUT = ("<root>/<wnid>/*.JPEG (class-per-folder, e.g. <root>/n01440764/ILSVRC2
 class ImageNetVal(ImageFiles):
     def __init__(self, root: str | None = None, labels: str | None = None, classes: str | None = None,
                  resize=None, crop=None, mean=None, std=None, channels: int | None = 3) -> None:
+        check_params(root=root, labels=labels, classes=classes, resize=resize, crop=crop, mean=mean, std=std,
+                     channels=channels)
         what = "imagenet"
         root = need_root(root, what, LAYOUT)
         wnids = read_lines(Path(classes).expanduser() if classes else WNIDS_FILE)

@@ -18,7 +18,8 @@ import numpy as np
 import torchvision
 
 from bench.errors import BenchError
-from bench.imagefolders import ArrayImages, Preprocess, make_normalization, need_root
+from bench.imagefolders import ArrayImages, Preprocess, check_params, make_normalization, need_root
+
 
 LAYOUT = ("<root>/MNIST/raw/t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (unpacked from the .gz files; "
           "train-images-idx3-ubyte and train-labels-idx1-ubyte too to train the embedded CNN)")
@@ -57,6 +58,7 @@ def _read(root: Path, train: bool) -> tuple[np.ndarray, list[int]]:
 class MNIST(ArrayImages):
     def __init__(self, root: str | None = None, resize=None, crop=None, mean=None, std=None,
                  channels: int | None = 1) -> None:
+        check_params(root=root, resize=resize, crop=crop, mean=mean, std=std, channels=channels)
         root = need_root(root, "mnist", LAYOUT)
         images, labels = _read(root, train=False)
         super().__init__(images, labels, "mnist-t10k", 10, Preprocess.make(resize, crop, channels, "mnist", default_channels=1),

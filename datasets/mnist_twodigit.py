@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from bench.api import Dataset, Normalization
+from bench.checks import choice, integer
 from bench.errors import BenchError
 from bench.imagefolders import describe_normalization
 from bench.plugins import load_module
@@ -68,13 +69,16 @@ class MNISTTwoDigit(Dataset):
     num_classes = len(TARGETS)
 
     def __init__(self, n_test: int = 1000, n_train: int = 4000, region: str = "cell", grid=(1, 2)) -> None:
-        if region not in ("cell", "box"):
-            raise BenchError(f"dataset 'mnist_twodigit': region must be 'cell' or 'box', got '{region}'")
-        if n_test < 1 or n_train < 1:
-            raise BenchError("dataset 'mnist_twodigit': n_test and n_train must be positive")
+        p = "dataset.params."
+        integer(p + "n_test", n_test, low=1)
+        integer(p + "n_train", n_train, low=1)
+        choice(p + "region", region, ("cell", "box"))
+        if not (isinstance(grid, (list, tuple)) and len(grid) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in grid)
+                and grid[0] * grid[1] >= 2):
+            raise BenchError(f"{p}grid must be [rows, cols] of positive integers with at least 2 cells, "
+                             f"e.g. [1, 2], got {grid!r}")
         grid = tuple(int(v) for v in grid)
-        if len(grid) != 2 or min(grid) < 1 or grid[0] * grid[1] < 2:
-            raise BenchError(f"dataset 'mnist_twodigit': grid must be [rows, cols] with at least 2 cells, got {grid}")
         self.n_test, self.n_train, self.region, self.grid = int(n_test), int(n_train), region, grid
         self.image_shape = (1, CELL * grid[0], CELL * grid[1])
         self.images, self.labels, self.cells, self.boxes = _split(False, self.n_test, grid)

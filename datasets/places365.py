@@ -19,10 +19,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.imagefolders import (IMAGENET_MEAN, IMAGENET_STD, ImageFiles, Preprocess, canonical_class, class_list,
-                                find_class_file, first_existing, label_lookup, label_token, labelled, labels_by_name,
-                                list_images, make_normalization, need_root, read_label_file, relpath, relpath_id,
-                                unlabeled_error)
+from bench.imagefolders import (IMAGENET_MEAN, IMAGENET_STD, ImageFiles, Preprocess, canonical_class, check_params,
+                                class_list, find_class_file, first_existing, label_lookup, label_token, labelled,
+                                labels_by_name, list_images, make_normalization, need_root, read_label_file, relpath,
+                                relpath_id, unlabeled_error)
+
 
 LAYOUT = ("<root>/Places365_val_00000001.jpg … with <root>/places365_val.txt ('<file name> <class index>' a line), "
           "or class folders <root>/a/airfield/*.jpg; with the class list <root>/categories_places365.txt "
@@ -32,6 +33,8 @@ LAYOUT = ("<root>/Places365_val_00000001.jpg … with <root>/places365_val.txt (
 class Places365(ImageFiles):
     def __init__(self, root: str | None = None, labels: str | None = None, classes: str | None = None,
                  resize=None, crop=None, mean=None, std=None, channels: int | None = 3) -> None:
+        check_params(root=root, labels=labels, classes=classes, resize=resize, crop=crop, mean=mean, std=std,
+                     channels=channels)
         what = "places365"
         root = need_root(root, what, LAYOUT)
         class_file = find_class_file(classes, root, "categories_places365.txt", what, LAYOUT)

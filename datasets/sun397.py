@@ -17,9 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.imagefolders import (IMAGENET_MEAN, IMAGENET_STD, ImageFiles, Preprocess, canonical_class, class_list,
-                                find_class_file, labelled, list_images, make_normalization, need_root, read_lines,
-                                relpath, relpath_id, unlabeled_error)
+from bench.imagefolders import (IMAGENET_MEAN, IMAGENET_STD, ImageFiles, Preprocess, canonical_class, check_params,
+                                class_list, find_class_file, labelled, list_images, make_normalization, need_root,
+                                read_lines, relpath, relpath_id, unlabeled_error)
+
 
 LAYOUT = ("<root>/ClassName.txt ('/a/abbey' a line, 397 classes) and <root>/a/abbey/sun_*.jpg "
           "(the extracted SUN397.tar.gz)")
@@ -28,6 +29,8 @@ LAYOUT = ("<root>/ClassName.txt ('/a/abbey' a line, 397 classes) and <root>/a/ab
 class SUN397(ImageFiles):
     def __init__(self, root: str | None = None, classes: str | None = None, split: str | None = None,
                  resize=None, crop=None, mean=None, std=None, channels: int | None = 3) -> None:
+        check_params(root=root, classes=classes, split=split, resize=resize, crop=crop, mean=mean, std=std,
+                     channels=channels)
         what = "sun397"
         root = need_root(root, what, LAYOUT)
         class_file = find_class_file(classes, root, "ClassName.txt", what, LAYOUT)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from bench.api import Context, Method
+from bench.checks import choice, integer
 from bench.errors import BenchError
 from bench.plugins import load_module
 from bench.seeding import rand_per_image
@@ -38,12 +39,14 @@ class IntegratedGradients(Method):
 
     def __init__(self, steps: int = 32, quadrature: str = "gausslegendre", baseline: str = "zero",
                  chunk: int = 256) -> None:
-        if not (isinstance(steps, int) and steps > 0 and isinstance(chunk, int) and chunk > 0):
-            raise BenchError(f"integrated gradients: steps and chunk must be positive integers, got {steps}, {chunk}")
-        if quadrature not in QUADRATURES:
-            raise BenchError(f"quadrature must be one of {', '.join(QUADRATURES)}, got '{quadrature}'")
-        if baseline not in BASELINES:
-            raise BenchError(f"baseline must be one of {', '.join(BASELINES)}, got '{baseline}'")
+        p = "method.params."
+        integer(p + "steps", steps, low=1)
+        choice(p + "quadrature", quadrature, QUADRATURES)
+        if quadrature == "riemann_trapezoid" and steps < 2:
+            raise BenchError(f"{p}steps must be ≥ 2 with {p}quadrature=riemann_trapezoid (its nodes include both "
+                             f"ends of the path), got {steps}")
+        choice(p + "baseline", baseline, BASELINES)
+        integer(p + "chunk", chunk, low=1)
         self.steps, self.quadrature, self.baseline, self.chunk = steps, quadrature, baseline, chunk
         self._gradient = load_module("methods", "gradient").input_gradient
 

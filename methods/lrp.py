@@ -18,9 +18,28 @@ layer before it; average pooling uses the z-rule. See bench/lrp/ for the mechani
 """
 
 from bench.api import Context, Method
+from bench.checks import choice, number
 from bench.errors import BenchError
 from bench.lrp import Composite, WeightCache, lrp, make_rule
 from bench.lrp.propagate import MAXPOOL_MODES
+from bench.lrp.rules import RULES
+
+P = "method.params."
+FIRST_LAYER_ONLY = tuple(name for name, cls in RULES.items() if cls().first_layer_only)  # zbox, wsquare, flat
+
+
+def _rule_name(key: str, value, optional: bool) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or value not in RULES:
+        shown = repr(value) if isinstance(value, str) else str(value)
+        note = "" if key == "first_rule" else f" ({', '.join(FIRST_LAYER_ONLY)}: first_rule only)"
+        raise BenchError(f"{P}{key}: unknown LRP rule {shown}; available: {', '.join(RULES)}{note}")
+    return value
+
+
+def _bound(key: str, value) -> float | None:
+    return None if value is None else number(P + key, value)
 
 
 class LRP(Method):
@@ -30,22 +49,41 @@ class LRP(Method):
                  dense_rule: str | None = None, epsilon: float = 1.0, gamma: float = 0.25, alpha: float = 2.0,
                  beta: float = 1.0, low: float | None = None, high: float | None = None,
                  maxpool: str = "wta") -> None:
+        # every value checked before any rule is built; the values themselves are passed on unchanged
+        names = {"rule": _rule_name("rule", rule, False), "first_rule": _rule_name("first_rule", first_rule, True),
+                 "conv_rule": _rule_name("conv_rule", conv_rule, True),
+                 "dense_rule": _rule_name("dense_rule", dense_rule, True)}
+        number(P + "epsilon", epsilon, low=0)
+        number(P + "gamma", gamma, low=0)
+        number(P + "alpha", alpha, low=1)
+        number(P + "beta", beta, low=0)
+        if abs(alpha - beta - 1.0) > 1e-9:
+            raise BenchError(f"{P}alpha and {P}beta must satisfy α − β = 1 (tutorial eq. 1; TNNLS's α=2, β=−1 "
+                             f"is alpha=2, beta=1 here), got alpha={alpha:g}, beta={beta:g}")
+        lo, hi = _bound("low", low), _bound("high", high)
+        if lo is not None and hi is not None and not lo < hi:
+            raise BenchError(f"{P}low must be below {P}high (the z^B pixel bounds in model-input units), "
+                             f"got low={lo:g}, high={hi:g}")
+        choice(P + "maxpool", maxpool, MAXPOOL_MODES)
         constants = {"epsilon": dict(epsilon=epsilon), "gamma": dict(gamma=gamma),
                      "alpha_beta": dict(alpha=alpha, beta=beta), "zbox": dict(low=low, high=high)}
 
-        def build(name):
-            return None if name is None else make_rule(name, **constants.get(name, {}))
+        def build(slot):
+            name = names[slot]
+            if name is None:
+                return None
+            try:
+                return make_rule(name, **constants.get(name, {}))
+            except BenchError as exc:
+                raise BenchError(f"{P}{slot}: {exc}") from None
 
-        default = build(rule)
-        if default.first_layer_only:
-            raise BenchError(f"rule '{rule}' only applies to the first layer; use it as first_rule")
-        for slot, name in (("conv_rule", conv_rule), ("dense_rule", dense_rule)):
-            if name is not None and build(name).first_layer_only:
-                raise BenchError(f"{slot}='{name}' only applies to the first layer; use it as first_rule")
-        if maxpool not in MAXPOOL_MODES:
-            raise BenchError(f"maxpool must be one of {', '.join(MAXPOOL_MODES)}, got '{maxpool}'")
-        self.composite = Composite(default=default, conv=build(conv_rule), dense=build(dense_rule),
-                                   first=build(first_rule))
+        rules = {slot: build(slot) for slot in names}
+        for slot in ("rule", "conv_rule", "dense_rule"):
+            if rules[slot] is not None and rules[slot].first_layer_only:
+                raise BenchError(f"{P}{slot}='{names[slot]}' only applies to the first layer; use it as "
+                                 f"{P}first_rule")
+        self.composite = Composite(default=rules["rule"], conv=rules["conv_rule"], dense=rules["dense_rule"],
+                                   first=rules["first_rule"])
         self.maxpool = maxpool
         self.cache = WeightCache()  # modified weights (w⁺, …) reused from batch to batch
 

@@ -11,6 +11,7 @@ that the default sum pooling gives that average. All images × windows are evalu
 import torch
 
 from bench.api import Context, Method
+from bench.checks import number
 from bench.errors import BenchError
 
 
@@ -37,8 +38,9 @@ class Occlusion(Method):
     def __init__(self, window: int = 8, stride: int = 4, value: float = 0.0, chunk: int = 256) -> None:
         for key, v in (("window", window), ("stride", stride), ("chunk", chunk)):
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise BenchError(f"occlusion: {key} must be a positive integer, got {v!r}")
-        self.window, self.stride, self.value, self.chunk = window, stride, float(value), chunk
+                raise BenchError(f"method.params.{key} must be a positive integer, got {v!r}")
+        value = number("method.params.value", value)  # model-input units, any sign
+        self.window, self.stride, self.value, self.chunk = window, stride, value, chunk
 
     @torch.no_grad()
     def attribute(self, model, x, target, ctx: Context) -> torch.Tensor:

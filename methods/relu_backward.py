@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from bench.api import Context, Method
+from bench.checks import choice
 from bench.errors import BenchError
 from bench.lrp.propagate import unhooked_nodes
 
@@ -95,9 +96,7 @@ class ModifiedReLUBackward(Method):
     pooling = "l2"
 
     def __init__(self, mode: str = "deconvnet") -> None:
-        if mode not in MODES:
-            raise BenchError(f"mode must be one of {', '.join(MODES)}, got '{mode}'")
-        self.mode = mode
+        self.mode = choice("method.params.mode", mode, MODES)
 
     def attribute(self, model, x, target, ctx: Context) -> torch.Tensor:
         return modified_relu_gradient(model, x, target, self.mode)

@@ -9,7 +9,7 @@ the l2 norm over channels by default, like sensitivity.
 import torch
 
 from bench.api import Context, Method
-from bench.errors import BenchError
+from bench.checks import integer, number
 from bench.plugins import load_module
 from bench.seeding import generator
 
@@ -18,11 +18,11 @@ class SmoothGrad(Method):
     pooling = "l2"
 
     def __init__(self, samples: int = 32, noise: float = 0.15, chunk: int = 256) -> None:
-        if not (isinstance(samples, int) and samples > 0 and isinstance(chunk, int) and chunk > 0):
-            raise BenchError(f"smoothgrad: samples and chunk must be positive integers, got {samples}, {chunk}")
-        if not noise >= 0:
-            raise BenchError(f"smoothgrad: noise must be ≥ 0, got {noise}")
-        self.samples, self.noise, self.chunk = samples, float(noise), chunk
+        p = "method.params."
+        integer(p + "samples", samples, low=1)
+        noise = number(p + "noise", noise, low=0)  # σ / raw pixel range; 0 = the plain gradient, samples times
+        integer(p + "chunk", chunk, low=1)
+        self.samples, self.noise, self.chunk = samples, noise, chunk
         self._gradient = load_module("methods", "gradient").input_gradient
 
     def attribute(self, model, x, target, ctx: Context) -> torch.Tensor:

@@ -9,22 +9,13 @@ relevance is conserved: Σ τ⁻¹(R) = Σ R). ``method`` names the wrapped meth
 is attributed under the id ``id~t<dy>,<dx>`` so that seeded methods draw fresh randomness for it.
 """
 
-from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from bench import plugins
 from bench.api import Context, Method
+from bench.checks import integer
 from bench.errors import BenchError
-
-
-def method_config(name: str):
-    for conf in plugins.plugin_dirs("conf"):
-        path = Path(conf) / "method" / f"{name}.yaml"
-        if path.is_file():
-            return OmegaConf.load(path)
-    raise BenchError(f"translation: no method config '{name}.yaml' in conf/method/")
 
 
 def shift_index(n: int, d: int, device) -> torch.Tensor:
@@ -46,14 +37,11 @@ def translate_back(r: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 
 class Translation(Method):
     def __init__(self, method: str = "lrp_eps", shift: int = 1) -> None:
-        if not isinstance(shift, int) or isinstance(shift, bool) or shift < 0:
-            raise BenchError(f"translation: shift must be an integer ≥ 0, got {shift!r}")
-        cfg = method_config(method)
-        if cfg.plugin == "translation":
+        integer("method.params.shift", shift, low=0)
+        cfg = plugins.conf_node("method", method, "method.params.method")
+        if cfg.get("plugin") == "translation":
             raise BenchError("translation: the wrapped method cannot itself be a translation")
-        params = cfg.get("params")
-        params = {} if params is None else OmegaConf.to_container(params, resolve=True)
-        self.inner = plugins.load_class("methods", cfg.plugin)(**params)
+        self.inner = plugins.build("methods", cfg, f"method.params.method={method}")
         self.pooling = cfg.get("pooling") or self.inner.pooling
         self.shifts = [(dy, dx) for dy in range(-shift, shift + 1) for dx in range(-shift, shift + 1)]
 

@@ -29,3 +29,17 @@ def run_cli(cache_dir, tmp_path):
                               env={**os.environ, "BENCH_CACHE_DIR": str(cache_dir), **(env or {})})
         return proc, run_dir
     return _run
+
+
+def bench_main(args, capsys) -> tuple[int, str, str]:
+    """The real entry point (``bench`` / ``python -m bench``) in this process: (exit status, stdout, stderr)."""
+    from bench.hydra_app import main
+
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -41,31 +41,12 @@ def test_lrp_eps_patch_9_and_same_numbers_for_any_batch_size(run_cli, tmp_path):
     assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
     ca, cb = pd.read_parquet(dir_a / "curves.parquet"), pd.read_parquet(dir_b / "curves.parquet")
     assert (ca.n_regions == 16).all() and (ca.L == 5).all()
-    pd.testing.assert_series_equal(ca.score_value, cb.score_value, rtol=1e-5)
-    pd.testing.assert_series_equal(ca.aopc, cb.aopc, rtol=1e-5, atol=1e-6)
+    # the same numbers up to float32 rounding: convolutions of other batch shapes sum in another order
+    pd.testing.assert_series_equal(ca.score_value, cb.score_value, rtol=1e-5, atol=1e-5)
+    pd.testing.assert_series_equal(ca.aopc, cb.aopc, rtol=1e-5, atol=1e-5)
 
 
-BAD = {
-    "method=nonexistent": "unknown method 'nonexistent'; available: ",
-    "dataset=nonexistent": "unknown dataset 'nonexistent'; available: ",
-    "model=nonexistent": "unknown model 'nonexistent'; available: ",
-    "patch=0": "patch must be a positive integer",
-    "patch=29": "patch=29 is larger than the 28×28 images",
-    "steps=0": "steps must be a positive integer",
-    "repeats=0": "repeats must be a positive integer",
-    "n_images=1001": "n_images=1001 but dataset 'mnist_embedded' has only 1000",
-}
-
-
-@pytest.mark.parametrize("override", BAD)
-def test_bad_input_is_one_clear_line(run_cli, override):
-    proc, _ = run_cli(override)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and BAD[override] in lines[0], proc.stderr
-    if "available" in BAD[override]:  # lists the options, e.g. the defaults
-        assert any(name in lines[0] for name in ("lrp_eps", "mnist_embedded", "embedded_cnn"))
-    assert "Traceback" not in proc.stdout + proc.stderr
+# Bad input (every key, wrong types, out-of-range values, unknown keys, plug-in names): tests/test_spec.py.
 
 
 def test_works_with_a_hugging_face_like_datasets_package_installed(run_cli, tmp_path):
@@ -131,14 +112,15 @@ def test_nan_heatmaps_are_skipped_and_reported(run_cli, tmp_path):
     proc, run_dir = run_cli(*common, "n_images=4", env={"BENCH_PLUGIN_PATH": str(plugin)})
     assert proc.returncode == 0, proc.stderr
     skipped = pd.read_csv(run_dir / "skipped.csv")
-    assert len(skipped) == 2 and skipped.reason.str.contains("non-finite").all()
+    assert len(skipped) == 2 and skipped.reason.str.contains("heatmap is not finite").all()
     assert (pd.read_csv(run_dir / "summary.csv").n_images == 2).all()
     assert "2 image(s) skipped" in proc.stdout + proc.stderr
     # all images bad: one line, exit 2, and the skipped list is kept
     proc, run_dir = run_cli(*common, "n_images=1", env={"BENCH_PLUGIN_PATH": str(plugin)},
                             run_dir=tmp_path / "all_bad")
-    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: no image could be evaluated")
-    assert len(proc.stderr.strip().splitlines()) == 1 and (run_dir / "skipped.csv").is_file()
+    errors = [line for line in proc.stderr.splitlines() if not line.startswith("[")]  # the rest: INFO log lines
+    assert proc.returncode == 2 and len(errors) == 1 and errors[0].startswith("error: no image could be evaluated")
+    assert (run_dir / "skipped.csv").is_file() and "Traceback" not in proc.stderr
 
 
 def test_metrics_and_lerf_end_to_end(run_cli):

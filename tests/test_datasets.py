@@ -16,8 +16,8 @@ from PIL import Image
 
 from bench.api import Dataset, UnreadableImage
 from bench.errors import BenchError
+from bench import plugins
 from bench.plugins import CONF_DIR, ROOT, load_class
-from bench.run import _construct
 
 WNIDS = [w for w in (ROOT / "datasets" / "imagenet_wnids.txt").read_text().splitlines() if w and w[0] != "#"]
 SMALL = ["n_images=4", "steps=2", "repeats=1", "bootstrap=50", "batch_size=8", "device=cpu"]
@@ -40,7 +40,9 @@ def compose(*overrides):
 
 
 def dataset(*overrides):
-    return _construct("datasets", compose(*overrides).dataset)
+    from omegaconf import OmegaConf
+
+    return plugins.build("datasets", OmegaConf.to_container(compose(*overrides).dataset, resolve=True), "dataset")
 
 
 # ------------------------------------------------------------------------------------------- ImageNet

@@ -201,7 +201,7 @@ def test_translation_trick_conserves_relevance_and_wraps_any_method():
     ("deconvnet", dict(mode="backprop"), "mode must be one of"),
     ("integrated_gradients", dict(baseline="gray"), "baseline must be one of"),
     ("occlusion", dict(window=0), "window must be a positive integer"),
-    ("translation", dict(method="nonexistent"), "no method config 'nonexistent.yaml'"),
+    ("translation", dict(method="nonexistent"), "no config 'nonexistent.yaml' in conf/method/"),
 ])
 def test_bad_parameters_are_one_clear_error(name, params, message):
     with pytest.raises(BenchError, match=message):

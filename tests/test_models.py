@@ -15,9 +15,15 @@ from PIL import Image
 
 from bench.api import Dataset, Normalization
 from bench.errors import BenchError
-from bench.models import _embedded_setup, load_embedded_cnn, load_model, main, train_embedded_cnn
+from bench.models import _embedded_setup, build_model, load_embedded_cnn, main, train_embedded_cnn
 from bench.plugins import CONF_DIR
-from bench.run import params_of, run
+from bench.run import run
+
+
+def params_of(node):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node.params, resolve=True)
 
 SMALL = ["n_images=3", "steps=2", "repeats=1", "bootstrap=50", "batch_size=8", "device=cpu"]
 ARCHS = ["alexnet", "vgg16", "vgg16_bn", "resnet18", "resnet50"]
@@ -103,7 +109,7 @@ def test_torchvision_architectures_from_their_configs(arch, zero_init):
     cfg = compose(f"model={arch}", "model.params.weights=random")
     assert cfg.model.kind == "torchvision" and cfg.model.input.crop == 224
     torch.manual_seed(0)
-    model = load_model(cfg.model.kind, Blank(), params_of(cfg.model))
+    model = build_model(cfg.model.kind, Blank(), params_of(cfg.model))
     with torch.inference_mode():
         assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 1000)
     assert not model.training
@@ -112,12 +118,12 @@ def test_torchvision_architectures_from_their_configs(arch, zero_init):
 def test_torchvision_weights_from_the_torch_cache_or_a_file(resnet18_file, monkeypatch, tmp_path):
     home, path, state = resnet18_file
     monkeypatch.setenv("TORCH_HOME", str(home))
-    model = load_model("torchvision", Blank(), dict(arch="resnet18", weights=None))
+    model = build_model("torchvision", Blank(), dict(arch="resnet18", weights=None))
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     # the Places365 authors' format: {'state_dict': {'module.…': …}} — unwrapped
     wrapped = tmp_path / "resnet18_places.pth.tar"
     torch.save({"epoch": 90, "arch": "resnet18", "state_dict": {f"module.{k}": v for k, v in state.items()}}, wrapped)
-    model = load_model("torchvision", Blank(), dict(arch="resnet18", weights=str(wrapped)))
+    model = build_model("torchvision", Blank(), dict(arch="resnet18", weights=str(wrapped)))
     assert torch.equal(model.fc.weight, state["fc.weight"])
 
 
@@ -125,20 +131,20 @@ def test_missing_bad_and_unsafe_weight_files_are_one_line_errors(resnet18_file, 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
     cache_file = tmp_path / "empty" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     with pytest.raises(BenchError) as info:
-        load_model("torchvision", Blank(), dict(arch="resnet18", weights=None))
+        build_model("torchvision", Blank(), dict(arch="resnet18", weights=None))
     assert f"put torchvision's IMAGENET1K_V1 weights for resnet18 at {cache_file}" in str(info.value)
     assert "model.params.weights=/path/to/resnet18-f37072fd.pth; nothing is downloaded" in str(info.value)
     with pytest.raises(BenchError, match=f"weights file {tmp_path / 'no.pth'} does not exist; put the state_dict"):
-        load_model("torchvision", Blank(), dict(arch="resnet18", weights=str(tmp_path / "no.pth")))
+        build_model("torchvision", Blank(), dict(arch="resnet18", weights=str(tmp_path / "no.pth")))
     _, path, _ = resnet18_file
     with pytest.raises(BenchError, match="does not fit the architecture: .*size mismatch"):
-        load_model("torchvision", Blank(), dict(arch="resnet18", weights=str(path), num_classes=10))
+        build_model("torchvision", Blank(), dict(arch="resnet18", weights=str(path), num_classes=10))
     pickled = tmp_path / "whole_model.pt"
     torch.save(torch.nn.Sequential(torch.nn.Linear(2, 2)), pickled)  # a pickled module, not a state_dict
     with pytest.raises(BenchError, match=r"cannot load .* with torch.load\(weights_only=True\)"):
-        load_model("torchvision", Blank(), dict(arch="resnet18", weights=str(pickled)))
+        build_model("torchvision", Blank(), dict(arch="resnet18", weights=str(pickled)))
     with pytest.raises(BenchError, match="unknown torchvision architecture 'resnet19'"):
-        load_model("torchvision", Blank(), dict(arch="resnet19", weights="random"))
+        build_model("torchvision", Blank(), dict(arch="resnet19", weights="random"))
 
 
 USER_MODULE = textwrap.dedent("""
@@ -176,22 +182,22 @@ def test_user_model_by_target_and_checkpoint(user_model, tmp_path):
     code, ckpt, net = user_model
     cfg = compose("model=user", "model.params._target_=tiny_user_model.Net", f"model.params.checkpoint={ckpt}",
                   "+model.params.num_classes=3", "+model.params.width=5")
-    model = load_model(cfg.model.kind, Blank((3, 16, 16), 3), params_of(cfg.model))
+    model = build_model(cfg.model.kind, Blank((3, 16, 16), 3), params_of(cfg.model))
     assert torch.equal(model.head[1].weight, net.head[1].weight)
     with pytest.raises(BenchError, match=f"checkpoint {tmp_path / 'gone.pt'} does not exist; put the state_dict of "
                                          "tiny_user_model.Net there"):
-        load_model("user", Blank(), {"_target_": "tiny_user_model.Net", "checkpoint": str(tmp_path / "gone.pt")})
+        build_model("user", Blank(), {"_target_": "tiny_user_model.Net", "checkpoint": str(tmp_path / "gone.pt")})
     with pytest.raises(BenchError, match="model 'user' needs its weights: set model.params.checkpoint="):
-        load_model("user", Blank(), {"_target_": "tiny_user_model.Net"})
+        build_model("user", Blank(), {"_target_": "tiny_user_model.Net"})
     with pytest.raises(BenchError, match="cannot import _target_ 'nowhere.Net'"):
-        load_model("user", Blank(), {"_target_": "nowhere.Net", "checkpoint": str(ckpt)})
+        build_model("user", Blank(), {"_target_": "nowhere.Net", "checkpoint": str(ckpt)})
     with pytest.raises(BenchError, match="does not fit the architecture"):  # checkpoint of another width
-        load_model("user", Blank(), {"_target_": "tiny_user_model.Net", "checkpoint": str(ckpt), "num_classes": 3})
+        build_model("user", Blank(), {"_target_": "tiny_user_model.Net", "checkpoint": str(ckpt), "num_classes": 3})
 
 
 def test_a_model_that_cannot_take_the_images_fails_before_any_work():
     with pytest.raises(BenchError, match=r"model 'alexnet' cannot take the 3×32×32 inputs .*check the preprocessing"):
-        load_model("torchvision", Blank((3, 32, 32)), dict(arch="alexnet", weights="random"))
+        build_model("torchvision", Blank((3, 32, 32)), dict(arch="alexnet", weights="random"))
 
 
 def test_default_embedded_cnn_keeps_its_cache_key():
@@ -214,16 +220,16 @@ def test_checkpoints_along_training_match_the_cached_model(tmp_path, cache_dir):
     assert info["iterations"] == 6 and info["checkpoints"] == [0, 2, 6]
     # the last checkpoint is the model load_embedded_cnn trains with the same settings
     cached = load_embedded_cnn(ds, str(cache_dir), epochs=2, batch_size=32, hidden=16)
-    last = load_model("checkpoint", ds, dict(dir=str(tmp_path / "ck")))
+    last = build_model("checkpoint", ds, dict(dir=str(tmp_path / "ck")))
     assert all(torch.equal(v, cached.state_dict()[k]) for k, v in last.state_dict().items())
-    early = load_model("checkpoint", ds, dict(dir=str(tmp_path / "ck"), iteration=2))
+    early = build_model("checkpoint", ds, dict(dir=str(tmp_path / "ck"), iteration=2))
     assert torch.equal(early[0].weight, torch.load(tmp_path / "ck" / "ckpt-2.pt", weights_only=True)["0.weight"])
     with pytest.raises(BenchError, match=r"ckpt-3.pt does not exist; iterations in .*: \[0, 2, 6\]"):
-        load_model("checkpoint", ds, dict(dir=str(tmp_path / "ck"), iteration=3))
+        build_model("checkpoint", ds, dict(dir=str(tmp_path / "ck"), iteration=3))
     with pytest.raises(BenchError, match="checkpoints must be iterations between 0 and 6"):
         train_embedded_cnn(ds, tmp_path / "x", checkpoints=[7], epochs=2, batch_size=32)
     with pytest.raises(BenchError, match=r"training.json does not exist.*python -m bench.models --out DIR"):
-        load_model("checkpoint", ds, dict(dir=str(tmp_path / "none")))
+        build_model("checkpoint", ds, dict(dir=str(tmp_path / "none")))
 
 
 def test_train_cli_then_evaluate_a_checkpoint(tmp_path, cache_dir, capsys):

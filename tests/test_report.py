@@ -60,7 +60,7 @@ def make_run(run_dir, method, dataset="toyset", patch=4, seed=0, n_images=12, L=
         for i in range(n_images):
             rows.append(pd.DataFrame({"image_id": ids[i], "label": i % 10, "target_class": i % 10, "order": o,
                                       "step": k, "fraction_perturbed": k / 49, "score_value": f[i],
-                                      "score_std": 0.1, "aopc": aopc[i]}))
+                                      "score_std": 0.1, "aopc": aopc[i], "nonfinite": 0}))
     curves = with_provenance(pd.concat(rows, ignore_index=True), prov)
     assert list(curves.columns) == CURVE_COLUMNS
     write_parquet(curves, run_dir / "curves.parquet")

@@ -103,7 +103,7 @@ def test_sigkilled_job_resumes_to_the_uninterrupted_result(cache_dir, slow, tmp_
     args, env = _cli(slow, run_dir, tmp_path / "attempt2.log", 0)
     proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "1 already done" in proc.stdout + proc.stderr
+    assert "4 image(s) to compute, 2 already done" in proc.stdout + proc.stderr
     done = json.loads((run_dir / "DONE").read_text())
     assert done["n_images"] == 6 and not (run_dir / "parts").exists()
     # the resumed attempt explained only the images of the unfinished blocks (2…5)
@@ -141,14 +141,15 @@ def test_sigkilled_job_resumes_to_the_uninterrupted_result(cache_dir, slow, tmp_
 def test_runtime_keys_do_not_block_resume_and_blocks_never_cross(cache_dir, slow, tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_PLUGIN_PATH", str(slow))
     monkeypatch.setenv("SLOW_LOG", str(tmp_path / "log"))
-    from bench.run import Job, run
+    from bench.run import run
+    from bench.spec import build_spec as spec_of
 
-    job = Job.from_config(_compose(slow, "n_images=7", "block_size=3", "shard=1", "num_shards=2"))
+    job = spec_of(_compose(slow, "n_images=7", "block_size=3", "shard=1", "num_shards=2"))
     assert job.blocks() == [(1, 3, 6), (2, 6, 7)]  # 3 blocks; shard 1 of 2 takes the last two
     with pytest.raises(BenchError, match="num_shards=4 but n_images=6 makes only 3 block"):
-        Job.from_config(_compose(slow, "num_shards=4"))
+        spec_of(_compose(slow, "num_shards=4"))
     with pytest.raises(BenchError, match="shard must be an integer with 0 ≤ shard < num_shards=2"):
-        Job.from_config(_compose(slow, "shard=2", "num_shards=2"))
+        spec_of(_compose(slow, "shard=2", "num_shards=2"))
     # an attempt that dies after its last block but before DONE; started again with other runtime keys
     # (batch_size, num_workers), it only assembles the blocks
     import bench.run

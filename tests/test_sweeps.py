@@ -10,7 +10,8 @@ import sys
 import pandas as pd
 import pytest
 
-from bench.collect import collect, dirname_of, sweep_name
+from bench.collect import collect
+from bench.hydra_app import dirname_of, sweep_name
 from bench.tables import PROVENANCE
 
 from conftest import FAST_MODEL

@@ -251,15 +251,18 @@ class Flat(Rule):
         return (Term(1.0, (Part("ones", ones, False),), sign=1),)
 
 
+RULES = {"epsilon": Epsilon, "zero": Zero, "gamma": Gamma, "alpha_beta": AlphaBeta, "zplus": ZPlus, "zbox": ZBox,
+         "wsquare": WSquare, "flat": Flat}  # the config names of the rules
+
+
 def make_rule(name: str, **params) -> Rule:
     """A rule by its config name: epsilon, zero, gamma, alpha_beta, zplus, zbox, wsquare, flat."""
     from ..errors import BenchError
 
-    classes = {"epsilon": Epsilon, "zero": Zero, "gamma": Gamma, "alpha_beta": AlphaBeta, "zplus": ZPlus,
-               "zbox": ZBox, "wsquare": WSquare, "flat": Flat}
-    if name not in classes:
-        raise BenchError(f"unknown LRP rule '{name}'; available: {', '.join(classes)}")
+    if not isinstance(name, str) or name not in RULES:
+        shown = repr(name) if isinstance(name, str) else str(name)
+        raise BenchError(f"unknown LRP rule {shown}; available: {', '.join(RULES)}")
     try:
-        return classes[name](**params)
+        return RULES[name](**params)
     except (TypeError, ValueError) as exc:
         raise BenchError(f"LRP rule '{name}': bad parameters {params}: {exc}") from None

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from ..errors import BenchError
+from ..errors import exit_with_cli_error
 from .load import DUPLICATE_POLICIES
 
 
@@ -51,9 +51,8 @@ def main(argv: list[str] | None = None) -> int:
                               n_boot=args.n_boot, seed=args.seed, duplicates=args.duplicates,
                               formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()),
                               digits=args.digits)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:  # user errors, read-only or full disks: one line; bugs: their traceback
+        return exit_with_cli_error(exc)
     for name, paths in written.items():
         print(f"{name}: {', '.join(str(p) for p in paths)}")
     return 0

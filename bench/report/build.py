@@ -44,6 +44,17 @@ def _write_text(path: Path, text: str) -> None:
     atomic_write(path, write)
 
 
+def check_formats(formats) -> None:
+    """Every figure format must be one matplotlib can write — checked before anything is written."""
+    from matplotlib.figure import Figure
+
+    known = Figure().canvas.get_supported_filetypes()
+    bad = [f for f in formats if f not in known]
+    if bad or not formats:
+        raise BenchError(f"--formats: unknown figure format '{bad[0] if bad else ''}'; choose from "
+                         f"{', '.join(sorted(known))}")
+
+
 def make_report(dirs, out=None, *, baseline: str = "random", patch_baseline: str = "random",
                 quantity: str = "aopc_morf_minus_random", reference: str | None = None, grid_images: int = 8,
                 n_boot: int = 1000, seed: int | None = None, duplicates: str = "keep",
@@ -51,6 +62,7 @@ def make_report(dirs, out=None, *, baseline: str = "random", patch_baseline: str
                 results: Results | None = None) -> dict[str, list[Path]]:
     """Read the runs below ``dirs`` and write the report to ``out`` (default ``<first dir>/report``).
     Returns {figure or table name: [files written]}. ``seed=None``: each run's own seed for its bootstrap."""
+    check_formats(formats)
     results = results if results is not None else load_results(dirs, duplicates, show_progress)
     first = Path(dirs if isinstance(dirs, (str, Path)) else list(dirs)[0])
     out = Path(out) if out is not None else (first.parent if first.is_file() else first) / "report"

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BenchError
+from .. import jobdir
 from ..progress import progress
 from ..style import display_name, method_sort_key
 
@@ -106,8 +107,7 @@ def find_files(roots: list[Path], name: str) -> list[Path]:
     return sorted(found)
 
 
-# Markers of bench/collect.py (COLLECTION) and of resumable job folders (bench/tables.py: MANIFEST, DONE, FAILED).
-COLLECTION, JOB_MANIFEST, JOB_DONE, JOB_FAILED = "collection.json", "job.json", "DONE", "FAILED"
+COLLECTION = "collection.json"   # the marker of bench/collect.py's output; job folders: bench/jobdir.py
 
 
 def table_folders(roots: list[Path], warnings: list[str]) -> list[Path]:
@@ -127,11 +127,11 @@ def table_folders(roots: list[Path], warnings: list[str]) -> list[Path]:
             continue
         under = [c for c, root in covered.items() if root == d or root in d.parents]
         if under:
-            done = d / JOB_DONE
+            done = d / jobdir.DONE
             if done.is_file() and any(done.stat().st_mtime > (c / COLLECTION).stat().st_mtime for c in under):
                 stale.append(d)
             continue
-        if (d / JOB_FAILED).exists() or ((d / JOB_MANIFEST).exists() and not (d / JOB_DONE).is_file()):
+        if jobdir.status(d).status in ("failed", "incomplete"):
             skipped.append(d)
             continue
         folders.append(d)

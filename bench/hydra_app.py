@@ -1,0 +1,221 @@
+"""``bench [overrides]`` (= ``python -m bench``) — the Hydra glue, and only that: compose the config, turn it
+into the checked run specification (bench/spec.py), run the job (bench/run.py), print the table.
+
+Also here: the resolvers that name sweep and job folders after their overrides (conf/config.yaml), the
+callback that collects a sweep when it ends (bench/collect.py), and ``compose`` for tools and tests.
+
+Errors. A problem the user can fix — a bad setting, a missing file, a folder in use or holding another run,
+a read-only folder, a full disk — ends in one line on stderr and exit status 2, never a traceback; a bug
+shows its traceback. In a sweep (``-m``) a failing job prints its line and the sweep goes on; the sweep is
+collected at its end, failed jobs are listed, and the exit status is 1. ``FAILED`` is written only into a
+job folder the job owns, or (in a sweep) one that holds no run, so that collect lists it with its reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import BenchError, cli_error_line
+from .plugins import CONF_DIR
+
+log = logging.getLogger("bench")
+
+
+# -------------------------------------------------------------------------------- folder names
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.,=+\-@\[\]:]")
+
+
+def dirname_of(text: str, max_len: int = 200) -> str:
+    """One readable, collision-free path component for ``text`` (a job's overrides): characters that are
+    unsafe in file names become ``_`` and a short hash of the original is appended then, or when cut."""
+    text = str(text) or "default"
+    safe = _UNSAFE.sub("_", text)
+    if safe != text or len(safe) > max_len or safe.startswith("."):
+        safe = f"{safe.lstrip('.')[:max_len - 9]}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+    return safe
+
+
+def sweep_name(overrides) -> str:
+    """The folder name of a sweep: its command-line overrides, sorted, joined by ``__``."""
+    return dirname_of("__".join(sorted(str(o) for o in overrides)) or "default")
+
+
+def register_resolvers() -> None:
+    """``${bench_dirname:…}`` and ``${bench_sweep_name:…}`` for conf/config.yaml. The sweep name is cached,
+    so every job of a sweep (whose own ``hydra.overrides.task`` differ) resolves the sweep's folder."""
+    if not OmegaConf.has_resolver("bench_dirname"):
+        OmegaConf.register_new_resolver("bench_dirname", dirname_of)
+    if not OmegaConf.has_resolver("bench_sweep_name"):
+        OmegaConf.register_new_resolver("bench_sweep_name", sweep_name, use_cache=True)
+
+
+register_resolvers()  # at import: launcher workers (joblib, submitit) import this module to run a job
+
+
+def compose(overrides=()) -> dict:
+    """The resolved config of conf/config.yaml with ``overrides`` (Hydra's compose API), as a plain dict."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from .spec import _plain
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    return _plain(cfg)
+
+
+# -------------------------------------------------------------------------------- sweeps
+
+@dataclass
+class SweepOutcome:
+    collection: Any = None   # bench.collect.Collection of the last sweep in this process
+
+
+SWEEP = SweepOutcome()
+
+
+class CollectCallback(Callback):
+    """After a multirun: collect the sweep folder and list failed jobs (conf/config.yaml, hydra.callbacks)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from .collect import collect, format_report
+
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        try:
+            SWEEP.collection = collect(sweep_dir)
+        except Exception as exc:  # collecting must never hide the sweep's own outcome
+            log.warning("collecting %s failed (%s: %s); run: python -m bench.collect %s",
+                        sweep_dir, type(exc).__name__, exc, sweep_dir)
+            return
+        print(format_report(SWEEP.collection), file=sys.stderr if not SWEEP.collection.ok else sys.stdout)
+
+
+# -------------------------------------------------------------------------------- errors
+
+def error_line(exc: BaseException) -> str | None:
+    """The one line for a problem the user can fix (None: a bug, whose traceback should show)."""
+    if type(exc).__name__ == "ConfigCompositionException" and "Could not override" in str(exc):
+        found = re.search(r"Could not override '([^']+)'", str(exc))
+        key = found.group(1) if found else "?"
+        if "." in key:
+            group = key.split(".")[0]
+            return (f"error: unknown setting '{key}': the chosen {group} config has no such key (see its YAML in "
+                    f"conf/{group}/; +{key}=… adds a key, for a plug-in that takes it)")
+        from .spec import TOP_KEYS
+
+        return f"error: unknown setting '{key}'; valid settings: {', '.join(TOP_KEYS)}"
+    if type(exc).__name__ == "OverrideParseException":
+        return f"error: cannot read the override '{getattr(exc, 'override', '?')}': {str(exc).splitlines()[0]}"
+    return cli_error_line(exc)
+
+
+def _hydra_record(cfg: DictConfig) -> dict[str, str]:
+    """What Hydra would have written to ``.hydra/`` (it is told not to: a refused command must not touch a
+    finished folder); the job folder's owner writes it once the folder is claimed."""
+    hc = HydraConfig.get()
+    return {"config.yaml": OmegaConf.to_yaml(cfg), "hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})),
+            "overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(list(hc.overrides.task)))}
+
+
+# -------------------------------------------------------------------------------- the app
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def app(cfg: DictConfig) -> float | None:
+    from .jobdir import JobDir
+    from .lock import LockHeld
+    from .run import run
+    from .runtime import keep_freed_memory
+    from .spec import build_spec
+    from .summary import format_table
+
+    keep_freed_memory()  # reuse freed activation buffers instead of page-faulting new ones (bench/runtime.py)
+    hc = HydraConfig.get()
+    out_dir = Path(hc.runtime.output_dir)
+    sweep = hc.mode == RunMode.MULTIRUN
+    record = _hydra_record(cfg)
+    job = JobDir(out_dir)
+    try:
+        spec = build_spec(cfg)
+        summary = run(spec, out_dir, config_yaml=OmegaConf.to_yaml(cfg, resolve=True), hydra_files=record, job=job)
+    except Exception as exc:
+        line = error_line(exc)
+        if sweep and not isinstance(exc, LockHeld):  # so that collect lists the job with its reason
+            job.mark_failed(line or f"error: {type(exc).__name__}: {exc}\n\n{traceback.format_exc()}", record)
+        elif not job.claimed:
+            _remove_if_empty(out_dir)
+        if not sweep:
+            if line is None:
+                raise
+            print(line, file=sys.stderr)  # exiting here: Hydra would add a line of its own to a raised error
+            sys.exit(2)
+        if line is None:
+            log.exception("job %s failed; the sweep goes on (traceback also in %s/FAILED)", out_dir, out_dir)
+        else:
+            print(f"{line} (job {out_dir}; the sweep goes on)", file=sys.stderr)
+        return None
+    if summary is None:
+        print(f"shard {spec.shard} of num_shards={spec.num_shards} finished: {out_dir}; merge the shards with "
+              f"python -m bench.collect {out_dir.parent if sweep else out_dir}")
+        return None
+    print(format_table(summary))
+    print(f"tables: {out_dir}/curves.parquet, {out_dir}/summary.csv")
+    return float(summary.loc[summary.quantity == "aopc_morf_minus_random", "mean"].iloc[0])
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """A refused single run leaves no empty timestamped folder behind (Hydra made it before the app ran)."""
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def check_group_overrides(argv: list[str]) -> None:
+    """``method=foo`` (or ``method=a,b`` in a sweep) must name files in conf/method/ (before Hydra starts)."""
+    groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
+    if any(a.startswith("hydra.searchpath") for a in argv):
+        return  # options may live in the user's extra config folders
+    for arg in argv:
+        m = re.fullmatch(r"[+~]?([\w/]+)=(.*)", arg)
+        if not m or m.group(1) not in groups or re.search(r"[()\[\]{}*$]", m.group(2)):
+            continue
+        group, values = m.group(1), [v.strip() for v in m.group(2).split(",")]
+        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        unknown = [v for v in values if v and v not in options]
+        if unknown:
+            raise BenchError(f"unknown {group} '{unknown[0]}'; available: {', '.join(options)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``bench`` command (and ``python -m bench``)."""
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises; the lines below decide what the user sees
+    SWEEP.collection = None
+    try:
+        check_group_overrides(sys.argv[1:])
+        app()
+    except Exception as exc:
+        line = error_line(exc)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
+        sys.exit(2)
+    if SWEEP.collection is not None and not SWEEP.collection.ok:  # a sweep ended with failed or unfinished jobs
+        sys.exit(1)

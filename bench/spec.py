@@ -1,0 +1,294 @@
+"""The run specification: the composed Hydra config, checked whole and once, as typed values.
+
+``build_spec(cfg)`` is the only reader of a run's raw config. It checks every key — type, range, choice,
+unknown keys (listing the valid ones), plug-in names (plain names inside the plug-in folders) and plug-in
+parameters (by constructing the dataset, the method and the replacement function) — and returns a frozen
+``RunSpec`` that everything downstream (bench/run.py, bench/evaluate.py, the tables' provenance) takes
+as it is. It writes nothing: a refused config leaves no trace on disk. Loading the model (which may train
+and cache the embedded CNN, or read a large file) is the job's first step, after its folder is locked.
+
+The schema below mirrors conf/config.yaml key by key (a test checks that they agree).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+
+from . import checks, plugins
+from .api import Dataset, Method
+from .errors import BenchError
+
+ORDERS = ("morf", "lerf", "random")           # SPEC §4; the random baseline is always evaluated
+METRICS = ("aopc", "complexity", "continuity")
+PRECISIONS = ("fp32", "bf16", "fp16")
+TARGETS = ("predicted", "label")              # SPEC §1
+SCORES = ("logit", "softmax", "log_softmax")
+GRAYS = ("skimage", "matlab")
+CONTINUITY_KINDS = ("translate", "noise")
+#: Keys that do not change the numbers: a job may be resumed with other values.
+RUNTIME_KEYS = ("batch_size", "num_workers", "device", "cache_dir", "resume")
+#: Keys that say which part of a run a job computes; shards of one run share everything else.
+SHARD_KEYS = ("shard", "num_shards")
+#: The keys a config group's node may have.
+NODE_KEYS = {"method": ("name", "plugin", "pooling", "params"), "dataset": ("name", "plugin", "params"),
+             "model": ("name", "kind", "input", "params"), "perturbation": ("name", "params")}
+MODEL_INPUT_KEYS = ("resize", "crop", "mean", "std", "channels")
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """A config group's choice: its name in the tables, its parameters (recorded as JSON) and, for
+    methods, datasets and replacement functions, the constructed object."""
+
+    name: str
+    params: dict[str, Any]
+    obj: Any = None
+    plugin: str = ""   # file in methods/ or datasets/; the model's kind
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    method: Plugin
+    pooling: str
+    dataset: Plugin
+    model: Plugin
+    perturbation: Plugin
+    patch: int
+    steps: int
+    repeats: int
+    n_images: int
+    batch_size: int
+    num_workers: int
+    device: torch.device
+    seed: int
+    target: str
+    score: str
+    bootstrap: int
+    save_heatmaps: int
+    cache_dir: str
+    orders: tuple[str, ...]
+    per_repeat: bool
+    precision: str
+    channels_last: bool
+    compile: bool
+    metrics: tuple[str, ...]
+    complexity: dict[str, Any]
+    continuity: dict[str, Any]
+    block_size: int
+    resume: bool
+    shard: int
+    num_shards: int
+    config: dict[str, Any] = field(repr=False)   # the resolved config, as checked (config.yaml, manifest)
+
+    @property
+    def n_blocks(self) -> int:
+        return -(-self.n_images // self.block_size)
+
+    def blocks(self) -> list[tuple[int, int, int]]:
+        """(block, first image, stop) of this job's shard: contiguous, in dataset order."""
+        lo = self.shard * self.n_blocks // self.num_shards
+        hi = (self.shard + 1) * self.n_blocks // self.num_shards
+        return [(b, b * self.block_size, min((b + 1) * self.block_size, self.n_images)) for b in range(lo, hi)]
+
+    def run_config(self) -> dict[str, Any]:
+        """The configuration without the runtime and shard keys: what the numbers depend on."""
+        return {k: v for k, v in self.config.items() if k not in RUNTIME_KEYS + SHARD_KEYS}
+
+    @property
+    def dataset_obj(self) -> Dataset:
+        return self.dataset.obj
+
+    @property
+    def method_obj(self) -> Method:
+        return self.method.obj
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise BenchError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BenchError(f"device={name} requested but CUDA is not available here; use device=cpu or device=auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise BenchError(f"device={name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise BenchError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    return device
+
+
+# ------------------------------------------------------------------------------------ the schema
+
+def _pos(key):
+    return lambda v: checks.integer(key, v, low=1)
+
+
+def _nonneg(key):
+    return lambda v: checks.integer(key, v, low=0)
+
+
+#: Every top-level scalar key of conf/config.yaml: its check (returning the typed value).
+SCALARS: dict[str, Callable[[Any], Any]] = {
+    "patch": _pos("patch"), "steps": _pos("steps"), "repeats": _pos("repeats"), "n_images": _pos("n_images"),
+    "batch_size": _pos("batch_size"), "num_workers": lambda v: checks.integer("num_workers", v, 0, 256),
+    "device": lambda v: checks.text("device", v),
+    "seed": lambda v: checks.integer("seed", v, 0, 2 ** 63 - 1),
+    "target": lambda v: checks.choice("target", v, TARGETS), "score": lambda v: checks.choice("score", v, SCORES),
+    "bootstrap": _pos("bootstrap"), "save_heatmaps": _nonneg("save_heatmaps"),
+    "cache_dir": lambda v: checks.text("cache_dir", v),
+    "orders": lambda v: checks.choices("orders", v, ORDERS),
+    "per_repeat": lambda v: checks.boolean("per_repeat", v),
+    "precision": lambda v: checks.choice("precision", v, PRECISIONS),
+    "channels_last": lambda v: checks.boolean("channels_last", v),
+    "compile": lambda v: checks.boolean("compile", v),
+    "metrics": lambda v: checks.choices("metrics", v, METRICS),
+    "block_size": _pos("block_size"), "resume": lambda v: checks.boolean("resume", v),
+    "shard": _nonneg("shard"), "num_shards": _pos("num_shards"),
+}
+#: Nested blocks of settings: key → {sub-key: check}.
+BLOCKS: dict[str, dict[str, Callable[[Any], Any]]] = {
+    "complexity": {
+        "jpeg_quality": lambda v: checks.integer("complexity.jpeg_quality", v, 1, 100),
+        "gray": lambda v: checks.choice("complexity.gray", v, GRAYS),
+    },
+    "continuity": {
+        "kind": lambda v: checks.choice("continuity.kind", v, CONTINUITY_KINDS),
+        "max_shift": lambda v: checks.integer("continuity.max_shift", v, low=1),
+        "sigma": lambda v: checks.number("continuity.sigma", v, low=0, low_open=True),
+        "n_samples": lambda v: checks.integer("continuity.n_samples", v, low=1),
+    },
+}
+TOP_KEYS = tuple(SCALARS) + tuple(BLOCKS) + tuple(NODE_KEYS)
+
+
+def _unknown(where: str, keys, valid) -> None:
+    extra = [k for k in keys if k not in valid]
+    if extra:
+        name = f"{where}.{extra[0]}" if where else extra[0]
+        raise BenchError(f"unknown setting '{name}'; valid {'settings' if not where else where + ' keys'}: "
+                         f"{', '.join(valid)}")
+
+
+def _missing(where: str, conf: Mapping, keys) -> None:
+    absent = [k for k in keys if k not in conf]
+    if absent:
+        raise BenchError(f"setting '{where + '.' if where else ''}{absent[0]}' is missing from the configuration")
+
+
+def _node(group: str, conf: Mapping) -> dict:
+    node = conf.get(group)
+    if not isinstance(node, Mapping):
+        raise BenchError(f"{group} must be chosen from conf/{group}/ ({group}=<name>), got {node!r}")
+    _unknown(group, node, NODE_KEYS[group])
+    if not isinstance(node.get("name"), str) or not node["name"]:
+        raise BenchError(f"{group}.name must be a non-empty string, got {node.get('name')!r}")
+    params = node.get("params")
+    if params is not None and not isinstance(params, Mapping):
+        raise BenchError(f"{group}.params must be a mapping of keyword arguments, got {params!r}")
+    return {**node, "params": dict(params or {})}
+
+
+def _model(node: dict) -> Plugin:
+    from .models import check_params
+
+    kind = checks.choice("model.kind", node.get("kind"), _model_kinds())
+    inputs = node.get("input")
+    if inputs is not None:
+        if not isinstance(inputs, Mapping):
+            raise BenchError(f"model.input must be a mapping ({', '.join(MODEL_INPUT_KEYS)}), got {inputs!r}")
+        _unknown("model.input", inputs, MODEL_INPUT_KEYS)
+    check_params(kind, node["params"])
+    return Plugin(node["name"], node["params"], None, kind)
+
+
+def _model_kinds() -> tuple[str, ...]:
+    from .models import MODELS
+
+    return tuple(MODELS)
+
+
+def build_spec(conf: Mapping[str, Any]) -> RunSpec:
+    """Check the composed, resolved config ``conf`` (a plain dict or a DictConfig) and build the run's spec.
+    Raises ``BenchError`` (one line) for the first problem found; writes nothing."""
+    conf = _plain(conf)
+    _unknown("", conf, TOP_KEYS)
+    _missing("", conf, TOP_KEYS)
+    values = {key: check(conf[key]) for key, check in SCALARS.items()}
+    blocks = {}
+    for key, schema in BLOCKS.items():
+        block = conf[key]
+        if not isinstance(block, Mapping):
+            raise BenchError(f"{key} must be a mapping of {', '.join(schema)}, got {block!r}")
+        _unknown(key, block, tuple(schema))
+        _missing(key, block, tuple(schema))
+        blocks[key] = {k: check(block[k]) for k, check in schema.items()}
+    v = values
+    if v["shard"] >= v["num_shards"]:
+        raise BenchError(f"shard must be an integer with 0 ≤ shard < num_shards={v['num_shards']}, got {v['shard']}")
+    n_blocks = -(-v["n_images"] // v["block_size"])
+    if v["num_shards"] > n_blocks:
+        raise BenchError(f"num_shards={v['num_shards']} but n_images={v['n_images']} makes only {n_blocks} block(s) "
+                         f"of block_size={v['block_size']}; choose num_shards ≤ {n_blocks} or a smaller block_size")
+    device = resolve_device(v["device"])
+    if v["precision"] == "fp16" and device.type == "cpu":
+        raise BenchError("precision=fp16 needs a GPU; use precision=bf16 or fp32 on the CPU")
+    orders = tuple(o for o in ORDERS if o in set(v["orders"]) | {"random"})
+    if "aopc" not in v["metrics"]:
+        raise BenchError(f"metrics must include aopc (the curves every run computes), got {list(v['metrics'])}")
+    metrics = tuple(m for m in METRICS if m in v["metrics"])
+
+    nodes = {g: _node(g, conf) for g in NODE_KEYS}
+    from .perturbation import make_replacement
+    from .pooling import POOLINGS
+
+    dataset = plugins.build("datasets", nodes["dataset"], "dataset")
+    _, h, w = dataset.image_shape
+    if v["patch"] > min(h, w):
+        raise BenchError(f"patch={v['patch']} is larger than the {h}×{w} images of dataset "
+                         f"'{nodes['dataset']['name']}'; choose 1 ≤ patch ≤ {min(h, w)}")
+    if v["n_images"] > len(dataset):
+        raise BenchError(f"n_images={v['n_images']} but dataset '{nodes['dataset']['name']}' has only {len(dataset)} "
+                         f"evaluation images; choose n_images ≤ {len(dataset)}")
+    if "continuity" in metrics and blocks["continuity"]["kind"] == "translate" and \
+            blocks["continuity"]["max_shift"] >= w:
+        raise BenchError(f"continuity.max_shift={blocks['continuity']['max_shift']} must be smaller than the image "
+                         f"width {w}")
+    method = plugins.build("methods", nodes["method"], "method")
+    pooling = nodes["method"].get("pooling") or method.pooling
+    checks.choice("method.pooling", pooling, POOLINGS)
+    pert = nodes["perturbation"]
+    replacement = make_replacement(pert["name"], **pert["params"])
+    model = _model(nodes["model"])
+    return RunSpec(
+        method=Plugin(nodes["method"]["name"], nodes["method"]["params"], method, nodes["method"]["plugin"]),
+        pooling=pooling,
+        dataset=Plugin(nodes["dataset"]["name"], nodes["dataset"]["params"], dataset, nodes["dataset"]["plugin"]),
+        model=model, perturbation=Plugin(pert["name"], pert["params"], replacement, pert["name"]),
+        patch=v["patch"], steps=v["steps"],
+        repeats=v["repeats"] if replacement.random and not replacement.sequential else 1,
+        n_images=v["n_images"], batch_size=v["batch_size"], num_workers=v["num_workers"], device=device,
+        seed=v["seed"], target=v["target"], score=v["score"], bootstrap=v["bootstrap"],
+        save_heatmaps=v["save_heatmaps"], cache_dir=os.path.expanduser(v["cache_dir"]), orders=orders,
+        per_repeat=v["per_repeat"], precision=v["precision"], channels_last=v["channels_last"],
+        compile=v["compile"], metrics=metrics, complexity=blocks["complexity"], continuity=blocks["continuity"],
+        block_size=v["block_size"], resume=v["resume"], shard=v["shard"], num_shards=v["num_shards"], config=conf)
+
+
+def _plain(conf) -> dict:
+    """A resolved plain dict of ``conf``; interpolation errors (``${oc.env:…}``) are one line."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if OmegaConf.is_config(conf):
+        try:
+            conf = OmegaConf.to_container(conf, resolve=True)
+        except OmegaConfBaseException as exc:
+            raise BenchError(f"the configuration cannot be resolved: {' '.join(str(exc).split())}") from None
+    return dict(conf)
