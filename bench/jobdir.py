@@ -182,9 +182,14 @@ _NUMBER_ROOTS = ("evaluate.py", "summary.py", "models.py", "tables.py", "spec.py
 
 
 def _package_imports(path: Path, package: Path) -> set[Path]:
-    """Files of the bench package that ``path`` imports (``from .x``, ``from ..x``, ``bench.x``)."""
+    """Files of the bench package that ``path`` imports (``from .x``, ``from ..x``, ``bench.x``), at module
+    level or inside functions — except inside a module's command-line ``main``, which computes no number."""
+    tree = ast.parse(path.read_bytes())
+    for node in list(tree.body):
+        if isinstance(node, ast.FunctionDef) and node.name == "main":
+            tree.body.remove(node)
     found = set()
-    for node in ast.walk(ast.parse(path.read_bytes())):
+    for node in ast.walk(tree):
         targets: list[tuple[Path, list[str]]] = []
         if isinstance(node, ast.ImportFrom) and node.level:
             base = path.parent

@@ -45,13 +45,16 @@ def check_name(kind: str, name: Any, what: str = "") -> str:
 
 
 def load_module(kind: str, name: str) -> ModuleType:
+    """The plug-in file ``<kind>/<name>.py`` of the first plug-in folder that has it, executed once per
+    process (again if another folder's file of that name is meant now, e.g. after BENCH_PLUGIN_PATH changed)."""
     check_name(kind, name)
     modname = f"bench_plugins.{kind}.{name}"
-    if modname in sys.modules:
-        return sys.modules[modname]
     for d in plugin_dirs(kind):
         path = d / f"{name}.py"
         if path.is_file():
+            loaded = sys.modules.get(modname)
+            if loaded is not None and getattr(loaded, "__file__", None) == str(path):
+                return loaded
             spec = importlib.util.spec_from_file_location(modname, path)
             module = importlib.util.module_from_spec(spec)
             sys.modules[modname] = module

@@ -200,3 +200,15 @@ def test_report_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: --formats: unknown figure format 'xyz'") and err.count("\n") == 1
     assert not (tmp_path / "report").exists()
+
+
+def test_code_identity_follows_the_imports_of_the_code_that_computes_numbers():
+    from bench.plugins import ROOT
+
+    names = {str(f.relative_to(ROOT)) for f in jobdir.number_files([ROOT / "methods" / "lrp.py"])}
+    assert {"bench/engine.py", "bench/regions.py", "bench/perturbation.py", "bench/seeding.py", "bench/evaluate.py",
+            "bench/summary.py", "bench/models.py", "bench/lrp/propagate.py", "bench/lrp/rules.py",
+            "methods/lrp.py"} <= names
+    orchestration = {"bench/hydra_app.py", "bench/collect.py", "bench/run.py", "bench/jobdir.py", "bench/lock.py",
+                     "bench/progress.py", "bench/report/build.py", "bench/perf.py"}
+    assert not names & orchestration
