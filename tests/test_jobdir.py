@@ -212,3 +212,41 @@ def test_code_identity_follows_the_imports_of_the_code_that_computes_numbers():
     orchestration = {"bench/hydra_app.py", "bench/collect.py", "bench/run.py", "bench/jobdir.py", "bench/lock.py",
                      "bench/progress.py", "bench/report/build.py", "bench/perf.py"}
     assert not names & orchestration
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 96 KiB file system (tmpfs), to be filled or made read-only; needs root (CI runs as root)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root; the simulated full and read-only disks above cover the logic")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_real_full_then_read_only_disk(slow, small_disk, tmp_path, capsys):
+    run_dir = small_disk / "job"
+    code, out, err = bench_main([*slow, "save_heatmaps=6", f"hydra.run.dir={run_dir}"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and lines[-1].startswith("error: cannot write ") and "No space left on device" in lines[-1], err
+    assert "Traceback" not in err and not (run_dir / "DONE").exists()
+    kept = [b for b in range(3) if jobdir.finished_block(run_dir, b, 2 * b, 2 * b + 2)]
+    assert kept and kept == list(range(len(kept)))  # the blocks finished before the disk was full are kept
+    subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
+    code, out, err = bench_main([*slow, "save_heatmaps=6", f"hydra.run.dir={run_dir}"], capsys)
+    assert code == 0 and f"{2 * len(kept)} already done" in err, err
+    reference = tmp_path / "reference"
+    assert bench_main([*slow, "save_heatmaps=6", f"hydra.run.dir={reference}"], capsys)[0] == 0
+    for name, table in tables(reference).items():
+        pd.testing.assert_frame_equal(tables(run_dir)[name], table, check_exact=True, obj=name)
+    # read-only: a new run folder and a report both end in one line naming the path
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    code, out, err = bench_main([*slow, f"hydra.run.dir={small_disk / 'other'}"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "Read-only file system" in err and str(small_disk) in err, err
+    from bench.report.__main__ import main as report
+
+    assert report([str(reference), "--out", str(small_disk / "report"), "--formats", "png"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write {small_disk}") and err.count("\n") == 1, err
