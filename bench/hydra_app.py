@@ -211,6 +211,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         check_group_overrides(sys.argv[1:])
         app()
+    except KeyboardInterrupt:
+        print("interrupted: finished blocks are kept; the same command continues from them", file=sys.stderr)
+        sys.exit(130)
     except Exception as exc:
         line = error_line(exc)
         if line is None:

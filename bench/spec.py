@@ -19,7 +19,6 @@ from typing import Any, Callable, Mapping
 import torch
 
 from . import checks, plugins
-from .api import Dataset, Method
 from .errors import BenchError
 
 ORDERS = ("morf", "lerf", "random")           # SPEC §4; the random baseline is always evaluated
@@ -97,14 +96,6 @@ class RunSpec:
     def run_config(self) -> dict[str, Any]:
         """The configuration without the runtime and shard keys: what the numbers depend on."""
         return {k: v for k, v in self.config.items() if k not in RUNTIME_KEYS + SHARD_KEYS}
-
-    @property
-    def dataset_obj(self) -> Dataset:
-        return self.dataset.obj
-
-    @property
-    def method_obj(self) -> Method:
-        return self.method.obj
 
 
 def resolve_device(name: str) -> torch.device:
