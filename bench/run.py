@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader
 from .api import Dataset, UnreadableImage
 from .errors import BenchError
 from .evaluate import Evaluator
-from .jobdir import JobDir, assemble, devices_of, finished_block, manifest_of
+from .identity import manifest_of
+from .jobdir import JobDir, assemble, devices_of, finished_block
 from .models import load_model
 from .progress import Progress
 from .spec import RunSpec, build_spec

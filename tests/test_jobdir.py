@@ -15,7 +15,7 @@ import time
 import pandas as pd
 import pytest
 
-from bench import jobdir
+from bench import identity, jobdir
 from bench.collect import collect
 
 from conftest import FAST_MODEL, bench_main
@@ -205,7 +205,7 @@ def test_report_errors_are_one_line(tmp_path, capsys):
 def test_code_identity_follows_the_imports_of_the_code_that_computes_numbers():
     from bench.plugins import ROOT
 
-    names = {str(f.relative_to(ROOT)) for f in jobdir.number_files([ROOT / "methods" / "lrp.py"])}
+    names = {str(f.relative_to(ROOT)) for f in identity.number_files([ROOT / "methods" / "lrp.py"])}
     assert {"bench/engine.py", "bench/regions.py", "bench/perturbation.py", "bench/seeding.py", "bench/evaluate.py",
             "bench/summary.py", "bench/models.py", "bench/lrp/propagate.py", "bench/lrp/rules.py",
             "methods/lrp.py"} <= names
