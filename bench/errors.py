@@ -13,6 +13,7 @@ class BenchError(Exception):
 
 
 _DISK_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT)
+_PATH_ERRORS = (errno.EEXIST, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.ELOOP)
 
 
 def cli_error_line(exc: BaseException) -> str | None:
@@ -23,6 +24,9 @@ def cli_error_line(exc: BaseException) -> str | None:
     if isinstance(exc, OSError) and exc.errno in _DISK_ERRORS:  # a full disk, a read-only folder: not a bug
         return (f"error: cannot write {exc.filename or 'the output folder'}: {exc.strerror or exc}; what was "
                 f"finished is kept — make room or choose a writable folder, then run the same command again")
+    if isinstance(exc, OSError) and exc.filename and exc.errno in _PATH_ERRORS:  # e.g. an output "folder" that is a file
+        return (f"error: cannot use {exc.filename}: {exc.strerror or exc}; point the setting that names it "
+                f"(hydra.run.dir, cache_dir, …) to a folder that can be created there")
     if type(exc).__module__.split(".")[0] in ("hydra", "omegaconf"):
         return f"error: {str(exc).splitlines()[0]}"
     return None

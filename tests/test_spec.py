@@ -99,6 +99,8 @@ BAD = {
     "model=user": "model 'user' needs its class", "model=alexnet": "no weights file",
     # a syntax error, and a valid configuration of another run (the folder holds this run)
     "patch=[": "cannot read the override 'patch=['", "patch=9": "already holds results of a different configuration",
+    # paths that cannot be folders
+    "cache_dir=/proc/no_cache": "cannot use /proc/no_cache: No such file or directory",
 }
 # cases that need a second override (the first selects what the second then gets wrong)
 PAIRS = {
@@ -140,6 +142,15 @@ def assert_untouched(folder: Path, before: dict[str, bytes]) -> None:
     assert all(after[k] == before[k] for k in before), [k for k in before if after[k] != before[k]]
     jobs = collect(folder, write=False).jobs
     assert [j.status for j in jobs] == ["finished"], [(j.status, j.reason) for j in jobs]
+
+
+@pytest.mark.parametrize("where", ["hydra.run.dir={file}", "hydra.run.dir=/proc/bench_no_folder"])
+def test_an_output_folder_that_cannot_be_one(where, tmp_path, capsys, pinned):
+    file = tmp_path / "a_file"
+    file.write_text("not a folder")
+    code, out, err = bench_main([*SMALL, where.format(file=file)], capsys)
+    assert code == 2 and err.startswith("error: cannot use ") and err.count("\n") == 1, err
+    assert file.read_text() == "not a folder"
 
 
 def test_at_least_80_cases():
