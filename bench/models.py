@@ -247,12 +247,8 @@ def load_checkpoint(dataset: Dataset, dir: str | None = None, iteration: int | s
     if train is not None and not meta.is_file():
         log.info("training the embedded CNN with checkpoints into %s", folder)
         train_embedded_cnn(dataset, folder, **dict(train))
-    if meta.is_dir():
-        raise BenchError(f"model 'checkpoint': {meta} is a directory, not a file; expected {folder}/training.json "
-                         f"and {folder}/ckpt-<iteration>.pt as written by python -m bench.models ({hint})")
-    if not meta.is_file():
-        raise BenchError(f"model 'checkpoint': {meta} does not exist; expected {folder}/training.json and "
-                         f"{folder}/ckpt-<iteration>.pt ({hint})")
+    _need_file(meta, "model 'checkpoint':", f"expected {folder}/training.json and {folder}/ckpt-<iteration>.pt "
+                                             f"({hint})")
     info = json.loads(meta.read_text())
     available = info.get("checkpoints", [])
     it = available[-1] if str(iteration) == "last" and available else iteration
@@ -261,10 +257,7 @@ def load_checkpoint(dataset: Dataset, dir: str | None = None, iteration: int | s
     except (TypeError, ValueError):
         raise BenchError(f"model 'checkpoint': iteration must be an integer or 'last', got {iteration!r}") from None
     path = folder / f"ckpt-{it}.pt"
-    if path.is_dir():
-        raise BenchError(f"model 'checkpoint': {path} is a directory, not a file; iterations in {folder}: {available}")
-    if not path.is_file():
-        raise BenchError(f"model 'checkpoint': {path} does not exist; iterations in {folder}: {available}")
+    _need_file(path, "model 'checkpoint':", f"iterations in {folder}: {available}")
     c, h, w = dataset.image_shape
     if (info["in_channels"], info["image_size"], info.get("image_width", info["image_size"])) != (c, h, w) \
             or info["num_classes"] != dataset.num_classes:
@@ -278,6 +271,16 @@ def load_checkpoint(dataset: Dataset, dir: str | None = None, iteration: int | s
 
 
 # ------------------------------------------------------------------------- pretrained and user models
+
+def _need_file(path: Path, subject: str, hint: str) -> Path:
+    """``path`` when it is a file; else one line ``<subject> <path> is a directory, not a file; <hint>`` or
+    ``<subject> <path> does not exist; <hint>``."""
+    if path.is_dir():
+        raise BenchError(f"{subject} {path} is a directory, not a file; {hint}")
+    if not path.is_file():
+        raise BenchError(f"{subject} {path} does not exist; {hint}")
+    return path
+
 
 def _shape(t: Any) -> str:
     try:
@@ -352,13 +355,7 @@ def _load_state(model: nn.Module, path: Path, what: str, strict: bool = True) ->
     Python objects is refused without running any of it; every failure is a one-line ``BenchError``."""
     import pickle
 
-    path = Path(path)
-    if path.is_dir():
-        raise BenchError(f"model '{what}': {path} is a directory, not a file; give the file holding the state_dict "
-                         f"(torch.save(model.state_dict(), path))")
-    if not path.exists():
-        raise BenchError(f"model '{what}': {path} does not exist; put the state_dict there "
-                         f"(torch.save(model.state_dict(), path))")
+    path = _need_file(Path(path), f"model '{what}':", "put the state_dict there (torch.save(model.state_dict(), path))")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -445,14 +442,10 @@ def load_torchvision(dataset: Dataset, arch: str = "resnet18", weights: str | No
         path = None
     else:
         path = Path(str(weights)).expanduser()
-        if path.is_dir():
-            raise BenchError(f"model '{arch}': weights file {path} is a directory, not a file; set "
-                             f"model.params.weights=/path/to/file.pth (the state_dict of {arch}, e.g. torchvision's "
-                             f"{torchvision_weights_file(arch, weights_name) if file is None else file})")
-        if not path.is_file():
-            raise BenchError(f"model '{arch}': weights file {path} does not exist; put the state_dict of {arch} "
-                             f"there (e.g. torchvision's {torchvision_weights_file(arch, weights_name) if file is None else file}) "
-                             f"or set model.params.weights=/path/to/file.pth")
+        if not path.is_file():  # (torchvision's file name is looked up only then: not every arch has one)
+            example = torchvision_weights_file(arch, weights_name) if file is None else file
+            _need_file(path, f"model '{arch}': weights file", f"put the state_dict of {arch} there (e.g. "
+                       f"torchvision's {example}) or set model.params.weights=/path/to/file.pth")
     try:
         if path is None:
             model = builder(weights=None, num_classes=int(num_classes), **kwargs)
@@ -502,14 +495,9 @@ def load_user(dataset: Dataset, _target_: str | None = None, checkpoint: str | N
     if str(checkpoint) == "random":
         log.warning("model 'user' (%s) has random weights (model.params.checkpoint=random)", _target_)
     else:
-        path = Path(str(checkpoint)).expanduser()
-        if path.is_dir():
-            raise BenchError(f"model 'user': checkpoint {path} is a directory, not a file; set "
-                             f"model.params.checkpoint=FILE, the state_dict of {_target_} saved with "
-                             f"torch.save(model.state_dict(), path)")
-        if not path.is_file():
-            raise BenchError(f"model 'user': checkpoint {path} does not exist; put the state_dict of {_target_} "
-                             f"there (torch.save(model.state_dict(), path)) or set model.params.checkpoint=FILE")
+        path = _need_file(Path(str(checkpoint)).expanduser(), "model 'user': checkpoint",
+                          f"put the state_dict of {_target_} there (torch.save(model.state_dict(), path)) or set "
+                          f"model.params.checkpoint=FILE")
         _load_state(model, path, "user", strict=bool(strict))
     return model.eval()
 
