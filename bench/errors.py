@@ -32,6 +32,13 @@ def cli_error_line(exc: BaseException) -> str | None:
     return None
 
 
+def failure_text(exc: BaseException) -> str:
+    """What ``<job>/FAILED`` records: the user error's line, or for a bug its type, message and traceback."""
+    import traceback
+
+    return cli_error_line(exc) or f"error: {type(exc).__name__}: {exc}\n\n{traceback.format_exc()}"
+
+
 def exit_with_cli_error(exc: BaseException) -> int:
     """For a command-line tool's ``except Exception as exc``: print the user error's one line (``cli_error_line``)
     to stderr and return the exit code 2; anything else is a bug and is raised again (its traceback shows)."""

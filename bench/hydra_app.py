@@ -18,7 +18,6 @@ import logging
 import os
 import re
 import sys
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import BenchError, cli_error_line
+from .errors import BenchError, cli_error_line, failure_text
 from .plugins import CONF_DIR
 
 log = logging.getLogger("bench")
@@ -155,10 +154,11 @@ def app(cfg: DictConfig) -> float | None:
         summary = run(spec, out_dir, config_yaml=OmegaConf.to_yaml(cfg, resolve=True), hydra_files=record, job=job)
     except Exception as exc:
         line = error_line(exc)
-        if sweep and not isinstance(exc, LockHeld):  # so that collect lists the job with its reason
-            job.mark_failed(line or f"error: {type(exc).__name__}: {exc}\n\n{traceback.format_exc()}", record)
-        elif not job.claimed:
-            _remove_if_empty(out_dir)
+        if not job.claimed:  # (once it owns the folder, run() records FAILED itself)
+            if sweep and not isinstance(exc, LockHeld):  # refused before it started: so that collect lists it
+                job.mark_failed(failure_text(exc), record)
+            else:
+                _remove_if_empty(out_dir)
         if not sweep:
             if line is None:
                 raise

@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .api import Dataset, UnreadableImage
-from .errors import BenchError
+from .errors import BenchError, failure_text
 from .evaluate import Evaluator
 from .identity import manifest_of
 from .jobdir import JobDir, assemble, devices_of, finished_block
@@ -141,11 +141,7 @@ def run(spec: RunSpec | Any, out_dir: str | Path, config_yaml: str = "", hydra_f
             with job.log_file():
                 return _compute(spec, evaluator, job, manifest, setup_s)
         except Exception as exc:  # Ctrl-C / SIGTERM leave the job 'incomplete', to be resumed
-            import traceback
-
-            detail = f"error: {exc}" if isinstance(exc, BenchError) else \
-                f"error: {type(exc).__name__}: {exc}\n\n{traceback.format_exc()}"
-            job.mark_failed(detail)
+            job.mark_failed(failure_text(exc))
             raise
 
 
