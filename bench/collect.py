@@ -227,7 +227,6 @@ def _run_tables(run: Run):
     import pandas as pd
 
     from .summary import summarize_run
-    from .jobdir import assemble, devices_of, finished_block, read_job_tables
     from .tables import PROVENANCE, with_provenance
 
     first = run.jobs[0]
@@ -237,20 +236,20 @@ def _run_tables(run: Run):
         prov = {k: summary.iloc[0][k] for k in PROVENANCE if k in summary.columns}
         skipped_prov = prov if len(prov) == len(PROVENANCE) else None
     elif len(run.jobs) == 1 and first.shard[1] == 1:
-        tables = read_job_tables(first.path, first.done)
+        tables = jobdir.read_job_tables(first.path, first.done)
         summary = pd.read_csv(first.path / first.done["summary"])
         skipped_prov = first.done["provenance"]
     else:  # the shards of one run, block by block in dataset order: the rows one job would have written
-        blocks = [(j.path, finished_block(j.path, b, start, stop)) for j in run.jobs
+        blocks = [(j.path, jobdir.finished_block(j.path, b, start, stop)) for j in run.jobs
                   for b, start, stop in j.done["block_spans"]]
         wall = round(sum(j.done["provenance"]["wall_time_s"] for j in run.jobs), 3)
         prov = {**first.done["provenance"], "wall_time_s": wall}
-        tables, _ = assemble(blocks, prov)
+        tables, _ = jobdir.assemble(blocks, prov)
         conf = first.manifest["run_config"]
         summary = None
         if tables:
             summary = with_provenance(summarize_run(tables, int(conf["bootstrap"]), conf["seed"]),
-                                      {**prov, "device": devices_of([m for _, m in blocks])})
+                                      {**prov, "device": jobdir.devices_of([m for _, m in blocks])})
         skipped_prov = prov
     skipped = None
     if (p := first.path / "skipped.csv").is_file() and len(run.jobs) == 1:

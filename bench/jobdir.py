@@ -36,7 +36,8 @@ from .errors import BenchError
 from .identity import incompatibility
 from .tables import read_json, with_provenance, write_csv, write_json, write_parquet, write_text
 
-MANIFEST, DONE, FAILED, PARTS, LOCK, LOG, HYDRA = "job.json", "DONE", "FAILED", "parts", ".lock", "bench.log", ".hydra"
+# (the lock file, .lock, is bench/lock.py's)
+MANIFEST, DONE, FAILED, PARTS, LOG, HYDRA = "job.json", "DONE", "FAILED", "parts", "bench.log", ".hydra"
 
 
 # ------------------------------------------------------------------------------------------ blocks
@@ -124,7 +125,7 @@ def status(job_dir: Path) -> Status:
 
     manifest = read_json(job_dir / MANIFEST)
     manifest = manifest if isinstance(manifest, dict) else None
-    holder = JobLock(job_dir).holder() if (job_dir / LOCK).exists() else None
+    holder = JobLock(job_dir).holder()
     done = finished_job(job_dir) if manifest is not None else None
     if (job_dir / FAILED).exists():  # an attempt that starts removes FAILED: the latest attempt failed
         return Status("failed", _first_line(job_dir / FAILED) or "failed (no reason recorded)", manifest, None, holder)
@@ -184,8 +185,7 @@ class JobDir:
     def locked(self) -> Iterator["JobDir"]:
         from .lock import JobLock
 
-        self.path.mkdir(parents=True, exist_ok=True)
-        with JobLock(self.path) as lock:
+        with JobLock(self.path) as lock:  # (which makes the folder)
             self._lock = lock
             try:
                 yield self
