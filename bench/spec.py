@@ -263,7 +263,7 @@ def build_spec(conf: Mapping[str, Any]) -> RunSpec:
         dataset=Plugin(nodes["dataset"]["name"], nodes["dataset"]["params"], dataset, nodes["dataset"]["plugin"]),
         model=model, perturbation=Plugin(pert["name"], pert["params"], replacement, pert["name"]),
         patch=v["patch"], steps=v["steps"],
-        repeats=v["repeats"] if replacement.random and not replacement.sequential else 1,
+        repeats=v["repeats"],
         n_images=v["n_images"], batch_size=v["batch_size"], num_workers=v["num_workers"], device=device,
         seed=v["seed"], target=v["target"], score=v["score"], bootstrap=v["bootstrap"],
         save_heatmaps=v["save_heatmaps"], cache_dir=os.path.expanduser(v["cache_dir"]), orders=orders,

@@ -224,8 +224,13 @@ def test_every_shipped_choice_builds(cache_dir):
         for path in sorted((CONF_DIR / group).glob("*.yaml")):
             spec = build_spec(compose([f"{group}={path.stem}"]))
             assert spec.method.obj is not None and spec.perturbation.obj is not None
+    import torch
+
+    from bench.evaluate import Evaluator
+
     spec = build_spec(compose(["perturbation=blur"]))
-    assert spec.repeats == 1  # a deterministic g is run once (recorded)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10))
+    assert spec.repeats == 10 and Evaluator.from_spec(spec, model).repeats == 1  # a deterministic g runs once
 
 
 def test_the_spec_writes_nothing(tmp_path, monkeypatch):
