@@ -22,20 +22,8 @@ from bench.checks import choice, number
 from bench.errors import BenchError
 from bench.lrp import Composite, WeightCache, lrp, make_rule
 from bench.lrp.propagate import MAXPOOL_MODES
-from bench.lrp.rules import RULES
 
 P = "method.params."
-FIRST_LAYER_ONLY = tuple(name for name, cls in RULES.items() if cls().first_layer_only)  # zbox, wsquare, flat
-
-
-def _rule_name(key: str, value, optional: bool) -> str | None:
-    if value is None and optional:
-        return None
-    if not isinstance(value, str) or value not in RULES:
-        shown = repr(value) if isinstance(value, str) else str(value)
-        note = "" if key == "first_rule" else f" ({', '.join(FIRST_LAYER_ONLY)}: first_rule only)"
-        raise BenchError(f"{P}{key}: unknown LRP rule {shown}; available: {', '.join(RULES)}{note}")
-    return value
 
 
 def _bound(key: str, value) -> float | None:
@@ -49,10 +37,8 @@ class LRP(Method):
                  dense_rule: str | None = None, epsilon: float = 1.0, gamma: float = 0.25, alpha: float = 2.0,
                  beta: float = 1.0, low: float | None = None, high: float | None = None,
                  maxpool: str = "wta") -> None:
-        # every value checked before any rule is built; the values themselves are passed on unchanged
-        names = {"rule": _rule_name("rule", rule, False), "first_rule": _rule_name("first_rule", first_rule, True),
-                 "conv_rule": _rule_name("conv_rule", conv_rule, True),
-                 "dense_rule": _rule_name("dense_rule", dense_rule, True)}
+        # every constant checked before any rule is built; the values themselves are passed on unchanged
+        names = {"rule": rule, "first_rule": first_rule, "conv_rule": conv_rule, "dense_rule": dense_rule}
         number(P + "epsilon", epsilon, low=0)
         number(P + "gamma", gamma, low=0)
         number(P + "alpha", alpha, low=1)
@@ -70,10 +56,10 @@ class LRP(Method):
 
         def build(slot):
             name = names[slot]
-            if name is None:
+            if name is None and slot != "rule":
                 return None
-            try:
-                return make_rule(name, **constants.get(name, {}))
+            try:  # make_rule refuses unknown names, listing the rules
+                return make_rule(name, **(constants.get(name, {}) if isinstance(name, str) else {}))
             except BenchError as exc:
                 raise BenchError(f"{P}{slot}: {exc}") from None
 
