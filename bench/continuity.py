@@ -28,7 +28,7 @@ Neighbourhoods (``kind``):
 ``noise``
     x′_i = x + σ ε_i, ε_i ~ N(0, I) i.i.d. per entry, i = 1 … N (``n_samples``), in the units of x
     (the model's own normalisation); pairs (x, x′_i) compared on the same grid. The noise of an image
-    is drawn from a generator seeded by (seed, "continuity.noise", image key) (bench.seeding), so it does
+    is drawn on the device from the stream (seed, "continuity.noise", image key) (bench.seeding), so it does
     not depend on batch size, batch order or which other images are in the batch.
 
 The ``attribute`` callable
@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.seeding import generator
+from bench.seeding import randn_per_image
 
 NOISE_STREAM = "continuity.noise"
 
@@ -145,9 +145,7 @@ def continuity(
         settings = {"max_shift": math.nan, "sigma": float(sigma), "n_samples": n}
         name = f"noise(sigma={float(sigma):g},n_samples={n})"
         dtype = x.dtype if x.is_floating_point() else torch.float32
-        eps = torch.stack(
-            [torch.randn((n, *x.shape[1:]), generator=generator(seed, NOISE_STREAM, key), dtype=dtype) for key in keys]
-        ).to(x.device)
+        eps = randn_per_image(seed, NOISE_STREAM, keys, (n, *x.shape[1:]), x.device, dtype)
         views = torch.cat([x[:, None].to(dtype), x[:, None].to(dtype) + float(sigma) * eps], dim=1)  # (B, 1+N, ...)
         idx = torch.arange(b, device=x.device).repeat_interleave(n + 1)
         r = _attribute_all(attribute, views.reshape(b * (n + 1), *x.shape[1:]), idx, batch_size)

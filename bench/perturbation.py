@@ -41,10 +41,7 @@ class Uniform(Replacement):
              norm: Normalization) -> torch.Tensor:
         """(B, C, H, W) inputs → (B, repeats, C, H, W) replacement values on x's device."""
         lo, hi = norm.raw_range
-        u = rand_per_image(seed, "replacement", list(image_ids), (repeats, *x.shape[1:]))
-        if x.device.type == "cuda":
-            u = u.pin_memory()
-        u = u.to(device=x.device, dtype=x.dtype, non_blocking=True)
+        u = rand_per_image(seed, "replacement", list(image_ids), (repeats, *x.shape[1:]), x.device, x.dtype)
         return norm.normalize(lo + (hi - lo) * u)
 
 

@@ -1,9 +1,12 @@
-"""Per-image random streams, independent of batch size, batch order and sharding.
+"""Per-image random streams, made on the device, the same bits on every device (SPEC §4).
 
 Every random quantity of the protocol (tie-breaking permutation, random-baseline order, replacement
-draws, random heatmaps) is drawn from a generator seeded by ``(seed, stream, image_id)`` only, so the
-same image gets the same draws whichever batch or shard it lands in, and all methods evaluated with
-the same seed see the same replacement values (paired comparison, SPEC §4).
+draws, random heatmaps, noise of SmoothGrad / integrated gradients / continuity) is a pure function of
+``(seed, stream, image id, element index)``: the image's key ``derive_seed(seed, stream, id)`` is hashed
+once on the host, and the draws are made by a counter-based generator (Philox-4x32-10, bench/counter_rng.py)
+in plain tensor operations on the device that uses them. So the same image gets the same draws whichever
+batch, shard or device (CPU or GPU) it lands on, and all methods evaluated with the same seed see the same
+replacement values (paired comparison).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import hashlib
 
 import torch
 
+from . import counter_rng
+
 
 def derive_seed(seed: int, stream: str, key: str) -> int:
     """A 63-bit seed from (seed, stream, key), stable across processes and Python versions."""
@@ -19,18 +24,23 @@ def derive_seed(seed: int, stream: str, key: str) -> int:
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
-def generator(seed: int, stream: str, key: str) -> torch.Generator:
-    """A CPU ``torch.Generator`` for one image and one stream (draws are moved to the device after)."""
-    g = torch.Generator(device="cpu")
-    g.manual_seed(derive_seed(seed, stream, key))
-    return g
+def keys_of(seed: int, stream: str, keys: list[str]) -> torch.Tensor:
+    """int64 (B,) per-image generator keys ``derive_seed(seed, stream, key)``."""
+    return torch.tensor([derive_seed(seed, stream, str(k)) for k in keys], dtype=torch.int64)
 
 
-def rand_per_image(seed: int, stream: str, keys: list[str], shape: tuple[int, ...]) -> torch.Tensor:
-    """``len(keys) × shape`` uniform [0, 1) draws; row i depends only on (seed, stream, keys[i])."""
-    return torch.stack([torch.rand(shape, generator=generator(seed, stream, k)) for k in keys])
+def rand_per_image(seed: int, stream: str, keys: list[str], shape: tuple[int, ...], device="cpu",
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``len(keys) × shape`` uniform [0, 1) draws on ``device``; row i depends only on (seed, stream, keys[i])."""
+    return counter_rng.uniform(keys_of(seed, stream, keys), tuple(shape), device).to(dtype)
 
 
-def randperm_per_image(seed: int, stream: str, keys: list[str], n: int) -> torch.Tensor:
-    """``len(keys) × n`` random permutations; row i depends only on (seed, stream, keys[i])."""
-    return torch.stack([torch.randperm(n, generator=generator(seed, stream, k)) for k in keys])
+def randn_per_image(seed: int, stream: str, keys: list[str], shape: tuple[int, ...], device="cpu",
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``len(keys) × shape`` standard normal draws on ``device``; row i depends only on (seed, stream, keys[i])."""
+    return counter_rng.normal(keys_of(seed, stream, keys), tuple(shape), device, dtype)
+
+
+def randperm_per_image(seed: int, stream: str, keys: list[str], n: int, device="cpu") -> torch.Tensor:
+    """``len(keys) × n`` random permutations on ``device``; row i depends only on (seed, stream, keys[i])."""
+    return counter_rng.permutation(keys_of(seed, stream, keys), n, device)

@@ -57,8 +57,8 @@ class IntegratedGradients(Method):
         if self.baseline == "black":
             return norm.normalize(torch.full_like(x, norm.raw_range[0]))
         lo, hi = norm.raw_range
-        raw = rand_per_image(ctx.seed, "ig_baseline", list(ctx.image_ids), tuple(x.shape[1:]))
-        return norm.normalize((lo + (hi - lo) * raw).to(device=x.device, dtype=x.dtype))
+        raw = rand_per_image(ctx.seed, "ig_baseline", list(ctx.image_ids), tuple(x.shape[1:]), x.device, x.dtype)
+        return norm.normalize(lo + (hi - lo) * raw)
 
     def attribute(self, model, x, target, ctx: Context) -> torch.Tensor:
         alphas, weights = (torch.as_tensor(a, dtype=x.dtype, device=x.device)

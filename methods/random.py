@@ -14,5 +14,4 @@ class RandomHeatmap(Method):
     pooling = "sum"
 
     def attribute(self, model, x: torch.Tensor, target: torch.Tensor, ctx: Context) -> torch.Tensor:
-        r = rand_per_image(ctx.seed, "random_heatmap", list(ctx.image_ids), tuple(x.shape[1:]))
-        return r.to(device=x.device, dtype=x.dtype)
+        return rand_per_image(ctx.seed, "random_heatmap", list(ctx.image_ids), tuple(x.shape[1:]), x.device, x.dtype)

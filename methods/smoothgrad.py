@@ -1,8 +1,8 @@
 """SmoothGrad (Smilkov et al. 2017): the gradient ∂f_c/∂x averaged over noisy copies x + N(0, σ²).
 
 σ = ``noise`` × (the width of the data's raw pixel range in model-input units, per channel); ``samples``
-noisy copies per image, drawn from a generator seeded by (seed, image id) so that an image gets the same
-noise in any batch; all images × samples are evaluated in chunks of ``chunk`` model inputs. Pooled with
+noisy copies per image; sample s of image i is drawn on the device from sub-stream s of the image's own
+stream (bench.seeding, bench.counter_rng.fold), so an image gets the same noise in any batch and chunk; all images × samples are evaluated in chunks of ``chunk`` model inputs. Pooled with
 the l2 norm over channels by default, like sensitivity.
 """
 
@@ -11,7 +11,8 @@ import torch
 from bench.api import Context, Method
 from bench.checks import integer, number
 from bench.plugins import load_module
-from bench.seeding import generator
+from bench.counter_rng import fold, normal
+from bench.seeding import keys_of
 
 
 class SmoothGrad(Method):
@@ -28,14 +29,14 @@ class SmoothGrad(Method):
     def attribute(self, model, x, target, ctx: Context) -> torch.Tensor:
         lo, hi = ctx.normalization.input_bounds(x)
         sigma = (self.noise * (hi - lo)).to(device=x.device, dtype=x.dtype)
-        gens = [generator(ctx.seed, "smoothgrad", key) for key in ctx.image_ids]
+        keys = keys_of(ctx.seed, "smoothgrad", list(ctx.image_ids)).to(x.device)
         total = torch.zeros_like(x)
         n = len(x) * self.samples
         for start in range(0, n, self.chunk):  # (image, sample) pairs, image-major, in chunks
-            k = range(start, min(start + self.chunk, n))
-            b = torch.tensor([i // self.samples for i in k], device=x.device)
-            # the s-th draw of image i's own stream is its s-th sample, whatever the chunking
-            eps = torch.stack([torch.randn(tuple(x.shape[1:]), generator=gens[i // self.samples]) for i in k])
-            inputs = x[b] + sigma * eps.to(device=x.device, dtype=x.dtype)
+            k = torch.arange(start, min(start + self.chunk, n), device=x.device)
+            b = k // self.samples
+            # sample s of image i: sub-stream s of the image's key, whatever the chunking
+            eps = normal(fold(keys[b], k % self.samples), tuple(x.shape[1:]), x.device, x.dtype)
+            inputs = x[b] + sigma * eps
             total.index_add_(0, b, self._gradient(model, inputs, target[b]))
         return total / self.samples

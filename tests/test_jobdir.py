@@ -206,7 +206,8 @@ def test_code_identity_follows_the_imports_of_the_code_that_computes_numbers():
     from bench.plugins import ROOT
 
     names = {str(f.relative_to(ROOT)) for f in identity.number_files([ROOT / "methods" / "lrp.py"])}
-    assert {"bench/engine.py", "bench/regions.py", "bench/perturbation.py", "bench/seeding.py", "bench/evaluate.py",
+    assert {"bench/engine.py", "bench/regions.py", "bench/perturbation.py", "bench/seeding.py", "bench/counter_rng.py",
+            "bench/evaluate.py",
             "bench/summary.py", "bench/models.py", "bench/lrp/propagate.py", "bench/lrp/rules.py",
             "methods/lrp.py"} <= names
     orchestration = {"bench/hydra_app.py", "bench/collect.py", "bench/run.py", "bench/jobdir.py", "bench/lock.py",
