@@ -4,6 +4,11 @@
 batch of raw images into tidy rows by table name (without the run's provenance columns, which
 bench/tables.py adds). It knows nothing of files, shards or resuming; bench/run.py does.
 
+Two phases per batch, so that a pipeline (bench/run.py) can keep the device busy: ``launch`` does the device
+work (attribution, orders, draws, perturbed forward passes) and returns a ``Pending`` whose ``tables()`` does
+the host work (copies to the host, tidy frames, complexity's image encoding) — in another thread while the
+next batch is launched. ``evaluate`` is the two in a row.
+
 Tables: ``curves`` (always), ``curves_repeats`` (``per_repeat``), ``heatmaps`` (first ``save_heatmaps``
 images), ``complexity`` and ``continuity`` (when listed in ``metrics``).
 """
@@ -12,7 +17,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -87,12 +92,17 @@ class Evaluator:
     # -- model calls -------------------------------------------------------------------------------
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
         """The model's outputs with the run's precision, memory format and compilation; used for the
-        unperturbed and the perturbed inputs alike, so a curve never mixes precisions."""
+        unperturbed and the perturbed inputs alike, so a curve never mixes precisions. Compiled, a chunk
+        shorter than ``batch_size`` is padded to it (copies of its last input, outputs dropped), so the
+        compiled graph sees one static shape and is never recompiled for the last chunk."""
+        n = len(inputs)
+        if self.compile and 0 < n < self.batch_size:
+            inputs = torch.cat([inputs, inputs[-1:].expand(self.batch_size - n, *inputs.shape[1:])])
         if self.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         dtype = PRECISIONS[self.precision]
         with torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext():
-            return self._forward(inputs).float()
+            return self._forward(inputs)[:n].float()
 
     def score_fn(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """f_c of a chunk of perturbed inputs (SPEC §1)."""
@@ -108,6 +118,12 @@ class Evaluator:
         """Tidy rows of one batch by table name, and the images skipped, as (image_id, reason): the model's
         score of the unperturbed image is not finite, or the method's heatmap is not. ``indices`` are the
         images' dataset positions (for ``save_heatmaps``)."""
+        pending = self.launch(image_ids, raw, labels, indices)
+        return pending.tables(), pending.skipped
+
+    def launch(self, image_ids: list[str], raw: torch.Tensor, labels: torch.Tensor,
+               indices: list[int] | None = None) -> "Pending":
+        """The device work of ``evaluate``; the host work is left to the returned ``Pending.tables()``."""
         indices = list(range(len(image_ids))) if indices is None else list(indices)
         x = self.normalization.normalize(raw.to(self.device, non_blocking=True).float())
         with torch.inference_mode():
@@ -127,30 +143,33 @@ class Evaluator:
         if not ok.all():
             keep_only(ok, "the model's output for the unperturbed image is not finite (NaN/inf)")
             if not image_ids:
-                return None, skipped
+                return Pending(skipped, [])
         heat = pool_channels(self.attribute(x, target, image_ids), self.pooling)
         ok = torch.isfinite(heat).flatten(1).all(1)
         if not ok.all():
             heat = heat[ok.nonzero().flatten()]
             keep_only(ok, "the method's heatmap is not finite (NaN/inf)")
             if not image_ids:
-                return None, skipped
+                return Pending(skipped, [])
 
-        tables = self._curves(x, heat, target, f0, labels, image_ids)
+        work = [self._curves(x, heat, target, f0, labels, image_ids)]
         if "complexity" in self.metrics:
-            tables["complexity"] = self._complexity(heat, image_ids)
+            work.append(lambda heat=heat: {"complexity": self._complexity(heat, image_ids)})
         if "continuity" in self.metrics:
-            tables["continuity"] = self._continuity(x, target, image_ids)
+            rows = self._continuity(x, target, image_ids)
+            work.append(lambda: {"continuity": rows})
         saved = [i for i, index in enumerate(indices) if index < self.save_heatmaps]
         if saved:
             h, w = self.image_hw
-            tables["heatmaps"] = pd.DataFrame({
+            kept = heat[saved]
+            work.append(lambda: {"heatmaps": pd.DataFrame({
                 "image_id": [image_ids[i] for i in saved], "height": h, "width": w,
-                "heatmap": list(heat[saved].float().cpu().numpy().reshape(len(saved), -1))})
-        return tables, skipped
+                "heatmap": list(kept.float().cpu().numpy().reshape(len(saved), -1))})})
+        return Pending(skipped, work)
 
-    def _curves(self, x, heat, target, f0, labels, image_ids) -> dict[str, pd.DataFrame]:
-        """MoRF (and LeRF) curves of the heatmap and the paired random-baseline curve (SPEC §3–4)."""
+    def _curves(self, x, heat, target, f0, labels, image_ids) -> Callable[[], dict[str, pd.DataFrame]]:
+        """MoRF (and LeRF) curves of the heatmap and the paired random-baseline curve (SPEC §3–4); the device
+        work is done here, the tidy rows are made by the returned function."""
         seeded = seeded_orders(region_scores(heat.float(), self.ids_map, self.regions), image_ids, self.seed)
         seeded["lerf"] = seeded["morf"].flip(1)  # LeRF follows the MoRF order from its end
         orders = [seeded[o] for o in self.orders]
@@ -170,6 +189,9 @@ class Evaluator:
         sizes = self.region_sizes.to(curve.dtype)
         replaced = torch.stack([sizes[o[:, :self.L]].cumsum(1) for o in orders], 1) / self.ids_map.numel()
         fraction = torch.cat([torch.zeros_like(first), replaced], -1)
+        return lambda: self._curve_rows(image_ids, labels, target, scores, fraction, curve, spread, aopc, nonfinite)
+
+    def _curve_rows(self, image_ids, labels, target, scores, fraction, curve, spread, aopc, nonfinite):
         tables = {"curves": grid_frame(
             dict(image_id=image_ids, label=labels.cpu().numpy(), target_class=target.cpu().numpy()),
             order=list(self.orders), step=np.arange(self.L + 1),
@@ -209,6 +231,22 @@ class Evaluator:
         rows = continuity(attribute, x, seed=self.seed, image_keys=image_ids, batch_size=self.batch_size,
                           **self.continuity)
         return rows.rename(columns={"image": "image_id"})
+
+
+@dataclass
+class Pending:
+    """A batch whose device work is queued: the images skipped so far, and the host work that makes its rows."""
+    skipped: list[tuple[str, str]]
+    work: list[Callable[[], dict[str, pd.DataFrame]]]
+
+    def tables(self) -> dict[str, pd.DataFrame] | None:
+        """Tidy rows by table name (waits for the device); None when every image of the batch was skipped."""
+        if not self.work:
+            return None
+        out: dict[str, pd.DataFrame] = {}
+        for make in self.work:
+            out.update(make())
+        return out
 
 
 def grid_frame(per_image: dict[str, Any], values: dict[str, torch.Tensor], **axes) -> pd.DataFrame:

@@ -28,10 +28,11 @@ from torch.utils.data import DataLoader
 
 from .api import Dataset, UnreadableImage
 from .errors import BenchError, failure_text
-from .evaluate import Evaluator
+from .evaluate import Evaluator, Pending
 from .identity import manifest_of
 from .jobdir import JobDir, assemble, devices_of, finished_block
 from .models import load_model
+from .pipeline import HostQueue, prefetched
 from .progress import Progress
 from .spec import RunSpec, build_spec
 from .summary import summarize_run
@@ -90,29 +91,46 @@ def provenance(spec: RunSpec, evaluator: Evaluator, wall_time_s: float) -> dict[
 
 
 def _evaluate_blocks(spec: RunSpec, evaluator: Evaluator, job: JobDir, todo: list[tuple[int, int, int]]) -> None:
-    """Evaluate the blocks ``todo`` (batches never cross a block) and write each as soon as it is done."""
+    """Evaluate the blocks ``todo`` (batches never cross a block) and write each as soon as it is done.
+
+    Pipelined (bench/pipeline.py): batches are read ahead by a background thread, the main thread launches
+    each batch's device work, and the host side (rows, block files) follows in one background thread."""
     plan = [(blk, list(range(i, min(i + spec.batch_size, blk[2])))) for blk in todo
             for i in range(blk[1], blk[2], spec.batch_size)]
     loader = DataLoader(_Items(spec.dataset.obj, range(spec.n_images)), batch_sampler=[p for _, p in plan],
                         num_workers=spec.num_workers, pin_memory=spec.device.type == "cuda", collate_fn=_collate)
-    frames: dict[str, list[pd.DataFrame]] = {}
-    skipped: list[tuple[str, str]] = []
-    tick = time.perf_counter()
-    with Progress(total=sum(len(p) for _, p in plan), desc="evaluating", unit="img") as bar:
-        for i, ((blk, positions), batch) in enumerate(zip(plan, loader)):
-            skipped += [(u.image_id, f"unreadable image: {u.reason}") for u in batch.unreadable]
-            if batch.image_ids:
-                tables, bad = evaluator.evaluate(batch.image_ids, batch.raw, batch.labels, batch.indices)
-                skipped += bad
-                for name, rows in (tables or {}).items():
-                    frames.setdefault(name, []).append(rows)
+    block = _BlockWriter(spec, job)
+    with Progress(total=sum(len(p) for _, p in plan), desc="evaluating", unit="img") as bar, HostQueue() as host:
+        for i, ((blk, positions), batch) in enumerate(zip(plan, prefetched(loader))):
+            unreadable = [(u.image_id, f"unreadable image: {u.reason}") for u in batch.unreadable]
+            pending = (evaluator.launch(batch.image_ids, batch.raw, batch.labels, batch.indices)
+                       if batch.image_ids else None)
+            host.submit(block.add, blk, unreadable, pending, i + 1 == len(plan) or plan[i + 1][0] != blk)
             bar.update(len(positions))
-            if i + 1 == len(plan) or plan[i + 1][0] != blk:
-                now = time.perf_counter()
-                job.write_block(blk, frames, skipped, now - tick, str(spec.device))
-                log.debug("block %d/%d done (images %d–%d, %.1fs)", blk[0] + 1, spec.n_blocks, blk[1], blk[2] - 1,
-                          now - tick)
-                frames, skipped, tick = {}, [], now
+
+
+class _BlockWriter:
+    """Host side of the batches of a block, in order (a HostQueue thread): rows collected, block written at its end."""
+
+    def __init__(self, spec: RunSpec, job: JobDir) -> None:
+        self.spec, self.job = spec, job
+        self.frames: dict[str, list[pd.DataFrame]] = {}
+        self.skipped: list[tuple[str, str]] = []
+        self.tick = time.perf_counter()
+
+    def add(self, blk: tuple[int, int, int], unreadable: list[tuple[str, str]], pending: Pending | None,
+            last: bool) -> None:
+        self.skipped += unreadable
+        if pending is not None:
+            for name, rows in (pending.tables() or {}).items():
+                self.frames.setdefault(name, []).append(rows)
+            self.skipped += pending.skipped
+        if last:
+            now = time.perf_counter()
+            self.job.write_block(blk, self.frames, self.skipped, now - self.tick, str(self.spec.device))
+            log.debug("block %d/%d done (images %d–%d, %.1fs)", blk[0] + 1, self.spec.n_blocks, blk[1], blk[2] - 1,
+                      now - self.tick)
+            self.frames, self.skipped, self.tick = {}, [], now
 
 
 def run(spec: RunSpec | Any, out_dir: str | Path, config_yaml: str = "", hydra_files: dict[str, str] | None = None,

@@ -190,3 +190,22 @@ def test_complexity_and_continuity_tables():
     cont = tables["continuity"]
     assert list(cont.image_id) == ["a", "b", "c"] and (cont.continuity_max >= cont.continuity_mean).all()
     assert (cont.n_pairs == 3).all()
+
+
+def test_compiled_forward_sees_one_static_shape_and_gives_the_same_rows():
+    """compile=true pads a short chunk to batch_size (bench/evaluate.py Evaluator.logits): the compiled graph
+    is never recompiled for the last chunk, and the padding never reaches a number."""
+    raw = torch.rand(3, 2, 10, 10, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([0, 1, 2])
+    ref, _ = evaluator(16).evaluate(["a", "b", "c"], raw, labels)
+    ev = evaluator(16)
+    shapes = []
+
+    def recorded(inputs):
+        shapes.append(tuple(inputs.shape))
+        return ev.model(inputs)
+
+    ev.compile, ev._forward = True, recorded  # what torch.compile(model) would be called with
+    got, _ = ev.evaluate(["a", "b", "c"], raw, labels)
+    assert shapes and set(shapes) == {(16, 2, 10, 10)}  # 3 unperturbed images, 3 × 2 × 3 × 16 = 288 perturbed
+    np.testing.assert_allclose(got["curves"].score_value, ref["curves"].score_value, rtol=1e-6, atol=1e-6)
