@@ -2,7 +2,7 @@
 
     python -m bench.perf [--model embedded_cnn|vgg16|resnet18|...] [--size 224] [--batch-size 64]
                          [--images 64] [--steps 100] [--repeats 1] [--device auto] [--channels-last]
-                         [--rounds 5] [--quantus] [--memory]
+                         [--precision fp32|bf16|fp16] [--compile] [--rounds 5] [--quantus] [--memory]
 
 Prints, for one model, input size and batch size:
 * plain batched forward throughput (images/s) — the ceiling;
@@ -12,10 +12,14 @@ Prints, for one model, input size and batch size:
   ``RegionPerturbation`` (optional benchmark dependency) on the same model object and batch size, in
   alternating rounds, the speed ratio (median of the per-round ratios), and a check that both give the
   same curve for the same ordering and the same deterministic replacement. The ratio is bounded by
-  1 + (Quantus's host-side cost per evaluation) / (one forward pass): it grows as the model gets faster;
-* ``--channels-last``: the model and every input in channels-last memory format, for the plain forward,
-  the engine and Quantus alike (the engine's ``channels_last=true``);
-* ``--compile``: the model through ``torch.compile``, for all three alike (the engine's ``compile=true``);
+  1 + (Quantus's host-side cost per evaluation) / (one forward pass): it grows as the model gets faster.
+  The check compares like with like: TF32 is switched off for it (cuDNN picks different algorithms for
+  different batch shapes, and TF32 rounds each differently), and its tolerance is that of the precision:
+  |Δ| ≤ max(1e-4, 4 ε) × max(1, max |drop|), ε = the unit roundoff of fp32 / bf16 / fp16;
+* ``--precision``, ``--channels-last``, ``--compile``: the model's forward under autocast to bf16/fp16, in
+  channels-last memory format, through ``torch.compile`` — for the plain forward, the engine and Quantus
+  alike (the engine's ``precision``, ``channels_last``, ``compile`` settings, bench/evaluate.py), so every
+  efficiency is against the plain forward with the same setting;
 * with ``--memory``: peak host memory (max RSS) of full ``python -m bench`` runs on N and 10·N images.
 """
 
@@ -28,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -35,6 +40,7 @@ from torch import nn
 
 from .api import Normalization
 from .engine import perturbed_scores
+from .evaluate import PRECISIONS, Evaluator
 from .perturbation import Uniform, Zero
 from .runtime import keep_freed_memory
 from .regions import n_regions, pixel_ranks, region_scores, seeded_orders, tile_ids
@@ -72,19 +78,35 @@ def timed(fn, device, min_time: float = 1.0, min_runs: int = 3) -> float:
     return float(np.median(times))
 
 
-def forward_throughput(model, x: torch.Tensor, device, channels_last: bool = False) -> float:
+class AsConfigured(nn.Module):
+    """The model as the engine runs it (``Evaluator.logits``: precision, memory format, compilation, padding
+    of short chunks when compiled), as one module for the plain forward, the engine and Quantus alike."""
+
+    def __init__(self, model: nn.Module, batch_size: int, device, precision: str = "fp32",
+                 channels_last: bool = False, compile: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.evaluator = Evaluator(model=model, method=None, pooling="sum", replacement=Zero(),
+                                   normalization=None, image_hw=(1, 1), patch=1, steps=1, repeats=1,
+                                   batch_size=batch_size, seed=0, device=torch.device(device), precision=precision,
+                                   channels_last=channels_last, compile=compile)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.evaluator.logits(x)
+
+
+def forward_throughput(model, x: torch.Tensor, device) -> float:
     target = torch.zeros(len(x), dtype=torch.long, device=device)
 
     @torch.inference_mode()
     def once():
-        inputs = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-        score_of(model(inputs), target, "logit")
+        score_of(model(x), target, "logit")
 
     return len(x) / timed(once, device)
 
 
 def engine_workload(model, x, norm, patch, steps, repeats, batch_size, orders=("morf", "random"),
-                    replacement=None, channels_last=False):
+                    replacement=None):
     """Everything the engine does for a batch of images once heatmaps exist: orders, draws, curves."""
     b, _, h, w = x.shape
     ids_map = tile_ids(h, w, patch, device=x.device)
@@ -96,8 +118,6 @@ def engine_workload(model, x, norm, patch, steps, repeats, batch_size, orders=("
     replacement = replacement or Uniform()
 
     def score_fn(inputs, t):
-        if channels_last:  # as the engine's Evaluator.logits
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
         return score_of(model(inputs), t, "logit")
 
     def once():
@@ -124,6 +144,23 @@ def quantus_workload(model, x, heat, patch, L, batch_size, baseline: float):
                       batch_size=batch_size, device=str(x.device))
 
     return once
+
+
+@contextmanager
+def tf32_off():
+    """Full fp32 matrix products on CUDA while the curves are compared (restored after)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def curve_tolerance(precision: str) -> float:
+    """Relative tolerance of the Quantus curve check: max(1e-4, 4 × the unit roundoff of the precision)."""
+    eps = torch.finfo({"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]).eps
+    return max(1e-4, 4 * eps)
 
 
 def peak_rss_mb(n_images: int, extra: list[str]) -> float:
@@ -153,6 +190,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quantus", action="store_true")
     p.add_argument("--memory", action="store_true")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
+                   help="autocast of the model's forward (the engine's precision setting), all sides alike")
     p.add_argument("--channels-last", action="store_true", help="model and inputs in channels-last format")
     p.add_argument("--compile", action="store_true", help="the model through torch.compile (all sides alike)")
     p.add_argument("--rounds", type=int, default=7,
@@ -164,27 +203,24 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     model, shape, norm = build_model(args.model, args.size)
-    model = model.to(device).eval()
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if args.compile:
-        model = torch.compile(model)
+    model = AsConfigured(model.to(device).eval(), args.batch_size, device, args.precision, args.channels_last,
+                         args.compile).eval()
     patch = args.patch or (4 if shape[1] == 28 else 9)
     x = norm.normalize(torch.rand(args.images, *shape, generator=torch.Generator().manual_seed(0))).to(device)
 
     print(f"model {args.model} · input {tuple(shape)} · batch {args.batch_size} · {args.images} images · "
           f"patch {patch} · steps {args.steps} · repeats {args.repeats} · device {device} · "
-          f"{'channels-last' if args.channels_last else 'contiguous (NCHW)'}{' · compiled' if args.compile else ''} · "
+          f"{args.precision} · {'channels-last' if args.channels_last else 'contiguous (NCHW)'}"
+          f"{' · compiled' if args.compile else ''} · "
           f"torch {torch.__version__} · {torch.get_num_threads()} threads"
           f"{' · freed memory kept for reuse' if kept else ''}")
     # the plain batch: distinct images (repeated to the batch size), like the engine's inputs
     batch = x.repeat((args.batch_size + len(x) - 1) // len(x), 1, 1, 1)[:args.batch_size].contiguous()
-    once, evals, heat, L = engine_workload(model, x, norm, patch, args.steps, args.repeats, args.batch_size,
-                                           channels_last=args.channels_last)
+    once, evals, heat, L = engine_workload(model, x, norm, patch, args.steps, args.repeats, args.batch_size)
     # alternate plain and engine rounds so that drifts of the machine's speed hit both alike
     plains, engines = [], []
     for _ in range(args.rounds):
-        plains.append(forward_throughput(model, batch, device, args.channels_last))
+        plains.append(forward_throughput(model, batch, device))
         engines.append(evals / timed(once, device, min_time=0.0, min_runs=1))
     plain, engine = float(np.median(plains)), float(np.median(engines))
     ratios = [e / p for p, e in zip(plains, engines)]
@@ -200,8 +236,7 @@ def main(argv: list[str] | None = None) -> None:
             norm = Normalization(norm.raw_range, (norm.mean[0],) * shape[0], (norm.std[0],) * shape[0])
             zero = float(norm.normalize(torch.full((1, shape[0], 1, 1), baseline_raw))[0, 0, 0, 0])
         ours, q_evals, heat, L = engine_workload(model, x, norm, patch, args.steps, 1, args.batch_size,
-                                                 orders=("morf",), replacement=Zero(),
-                                                 channels_last=args.channels_last)
+                                                 orders=("morf",), replacement=Zero())
         theirs = quantus_workload(model, x, heat, patch, L, args.batch_size, zero)
         t_ours_runs, t_theirs_runs = [], []
         for _ in range(args.rounds):  # alternating, as above
@@ -209,18 +244,20 @@ def main(argv: list[str] | None = None) -> None:
             t_ours_runs.append(timed(ours, device, min_time=0.0, min_runs=1))
         t_ours, t_theirs = float(np.median(t_ours_runs)), float(np.median(t_theirs_runs))
         speedups = [a / b for a, b in zip(t_theirs_runs, t_ours_runs)]
-        with torch.inference_mode():
+        with tf32_off(), torch.inference_mode():
             f0 = score_of(model(x), torch.zeros(len(x), dtype=torch.long, device=device), "logit")
-        ours_drop = (f0.view(-1, 1) - ours()[:, 0, 0]).cpu().numpy()
-        theirs_drop = np.asarray(theirs())
+            ours_drop = (f0.view(-1, 1) - ours()[:, 0, 0]).cpu().numpy()
+        with tf32_off():
+            theirs_drop = np.asarray(theirs())
         diff = float(np.abs(ours_drop - theirs_drop).max())
+        tol = curve_tolerance(args.precision) * max(1.0, float(np.abs(theirs_drop).max()))
         print(f"quantus 0.6 RegionPerturbation (MoRF, zero, 1 repeat): {q_evals / t_theirs:10.1f} evaluations/s")
         print(f"bench engine, same workload:                        {q_evals / t_ours:10.1f} evaluations/s")
         print(f"speed-up over quantus                               {float(np.median(speedups)):10.2f}×  "
               f"(median of {args.rounds} alternating rounds; per round "
               f"{', '.join(f'{r:.2f}' for r in speedups)})")
-        print(f"same curve as quantus: max |Δ(f(x0) − f(x_k))| = {diff:.3g}  "
-              f"({'OK' if diff <= 1e-4 * max(1.0, float(np.abs(theirs_drop).max())) else 'MISMATCH'})")
+        print(f"same curve as quantus: max |Δ(f(x0) − f(x_k))| = {diff:.3g}, tolerance {tol:.3g} for "
+              f"{args.precision} with TF32 off  ({'OK' if diff <= tol else 'MISMATCH'})")
 
     if args.memory:
         extra = ["steps=20", "repeats=2", "batch_size=256"]

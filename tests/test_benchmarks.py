@@ -14,13 +14,20 @@ def test_engine_benchmark_runs_and_reports_every_figure(capsys):
     assert "(9 evaluations" in out or "(18 evaluations" in out  # 3 images × 2 orders × 1 repeat × L=3
 
 
-def test_quantus_comparison_checks_the_curve_when_quantus_is_installed(capsys):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_quantus_comparison_checks_the_curve_when_quantus_is_installed(precision, capsys):
     pytest.importorskip("quantus")  # a test dependency ([test] extra); skipped only outside it
     perf.main(["--images", "2", "--steps", "2", "--repeats", "1", "--rounds", "1", "--batch-size", "8",
-               "--quantus"])
+               "--quantus", "--precision", precision])
     out = capsys.readouterr().out
-    assert "speed-up over quantus" in out
+    assert f"· {precision} ·" in out and "speed-up over quantus" in out
+    assert f"tolerance {perf.curve_tolerance(precision):.3g} for {precision} with TF32 off" in out
     assert "same curve as quantus" in out and "(OK)" in out and "MISMATCH" not in out
+
+
+def test_curve_tolerance_follows_the_precision():
+    assert perf.curve_tolerance("fp32") == 1e-4
+    assert perf.curve_tolerance("bf16") == 4 * 2.0**-7 and perf.curve_tolerance("fp16") == 4 * 2.0**-10
 
 
 def test_method_benchmark_runs(capsys):
