@@ -94,19 +94,36 @@ def _evaluate_blocks(spec: RunSpec, evaluator: Evaluator, job: JobDir, todo: lis
     """Evaluate the blocks ``todo`` (batches never cross a block) and write each as soon as it is done.
 
     Pipelined (bench/pipeline.py): batches are read ahead by a background thread, the main thread launches
-    each batch's device work, and the host side (rows, block files) follows in one background thread."""
+    each batch's device work, and the host side (rows, block files) follows in one background thread. With
+    ``num_workers`` > 1 each batch is read as that many consecutive slices, one per worker, and joined again
+    (a DataLoader gives a whole batch to one worker: the first batch would take batch_size reads on one core)."""
     plan = [(blk, list(range(i, min(i + spec.batch_size, blk[2])))) for blk in todo
             for i in range(blk[1], blk[2], spec.batch_size)]
-    loader = DataLoader(_Items(spec.dataset.obj, range(spec.n_images)), batch_sampler=[p for _, p in plan],
-                        num_workers=spec.num_workers, pin_memory=spec.device.type == "cuda", collate_fn=_collate)
+    size = [-(-len(p) // max(1, spec.num_workers)) for _, p in plan]
+    slices = [[p[k:k + n] for k in range(0, len(p), n)] for (_, p), n in zip(plan, size)]
+    loader = DataLoader(_Items(spec.dataset.obj, range(spec.n_images)), batch_sampler=[s for p in slices for s in p],
+                        num_workers=spec.num_workers, pin_memory=spec.device.type == "cuda" and spec.num_workers <= 1,
+                        collate_fn=_collate)
     block = _BlockWriter(spec, job)
     with Progress(total=sum(len(p) for _, p in plan), desc="evaluating", unit="img") as bar, HostQueue() as host:
-        for i, ((blk, positions), batch) in enumerate(zip(plan, prefetched(loader))):
+        for i, ((blk, positions), batch) in enumerate(zip(plan, prefetched(_joined(loader, slices)))):
             unreadable = [(u.image_id, f"unreadable image: {u.reason}") for u in batch.unreadable]
             pending = (evaluator.launch(batch.image_ids, batch.raw, batch.labels, batch.indices)
                        if batch.image_ids else None)
             host.submit(block.add, blk, unreadable, pending, i + 1 == len(plan) or plan[i + 1][0] != blk)
             bar.update(len(positions))
+
+
+def _joined(loader, slices: list[list[list[int]]]):
+    """The planned batches again, each joined from its consecutive slices as the loader returns them."""
+    parts = iter(loader)
+    for plan_slices in slices:
+        got = [next(parts) for _ in plan_slices]
+        good = [g for g in got if g.raw is not None]
+        yield got[0] if len(got) == 1 else Batch(
+            [i for g in got for i in g.indices], [i for g in got for i in g.image_ids],
+            torch.cat([g.raw for g in good]) if good else None, torch.cat([g.labels for g in good]) if good else None,
+            [u for g in got for u in g.unreadable])
 
 
 class _BlockWriter:

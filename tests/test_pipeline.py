@@ -157,3 +157,33 @@ def test_items_queued_after_a_failed_one_are_not_run():
             host.submit(done.append, "built on the failed item's state")
             host.submit(done.append, "this one too")
     assert done == []
+
+
+def test_batches_read_in_slices_by_several_workers_give_the_same_tables(tmp_path, cache_dir):
+    """num_workers=2 reads each batch of 5 as slices of 3 and 2 (one per worker) and joins them again."""
+    one = _run(tmp_path / "w0", cache_dir, "n_images=7", "batch_size=5", "block_size=7", "num_workers=0")
+    two = _run(tmp_path / "w2", cache_dir, "n_images=7", "batch_size=5", "block_size=7", "num_workers=2")
+    a, b = (pd.read_parquet(tmp_path / d / "job" / "curves.parquet").drop(columns="wall_time_s") for d in ("w0", "w2"))
+    pd.testing.assert_frame_equal(a, b)
+    assert len(one) == len(two) and a.image_id.nunique() == 7
+
+
+def test_joined_slices_keep_order_and_unreadable_images():
+    import torch
+
+    from bench.api import UnreadableImage
+    from bench.run import Batch, _joined
+
+    def batch(positions, bad=()):
+        good = [p for p in positions if p not in bad]
+        raw = torch.stack([torch.full((1, 2, 2), float(p)) for p in good]) if good else None
+        return Batch(good, [f"im{p}" for p in good], raw, torch.tensor(good) if good else None,
+                     [UnreadableImage(f"im{p}", "broken") for p in bad])
+
+    slices = [[[0, 1], [2, 3], [4]], [[5, 6]]]
+    loader = [batch([0, 1]), batch([2, 3], bad=(2, 3)), batch([4]), batch([5, 6], bad=(6,))]
+    first, second = list(_joined(loader, slices))
+    assert first.indices == [0, 1, 4] and first.image_ids == ["im0", "im1", "im4"]
+    assert first.raw[:, 0, 0, 0].tolist() == [0, 1, 4] and first.labels.tolist() == [0, 1, 4]
+    assert [u.image_id for u in first.unreadable] == ["im2", "im3"]
+    assert second is loader[3]
