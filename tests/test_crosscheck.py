@@ -120,46 +120,16 @@ def test_agrees_with_captum(name, config):
 
 # --- Zennit --------------------------------------------------------------------------------------------
 
-def zennit_rules(config, low, high):
-    """(layer map for Conv2d/Linear, first-layer rule or None) of Zennit equal to our config."""
-    from zennit import rules as zr
-    from zennit.types import Convolution
-
-    tiny = 1e-9  # our stabiliser for the non-ε rules
-    both = lambda rule: [(Convolution, rule), (nn.Linear, rule)]  # noqa: E731
-    return {
-        "lrp_0": (both(zr.Epsilon(0.0)), None),
-        "lrp_eps": (both(zr.Epsilon(1.0)), None),
-        "lrp_eps_0.01": (both(zr.Epsilon(0.01)), None),
-        "lrp_a1b0": (both(zr.ZPlus(tiny)), None),
-        "lrp_a2b1": (both(zr.AlphaBeta(2.0, 1.0, tiny)), None),
-        "lrp_gamma": (both(zr.Gamma(0.25, tiny)), None),
-        "deep_taylor": (both(zr.ZPlus(tiny)), zr.ZBox(low, high, tiny)),
-        "deep_taylor_w2": (both(zr.ZPlus(tiny)), zr.WSquare(tiny)),
-        "deep_taylor_flat": (both(zr.ZPlus(tiny)), zr.Flat(tiny)),
-        "lrp_composite": ([(Convolution, zr.Gamma(0.25, tiny)), (nn.Linear, zr.Epsilon(0.25))],
-                          zr.ZBox(low, high, tiny)),
-    }[config]
-
-
-def zennit_attribution(model, name, x, target, f, layer_map=None, first=None, composite=None):
-    from zennit import rules as zr
+def zennit_attribution(model, name, x, target, f, config=None, low=None, high=None, composite=None):
+    """Zennit's relevance for our LRP ``config`` (its rules layer by layer: ``zennit_composite`` of the method
+    benchmark, bench/perf_methods.py, so the benchmark times what is checked here) or a named ``composite``."""
     from zennit.attribution import Gradient
-    from zennit.composites import LayerMapComposite, SpecialFirstLayerMapComposite
-    from zennit.layer import Sum
     from zennit.torchvision import ResNetCanonizer, VGGCanonizer
-    from zennit.types import Activation, AvgPool, Convolution
+
+    from bench.perf_methods import zennit_composite
 
     canonizers = [VGGCanonizer() if name == "vgg11" else ResNetCanonizer()]
-    if composite is None:
-        base = [(Activation, zr.Pass()), (Sum, zr.Norm(1e-9)), (AvgPool, zr.Norm(1e-9))]
-        if first is None:
-            composite = LayerMapComposite(layer_map=base + layer_map, canonizers=canonizers)
-        else:
-            composite = SpecialFirstLayerMapComposite(layer_map=base + layer_map, first_map=[(Convolution, first)],
-                                                      canonizers=canonizers)
-    else:
-        composite = composite(canonizers=canonizers)
+    composite = zennit_composite(config, low, high, canonizers) if composite is None else composite(canonizers=canonizers)
     seed = torch.nn.functional.one_hot(target, 1000).to(x.dtype) * f[:, None]
     with Gradient(model=model, composite=composite) as attributor:
         _, relevance = attributor(x, seed)
@@ -186,8 +156,7 @@ def test_agrees_with_zennit(name, config):
         theirs = zennit_attribution(model, name, x, target, torch.ones_like(f), composite=composite)
         mine = ours(config, model, x, target)
     else:
-        layer_map, first = zennit_rules(config, low[None], high[None])
-        theirs = zennit_attribution(model, name, x, target, f, layer_map, first)
+        theirs = zennit_attribution(model, name, x, target, f, config, low[None], high[None])
         first_rule = {"deep_taylor_w2": "wsquare", "deep_taylor_flat": "flat"}.get(config)
         mine = (ours("deep_taylor", model, x, target, first_rule=first_rule) if first_rule
                 else ours(config, model, x, target))
