@@ -40,16 +40,43 @@ def perturbed_scores(score_fn: ScoreFn, x: torch.Tensor, ranks: torch.Tensor, re
     n_rep = replacement.shape[1]
     total = n_img * n_ord * n_rep * steps
     out = torch.empty(total, dtype=torch.float32, device=x.device)
+    buffer = torch.empty((min(batch_size, total), *x.shape[1:]), dtype=x.dtype, device=x.device)
     for start in range(0, total, batch_size):
-        item = torch.arange(start, min(start + batch_size, total), device=x.device)
-        k = item % steps + 1
-        j = item // steps % n_rep
-        o = item // (steps * n_rep) % n_ord
-        b = item // (steps * n_rep * n_ord)
-        mask = (ranks[b, o] < k.view(-1, 1, 1)).unsqueeze(1)
-        inputs = torch.where(mask, replacement[b, j], x[b])
-        out[start:start + len(item)] = score_fn(inputs, target[b]).float()
+        stop = min(start + batch_size, total)
+        inputs = chunk_inputs(x, ranks, replacement, steps, start, stop, buffer[:stop - start])
+        b = torch.arange(start, stop, device=x.device) // (steps * n_rep * n_ord)
+        out[start:stop] = score_fn(inputs, target[b]).float()
     return out.view(n_img, n_ord, n_rep, steps)
+
+
+GROUPS_PER_CHUNK = 16
+
+
+def chunk_inputs(x: torch.Tensor, ranks: torch.Tensor, replacement: torch.Tensor, steps: int, start: int,
+                 stop: int, out: torch.Tensor) -> torch.Tensor:
+    """Work items start … stop−1 (image-, order-, repeat-, step-major) as model inputs, written into ``out``.
+
+    Item (b, o, j, k): ``where(ranks[b, o] < k, replacement[b, j], x[b])``. When the chunk spans few
+    (b, o, j) groups (≤ GROUPS_PER_CHUNK: the usual case, L ≥ batch_size / 16), each group is one broadcast
+    ``where`` straight into ``out`` — only the inputs are written, nothing is gathered; otherwise one gathered
+    ``where`` for the whole chunk. Both select the same values, bit for bit."""
+    n_ord, n_rep = ranks.shape[1], replacement.shape[1]
+    first, last = start // steps, (stop - 1) // steps
+    if last - first + 1 <= GROUPS_PER_CHUNK:
+        k = torch.arange(1, steps + 1, device=x.device, dtype=ranks.dtype).view(-1, 1, 1, 1)
+        for group in range(first, last + 1):
+            lo, hi = max(start, group * steps), min(stop, (group + 1) * steps)
+            b, o, j = group // (n_rep * n_ord), group // n_rep % n_ord, group % n_rep
+            mask = ranks[b, o].unsqueeze(0) < k[lo - group * steps:hi - group * steps]  # (n, 1, H, W)
+            torch.where(mask, replacement[b, j], x[b], out=out[lo - start:hi - start])
+        return out
+    item = torch.arange(start, stop, device=x.device)
+    k = item % steps + 1
+    j = item // steps % n_rep
+    o = item // (steps * n_rep) % n_ord
+    b = item // (steps * n_rep * n_ord)
+    mask = (ranks[b, o] < k.view(-1, 1, 1)).unsqueeze(1)
+    return torch.where(mask, replacement[b, j], x[b], out=out)
 
 
 @torch.inference_mode()

@@ -57,6 +57,34 @@ def test_step_k_replaces_exactly_the_first_k_regions_with_fixed_draws():
                     assert torch.equal(xi[:, first_k], draws[i, j][:, first_k])  # the region's one draw
 
 
+def test_chunk_inputs_are_the_same_bits_per_group_and_gathered(monkeypatch):
+    """bench.engine.chunk_inputs: broadcast where per (image, order, repeat) group, or one gathered where."""
+    import bench.engine as engine
+
+    torch.manual_seed(2)
+    b, c, h, w, m = 3, 2, 6, 5, 2
+    x = torch.randn(b, c, h, w)
+    ids = tile_ids(h, w, m)
+    count = n_regions(h, w, m)
+    orders = seeded_orders(torch.randn(b, count), ["a", "b", "c"], seed=1)
+    ranks = torch.stack([pixel_ranks(orders[o], ids) for o in ("morf", "random")], 1)
+    draws = torch.randn(b, 3, c, h, w)
+
+    def inputs_of(groups, steps, batch_size):
+        monkeypatch.setattr(engine, "GROUPS_PER_CHUNK", groups)
+        seen = []
+        perturbed_scores(lambda inp, t: seen.append(inp.clone()) or inp.flatten(1).sum(1), x, ranks, draws,
+                         torch.zeros(b, dtype=torch.long), steps, batch_size)
+        return torch.cat(seen)
+
+    for steps in (1, 4, count):
+        ref = inputs_of(0, steps, 1000)  # all gathered, one chunk
+        assert len(ref) == b * 2 * 3 * steps
+        for groups in (0, 1, 16, 10_000):
+            for batch_size in (1, 3, 7, 64):
+                assert torch.equal(inputs_of(groups, steps, batch_size), ref), (steps, groups, batch_size)
+
+
 def test_uniform_draws_cover_raw_range_and_depend_only_on_image_id():
     norm = Normalization((0.0, 1.0), (0.5,), (0.25,))
     x = torch.zeros(3, 1, 8, 8)
