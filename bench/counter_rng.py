@@ -49,19 +49,26 @@ def _philox(c0, c1, c2, c3, k0, k1):
     return c0, c1, c2, c3
 
 
-def _words(keys: torch.Tensor, n_ctr: int, domain: int, device) -> torch.Tensor:
-    """int64 (B, n_ctr, 4): the four 32-bit output words of counters 0..n_ctr-1 in ``domain`` for every key."""
+def _chunks(keys: torch.Tensor, n_ctr: int, domain: int, device):
+    """(first counter, its four output words) per chunk of counters 0..n_ctr-1 in ``domain``: int64 (B, n)
+    each, one row per key. Chunks bound the temporaries; the values do not depend on them."""
     keys = keys.to(device=device, dtype=torch.int64).reshape(-1, 1)
     k0, k1 = keys & _MASK, (keys >> 32) & _MASK  # the key's 64-bit pattern (also for negative keys)
-    out = torch.empty((keys.shape[0], n_ctr, 4), dtype=torch.int64, device=device)
     step = max(1, _CHUNK.get(torch.device(device).type, _CHUNK_DEVICE) // max(1, keys.shape[0]))
     for start in range(0, n_ctr, step):
         ctr = torch.arange(start, min(start + step, n_ctr), dtype=torch.int64, device=device).reshape(1, -1)
-        c2 = torch.full_like(ctr, domain)
-        words = _philox(ctr & _MASK, ctr >> 32, c2, torch.zeros_like(ctr), k0, k1)
-        for lane, word in enumerate(words):
-            out[:, start:start + ctr.shape[1], lane] = word
-    return out
+        yield start, _philox(ctr & _MASK, ctr >> 32, torch.full_like(ctr, domain), torch.zeros_like(ctr), k0, k1)
+
+
+def _fill(keys: torch.Tensor, total: int, domain: int, device, dtype, convert) -> torch.Tensor:
+    """(B, total): element i of row b is value i % 4 of ``convert(words)`` for counter i // 4, written chunk by
+    chunk into the output (so the memory is the output's, not that of int64 words)."""
+    n_ctr = -(-total // 4)
+    out = torch.empty((keys.shape[0], 4 * n_ctr), dtype=dtype, device=device)
+    for start, words in _chunks(keys, n_ctr, domain, device):
+        n = words[0].shape[1]
+        out[:, 4 * start:4 * (start + n)] = convert(*words).reshape(keys.shape[0], 4 * n)
+    return out[:, :total]
 
 
 def fold(keys: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -73,27 +80,26 @@ def fold(keys: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return (c1 << 32) | c0  # wraps to a negative int64 when the top bit is set: same 64-bit pattern
 
 
-def _flat_words(keys, total: int, domain: int, device) -> torch.Tensor:
-    """int64 (B, total): word i is lane i % 4 of counter i // 4."""
-    return _words(keys, -(-total // 4), domain, device).reshape(keys.shape[0], -1)[:, :total]
-
-
 def uniform(keys: torch.Tensor, shape: tuple[int, ...], device) -> torch.Tensor:
-    """float32 (B, *shape) in [0, 1): element (b, i) = top 24 bits of word i of key b, times 2^-24 (exact)."""
-    total = math.prod(shape)
-    w = _flat_words(keys, total, _UNIFORM, device)
-    return ((w >> 8).to(torch.float32) * 2.0**-24).reshape(keys.shape[0], *shape)
+    """float32 (B, *shape) in [0, 1): element (b, i) = top 24 bits of word i of key b, times 2^-24 (exact); word
+    i is lane i % 4 of counter i // 4."""
+    def convert(*words):
+        return (torch.stack(words, -1) >> 8).to(torch.float32) * 2.0**-24
+
+    return _fill(keys, math.prod(shape), _UNIFORM, device, torch.float32, convert).reshape(keys.shape[0], *shape)
 
 
 def normal(keys: torch.Tensor, shape: tuple[int, ...], device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(B, *shape) standard normal (computed in float64, returned as ``dtype``) by Box-Muller: pair p uses words 2p (radius, u = (w + 1) 2^-32 in
-    (0, 1], so no log 0) and 2p + 1 (angle); elements 2p and 2p + 1 are its cosine and sine outputs."""
-    total = math.prod(shape)
-    w = _flat_words(keys, 2 * -(-total // 2), _NORMAL, device).to(torch.float64)
-    r = torch.sqrt(-2.0 * torch.log((w[:, 0::2] + 1.0) * 2.0**-32))
-    theta = (2.0 * math.pi * 2.0**-32) * w[:, 1::2]
-    z = torch.stack((r * torch.cos(theta), r * torch.sin(theta)), dim=-1).reshape(keys.shape[0], -1)
-    return z[:, :total].to(dtype).reshape(keys.shape[0], *shape)
+    """(B, *shape) standard normal (computed in float64, returned as ``dtype``) by Box-Muller: pair p uses words
+    2p (radius, u = (w + 1) 2^-32 in (0, 1], so no log 0) and 2p + 1 (angle); elements 2p and 2p + 1 are its
+    cosine and sine outputs."""
+    def convert(w0, w1, w2, w3):
+        w = torch.stack((w0, w2), -1).to(torch.float64), torch.stack((w1, w3), -1).to(torch.float64)
+        r = torch.sqrt(-2.0 * torch.log((w[0] + 1.0) * 2.0**-32))
+        theta = (2.0 * math.pi * 2.0**-32) * w[1]
+        return torch.stack((r * torch.cos(theta), r * torch.sin(theta)), -1).to(dtype)  # (B, n, 2, 2)
+
+    return _fill(keys, math.prod(shape), _NORMAL, device, dtype, convert).reshape(keys.shape[0], *shape)
 
 
 def permutation(keys: torch.Tensor, n: int, device) -> torch.Tensor:
@@ -101,7 +107,8 @@ def permutation(keys: torch.Tensor, n: int, device) -> torch.Tensor:
     r is the 63-bit value of words 0 and 1 of counter j and k = bit length of n - 1; the keys are distinct and
     non-negative, so any (integer) sort orders them identically on every device."""
     k = max(1, (n - 1).bit_length())
-    w = _words(keys, n, _PERMUTATION, device)
-    r = ((w[..., 0] & 0x7FFFFFFF) << 32) | w[..., 1]
+    r = torch.empty((keys.shape[0], n), dtype=torch.int64, device=device)
+    for start, (w0, w1, _, _) in _chunks(keys, n, _PERMUTATION, device):
+        r[:, start:start + w0.shape[1]] = ((w0 & 0x7FFFFFFF) << 32) | w1
     j = torch.arange(n, dtype=torch.int64, device=device)
     return torch.argsort(((r >> k) << k) | j, dim=1)
