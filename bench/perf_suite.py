@@ -45,6 +45,8 @@ PROFILES: dict[str, list[tuple[str, list[str], int]]] = {
         ("cli_paper_fp32", ["bench.perf_cli", "--images", "5040", "--device", "cuda", "--num-workers", "8"], 600),
         ("cli_paper_bf16_cl", ["bench.perf_cli", "--images", "5040", "--device", "cuda", "--num-workers", "8",
                                "--precision", "bf16", "--channels-last"], 600),
+        ("cli_paper_bf16_cl_compiled", ["bench.perf_cli", "--images", "5040", "--device", "cuda", "--num-workers",
+                                        "8", "--precision", "bf16", "--channels-last", "--compile"], 600),
     ],
     "cpu": [
         ("embedded_cnn", ["bench.perf", "--rounds", "5"], 300),
