@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -51,19 +52,28 @@ def write_images(root: Path, n: int, size: int, seed: int = 0) -> tuple[bool, in
     marker = root / ".perf_cli.json"
     if marker.is_file() and json.loads(marker.read_text()) == stamp:
         return True, h, w
+    marker.unlink(missing_ok=True)
     for c in CLASSES:
         (root / c).mkdir(parents=True, exist_ok=True)
         for old in (root / c).glob("img_*.jpg"):
             old.unlink()
-    for i in range(n):
+    workers = max(1, min(os.cpu_count() or 1, n // 64))
+    step = -(-n // workers)
+    with ProcessPoolExecutor(workers) as pool:  # each image depends only on (seed, i)
+        list(pool.map(_write_range, [(root, range(s, min(s + step, n)), h, w, seed) for s in range(0, n, step)]))
+    marker.write_text(json.dumps(stamp))
+    return False, h, w
+
+
+def _write_range(job) -> None:
+    root, indices, h, w, seed = job
+    for i in indices:
         rng = np.random.default_rng([seed, i])
         coarse = rng.uniform(0, 255, (rng.integers(3, 9), rng.integers(3, 9), 3)).astype(np.uint8)
         smooth = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), dtype=np.float32)
         ramp = np.linspace(-40, 40, w, dtype=np.float32)[None, :, None] * rng.choice([-1, 1], 3)
         pixels = np.clip(smooth + ramp + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
         Image.fromarray(pixels).save(root / CLASSES[i % len(CLASSES)] / f"img_{i:05d}.jpg", quality=90)
-    marker.write_text(json.dumps(stamp))
-    return False, h, w
 
 
 class GpuSampler:
