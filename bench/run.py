@@ -106,7 +106,8 @@ def _evaluate_blocks(spec: RunSpec, evaluator: Evaluator, job: JobDir, todo: lis
                         collate_fn=_collate)
     block = _BlockWriter(spec, job)
     with Progress(total=sum(len(p) for _, p in plan), desc="evaluating", unit="img") as bar, HostQueue() as host:
-        for i, ((blk, positions), batch) in enumerate(zip(plan, prefetched(_joined(loader, slices)))):
+        joined = _joined(loader, slices, pin=spec.device.type == "cuda" and spec.num_workers > 1)
+        for i, ((blk, positions), batch) in enumerate(zip(plan, prefetched(joined))):
             unreadable = [(u.image_id, f"unreadable image: {u.reason}") for u in batch.unreadable]
             pending = (evaluator.launch(batch.image_ids, batch.raw, batch.labels, batch.indices)
                        if batch.image_ids else None)
@@ -114,16 +115,20 @@ def _evaluate_blocks(spec: RunSpec, evaluator: Evaluator, job: JobDir, todo: lis
             bar.update(len(positions))
 
 
-def _joined(loader, slices: list[list[list[int]]]):
-    """The planned batches again, each joined from its consecutive slices as the loader returns them."""
+def _joined(loader, slices: list[list[list[int]]], pin: bool = False):
+    """The planned batches again, each joined from its consecutive slices as the loader returns them (in
+    page-locked memory when ``pin``, so that the copy to the GPU does not wait for the GPU)."""
     parts = iter(loader)
     for plan_slices in slices:
         got = [next(parts) for _ in plan_slices]
+        if len(got) == 1:
+            yield got[0]
+            continue
         good = [g for g in got if g.raw is not None]
-        yield got[0] if len(got) == 1 else Batch(
-            [i for g in got for i in g.indices], [i for g in got for i in g.image_ids],
-            torch.cat([g.raw for g in good]) if good else None, torch.cat([g.labels for g in good]) if good else None,
-            [u for g in got for u in g.unreadable])
+        raw = torch.cat([g.raw for g in good]) if good else None
+        yield Batch([i for g in got for i in g.indices], [i for g in got for i in g.image_ids],
+                    raw.pin_memory() if pin and raw is not None else raw,
+                    torch.cat([g.labels for g in good]) if good else None, [u for g in got for u in g.unreadable])
 
 
 class _BlockWriter:
