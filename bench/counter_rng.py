@@ -3,13 +3,13 @@
 Construction: Philox-4x32-10 (Salmon, Moraes, Dror & Shaw, "Parallel random numbers: as easy as 1, 2, 3",
 SC'11), with the multipliers and Weyl key increments of that paper / the Random123 library, written in plain
 int64 tensor operations.  Every 32-bit word is held in an int64 tensor in [0, 2^32); the 32x32->64 products
-are split into 16-bit halves so no intermediate exceeds 2^50 (no signed overflow, no arithmetic right shift of
-a negative value), hence the bits are exact and the same on every device.
+are exact — one unsigned 64-bit multiply where the device's torch has it, else split into 16-bit halves so no
+intermediate exceeds 2^50 (never a signed overflow) — hence the bits are the same on every device.
 
-A draw is a pure function of (key, domain, flat index): the 64-bit key of one image (``bench.seeding.keys_of``) is the
-Philox key (low word, high word), and the counter is (index_lo, index_hi, domain, 0), where domain separates
-``uniform`` (0), ``permutation`` (1), ``normal`` (2) and sub-stream keys (3, ``fold``).  Rows therefore never depend on the batch, the row
-position, the chunking or the device.
+A draw is a pure function of (key, domain, flat index): the 64-bit key of one image (``bench.seeding.keys_of``)
+is the Philox key (low word, high word), and the counter is (index_lo, index_hi, domain, 0), where domain
+separates ``uniform`` (0), ``permutation`` (1), ``normal`` (2) and sub-stream keys (3, ``fold``).  Rows
+therefore never depend on the batch, the row position, the chunking or the device.
 """
 
 from __future__ import annotations
@@ -30,8 +30,26 @@ _CHUNK_DEVICE = 1 << 22
 _UNIFORM, _PERMUTATION, _NORMAL, _FOLD = 0, 1, 2, 3
 
 
+# Per device type: whether its torch has an unsigned 64-bit multiply (tried once; both ways give the same bits).
+_UINT64_MUL: dict[str, bool] = {}
+
+
 def _mulhilo(a: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(high, low) 32-bit words of a * m for a in [0, 2^32) and a constant m < 2^32, without int64 overflow."""
+    """(high, low) 32-bit words of a * m for a in [0, 2^32) and a constant m < 2^32, exactly: as one unsigned
+    64-bit product (a·m < 2^64, no wrap-around) where the device has that multiply, else in 16-bit halves."""
+    kind = a.device.type
+    if _UINT64_MUL.get(kind, True):
+        try:
+            p = (a.view(torch.uint64) * m).view(torch.int64)  # the product's 64-bit pattern
+            _UINT64_MUL[kind] = True
+            return (p >> 32) & _MASK, p & _MASK
+        except (RuntimeError, NotImplementedError, TypeError):
+            _UINT64_MUL[kind] = False
+    return _mulhilo_halves(a, m)
+
+
+def _mulhilo_halves(a: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_mulhilo`` in int64 without overflow: a * m split by the 16-bit halves of m."""
     lo = a * (m & 0xFFFF)  # < 2^48
     hi = a * (m >> 16)  # < 2^48
     t = lo + ((hi & 0xFFFF) << 16)  # a*m = (hi >> 16) * 2^32 + t, t < 2^49

@@ -50,6 +50,7 @@ def perturbed_scores(score_fn: ScoreFn, x: torch.Tensor, ranks: torch.Tensor, re
 
 
 GROUPS_PER_CHUNK = 16
+MIN_GROUP_NUMEL = 4096  # smaller images: the gathers are cheaper than one more op per group
 
 
 def chunk_inputs(x: torch.Tensor, ranks: torch.Tensor, replacement: torch.Tensor, steps: int, start: int,
@@ -57,12 +58,13 @@ def chunk_inputs(x: torch.Tensor, ranks: torch.Tensor, replacement: torch.Tensor
     """Work items start … stop−1 (image-, order-, repeat-, step-major) as model inputs, written into ``out``.
 
     Item (b, o, j, k): ``where(ranks[b, o] < k, replacement[b, j], x[b])``. When the chunk spans few
-    (b, o, j) groups (≤ GROUPS_PER_CHUNK: the usual case, L ≥ batch_size / 16), each group is one broadcast
-    ``where`` straight into ``out`` — only the inputs are written, nothing is gathered; otherwise one gathered
-    ``where`` for the whole chunk. Both select the same values, bit for bit."""
+    (b, o, j) groups (≤ GROUPS_PER_CHUNK: the usual case, L ≥ batch_size / 16) of images of at least
+    MIN_GROUP_NUMEL values, each group is one broadcast ``where`` straight into ``out`` — only the inputs are
+    written, nothing is gathered; otherwise one gathered ``where`` for the whole chunk (for small images the
+    gathers cost less than the operations per group). Both select the same values, bit for bit."""
     n_ord, n_rep = ranks.shape[1], replacement.shape[1]
     first, last = start // steps, (stop - 1) // steps
-    if last - first + 1 <= GROUPS_PER_CHUNK:
+    if last - first + 1 <= GROUPS_PER_CHUNK and x[0].numel() >= MIN_GROUP_NUMEL:
         k = torch.arange(1, steps + 1, device=x.device, dtype=ranks.dtype).view(-1, 1, 1, 1)
         for group in range(first, last + 1):
             lo, hi = max(start, group * steps), min(stop, (group + 1) * steps)

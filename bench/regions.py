@@ -45,8 +45,7 @@ def morf_order(scores: torch.Tensor, tiebreak: torch.Tensor) -> torch.Tensor:
 def seeded_orders(scores: torch.Tensor, image_ids: list[str], seed: int) -> dict[str, torch.Tensor]:
     """The MoRF order of the heatmap and the random-baseline order, both seeded per image (SPEC §3)."""
     count = scores.shape[1]
-    tiebreak = randperm_per_image(seed, "tiebreak", image_ids, count, scores.device)
-    random = randperm_per_image(seed, "random_order", image_ids, count, scores.device)
+    tiebreak, random = randperm_per_image(seed, ("tiebreak", "random_order"), image_ids, count, scores.device)
     return {"morf": morf_order(scores, tiebreak), "random": random}
 
 

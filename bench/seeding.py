@@ -41,6 +41,11 @@ def randn_per_image(seed: int, stream: str, keys: list[str], shape: tuple[int, .
     return counter_rng.normal(keys_of(seed, stream, keys), tuple(shape), device, dtype)
 
 
-def randperm_per_image(seed: int, stream: str, keys: list[str], n: int, device="cpu") -> torch.Tensor:
-    """``len(keys) × n`` random permutations on ``device``; row i depends only on (seed, stream, keys[i])."""
-    return counter_rng.permutation(keys_of(seed, stream, keys), n, device)
+def randperm_per_image(seed: int, stream: str | tuple[str, ...], keys: list[str], n: int,
+                       device="cpu") -> torch.Tensor:
+    """``len(keys) × n`` random permutations on ``device``; row i depends only on (seed, stream, keys[i]).
+    Several streams at once (one generator call): ``len(streams) × len(keys) × n``."""
+    if isinstance(stream, str):
+        return counter_rng.permutation(keys_of(seed, stream, keys), n, device)
+    all_keys = torch.cat([keys_of(seed, s, keys) for s in stream])
+    return counter_rng.permutation(all_keys, n, device).view(len(stream), len(keys), n)

@@ -127,6 +127,22 @@ def test_normal_matches_numpy_reference():
             np.testing.assert_allclose(row.numpy(), np_normal(key, shape), rtol=1e-6, atol=1e-6)
 
 
+def test_the_two_ways_of_multiplying_give_the_same_bits(monkeypatch):
+    """The unsigned 64-bit product and the product in 16-bit halves (a device without uint64 multiply)."""
+    keys, idx = tkeys(KEYS), torch.arange(len(KEYS))
+    draws = lambda: (crng.uniform(keys, (3, 7, 5), "cpu"), crng.permutation(keys, 300, "cpu"),  # noqa: E731
+                     crng.normal(keys, (11,), "cpu", torch.float64), crng.fold(keys, idx))
+    monkeypatch.setitem(crng._UINT64_MUL, "cpu", True)
+    fast = draws()
+    monkeypatch.setitem(crng._UINT64_MUL, "cpu", False)
+    for a, b in zip(fast, draws()):
+        assert torch.equal(a, b)
+    a = torch.tensor([0, 1, 0xFFFFFFFF, 0x80000000, 123456789])
+    for m in (crng._M0, crng._M1, 0xFFFFFFFF):
+        hi, lo = crng._mulhilo_halves(a, m)
+        assert [(h << 32) | l for h, l in zip(hi.tolist(), lo.tolist())] == [v * m for v in a.tolist()]
+
+
 def test_fold_matches_numpy_reference_and_separates_substreams():
     idx = torch.tensor([0, 1, 2, 31, (1 << 32) + 5] * 2)
     keys = tkeys(KEYS[:2] * 5)[: len(idx)]
@@ -237,3 +253,13 @@ def test_streams_and_keys_uncorrelated():
     assert abs(corr(u[0, :n], z[0])) < 0.01  # uniform and normal domains of the same key
     consecutive = crng.uniform(torch.arange(2 * n), (1,), "cpu").flatten()
     assert abs(corr(consecutive[0::2], consecutive[1::2])) < 0.01  # keys k, k + 1
+
+
+def test_several_streams_in_one_call_are_each_streams_own_draws():
+    from bench.seeding import randperm_per_image
+
+    ids = ["a", "b", "c"]
+    both = randperm_per_image(4, ("tiebreak", "random_order"), ids, 37)
+    assert both.shape == (2, 3, 37)
+    assert torch.equal(both[0], randperm_per_image(4, "tiebreak", ids, 37))
+    assert torch.equal(both[1], randperm_per_image(4, "random_order", ids, 37))

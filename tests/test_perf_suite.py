@@ -35,3 +35,15 @@ def test_runs_a_step_and_keeps_its_output(tmp_path, monkeypatch, capsys):
     assert "| tiny | ok |" in out and "engine efficiency" in out
     assert "engine efficiency" in (tmp_path / "tiny.txt").read_text()
     assert (tmp_path / "summary.md").read_text().startswith("tiny\tok\t")
+
+
+def test_perf_compare_alternates_a_commit_and_this_checkout(capsys):
+    from bench import perf_compare
+
+    assert perf_compare.main(["--base", "HEAD", "--rounds", "1", "--", "bench.perf", "--images", "2", "--steps",
+                              "2", "--repeats", "1", "--rounds", "1", "--batch-size", "8"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("== round 1 · base HEAD") < out.index("== round 1 · this checkout")
+    assert out.count("engine efficiency") == 2
+    assert perf_compare.main(["--base", "no-such-revision", "--", "bench.perf"]) == 2
+    assert "error: cannot check out 'no-such-revision'" in capsys.readouterr().err
