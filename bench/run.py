@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,9 +106,10 @@ def _evaluate_blocks(spec: RunSpec, evaluator: Evaluator, job: JobDir, todo: lis
                         num_workers=spec.num_workers, pin_memory=spec.device.type == "cuda" and spec.num_workers <= 1,
                         collate_fn=_collate)
     block = _BlockWriter(spec, job)
-    with Progress(total=sum(len(p) for _, p in plan), desc="evaluating", unit="img") as bar, HostQueue() as host:
-        joined = _joined(loader, slices, pin=spec.device.type == "cuda" and spec.num_workers > 1)
-        for i, ((blk, positions), batch) in enumerate(zip(plan, prefetched(joined))):
+    joined = _joined(loader, slices, pin=spec.device.type == "cuda" and spec.num_workers > 1)
+    with Progress(total=sum(len(p) for _, p in plan), desc="evaluating", unit="img") as bar, HostQueue() as host, \
+            closing(prefetched(joined)) as batches:  # closed on an error too: the reading thread stops
+        for i, ((blk, positions), batch) in enumerate(zip(plan, batches)):
             unreadable = [(u.image_id, f"unreadable image: {u.reason}") for u in batch.unreadable]
             pending = (evaluator.launch(batch.image_ids, batch.raw, batch.labels, batch.indices)
                        if batch.image_ids else None)

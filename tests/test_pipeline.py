@@ -114,6 +114,7 @@ def test_a_failing_batch_keeps_the_blocks_before_it_and_resume_gives_the_uninter
     with pytest.raises(RuntimeError, match="illegal memory access"):
         _run(tmp_path, cache_dir)
     job = tmp_path / "job"
+    assert not any(t.name in ("bench-prefetch", "bench-host_0") for t in threading.enumerate())  # threads ended
     assert "illegal memory access" in (job / FAILED).read_text()
     assert finished_block(job, 0, 0, 2) is not None and finished_block(job, 1, 2, 4) is None
 
