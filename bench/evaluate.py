@@ -154,7 +154,7 @@ class Evaluator:
 
         work = [self._curves(x, heat, target, f0, labels, image_ids)]
         if "complexity" in self.metrics:
-            work.append(lambda heat=heat: {"complexity": self._complexity(heat, image_ids)})
+            work.append(lambda: {"complexity": self._complexity(heat, image_ids)})
         if "continuity" in self.metrics:
             rows = self._continuity(x, target, image_ids)
             work.append(lambda: {"continuity": rows})

@@ -159,7 +159,7 @@ def tf32_off():
 
 def curve_tolerance(precision: str) -> float:
     """Relative tolerance of the Quantus curve check: max(1e-4, 4 × the unit roundoff of the precision)."""
-    eps = torch.finfo({"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]).eps
+    eps = torch.finfo(PRECISIONS[precision] or torch.float32).eps
     return max(1e-4, 4 * eps)
 
 
@@ -244,10 +244,10 @@ def main(argv: list[str] | None = None) -> None:
             t_ours_runs.append(timed(ours, device, min_time=0.0, min_runs=1))
         t_ours, t_theirs = float(np.median(t_ours_runs)), float(np.median(t_theirs_runs))
         speedups = [a / b for a, b in zip(t_theirs_runs, t_ours_runs)]
-        with tf32_off(), torch.inference_mode():
-            f0 = score_of(model(x), torch.zeros(len(x), dtype=torch.long, device=device), "logit")
-            ours_drop = (f0.view(-1, 1) - ours()[:, 0, 0]).cpu().numpy()
         with tf32_off():
+            with torch.inference_mode():
+                f0 = score_of(model(x), torch.zeros(len(x), dtype=torch.long, device=device), "logit")
+                ours_drop = (f0.view(-1, 1) - ours()[:, 0, 0]).cpu().numpy()
             theirs_drop = np.asarray(theirs())
         diff = float(np.abs(ours_drop - theirs_drop).max())
         tol = curve_tolerance(args.precision) * max(1.0, float(np.abs(theirs_drop).max()))

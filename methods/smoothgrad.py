@@ -2,16 +2,17 @@
 
 σ = ``noise`` × (the width of the data's raw pixel range in model-input units, per channel); ``samples``
 noisy copies per image; sample s of image i is drawn on the device from sub-stream s of the image's own
-stream (bench.seeding, bench.counter_rng.fold), so an image gets the same noise in any batch and chunk; all images × samples are evaluated in chunks of ``chunk`` model inputs. Pooled with
-the l2 norm over channels by default, like sensitivity.
+stream (bench.seeding, bench.counter_rng.fold), so an image gets the same noise in any batch and chunk;
+all images × samples are evaluated in chunks of ``chunk`` model inputs. Pooled with the l2 norm over
+channels by default, like sensitivity.
 """
 
 import torch
 
 from bench.api import Context, Method
 from bench.checks import integer, number
-from bench.plugins import load_module
 from bench.counter_rng import fold, normal
+from bench.plugins import load_module
 from bench.seeding import keys_of
 
 
