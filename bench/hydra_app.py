@@ -28,6 +28,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from . import slurm
 from .errors import BenchError, cli_error_line, failure_text
 from .plugins import CONF_DIR
 
@@ -95,6 +96,8 @@ class CollectCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from .collect import collect, format_report
 
+        from .slurm import ENDED
+
         sweep_dir = Path(str(config.hydra.sweep.dir))
         try:
             SWEEP.collection = collect(sweep_dir)
@@ -102,6 +105,10 @@ class CollectCallback(Callback):
             log.warning("collecting %s failed (%s: %s); run: python -m bench.collect %s",
                         sweep_dir, type(exc).__name__, exc, sweep_dir)
             return
+        for job in SWEEP.collection.jobs:  # a job the cluster ended: say so (bench/slurm.py)
+            ended = ENDED.reason(job.path, job.overrides)
+            if ended and job.status in ("incomplete", "missing"):
+                job.reason = f"{ended}; {job.reason}"
         print(format_report(SWEEP.collection), file=sys.stderr if not SWEEP.collection.ok else sys.stdout)
 
 
@@ -124,10 +131,11 @@ def error_line(exc: BaseException) -> str | None:
     return cli_error_line(exc)
 
 
-def _hydra_record(cfg: DictConfig) -> dict[str, str]:
+def _hydra_record(cfg: DictConfig, hc: DictConfig | None = None) -> dict[str, str]:
     """What Hydra would have written to ``.hydra/`` (it is told not to: a refused command must not touch a
-    finished folder); the job folder's owner writes it once the folder is claimed."""
-    hc = HydraConfig.get()
+    finished folder); the job folder's owner writes it once the folder is claimed. ``hc``: the job's
+    ``hydra`` node (default: the running job's)."""
+    hc = HydraConfig.get() if hc is None else hc
     return {"config.yaml": OmegaConf.to_yaml(cfg), "hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})),
             "overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(list(hc.overrides.task)))}
 
@@ -139,11 +147,12 @@ def app(cfg: DictConfig) -> float | None:
     from .jobdir import JobDir
     from .lock import LockHeld
     from .run import run
-    from .runtime import keep_freed_memory
+    from .runtime import keep_freed_memory, threads_of_slurm_task
     from .spec import build_spec
     from .summary import format_table
 
     keep_freed_memory()  # reuse freed activation buffers instead of page-faulting new ones (bench/runtime.py)
+    threads_of_slurm_task()  # a Slurm job uses the CPUs it was given, not every core of the node
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     sweep = hc.mode == RunMode.MULTIRUN
@@ -210,6 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     SWEEP.collection = None
     try:
         check_group_overrides(sys.argv[1:])
+        slurm.register()  # hydra/launcher=slurm_* (bench/slurm.py)
+        slurm.ENDED.__init__()
         app()
     except KeyboardInterrupt:
         print("interrupted: finished blocks are kept; the same command continues from them", file=sys.stderr)

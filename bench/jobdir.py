@@ -116,7 +116,7 @@ class Status:
     reason: str = ""
     manifest: dict | None = None
     done: dict | None = None
-    holder: dict | None = None   # the lock's holder while a process works here
+    holder: dict | None = None   # the lock's holder while a (live) process works here
 
 
 def status(job_dir: Path) -> Status:
@@ -125,7 +125,7 @@ def status(job_dir: Path) -> Status:
 
     manifest = read_json(job_dir / MANIFEST)
     manifest = manifest if isinstance(manifest, dict) else None
-    holder = JobLock(job_dir).holder()
+    holder = JobLock(job_dir).live_holder()
     done = finished_job(job_dir) if manifest is not None else None
     if (job_dir / FAILED).exists():  # an attempt that starts removes FAILED: the latest attempt failed
         return Status("failed", _first_line(job_dir / FAILED) or "failed (no reason recorded)", manifest, None, holder)

@@ -114,6 +114,15 @@ class JobLock:
         except OSError:
             return None
 
+    def live_holder(self) -> dict | None:
+        """The lock record if a live process holds it; None when unlocked or stale (its process is gone, its
+        pid reused, or no heartbeat from another host for ``stale_after_s``)."""
+        try:
+            st, raw = os.stat(self.path), self.path.read_bytes()
+        except OSError:
+            return None
+        return _parse(raw) if self._stale_reason(raw, st) is None else None
+
     def acquire(self) -> "JobLock":
         """Take the lock (taking over a stale one), or raise ``LockHeld`` at once."""
         if self._token is not None:

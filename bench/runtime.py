@@ -40,3 +40,18 @@ def keep_freed_memory() -> bool:
     # mallopt returns 1 on success; trimming threshold at INT_MAX = never give the heap top back
     _applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
     return _applied
+
+
+def threads_of_slurm_task() -> int | None:
+    """Under Slurm, torch's CPU threads = the CPUs allocated to the job's task (``SLURM_CPUS_PER_TASK``),
+    unless ``OMP_NUM_THREADS`` says otherwise; returns the number set, or None. Without CPU binding
+    (``TaskPlugin=task/none``) every job sees every core of its node and torch starts one thread per core
+    in each: two such jobs on a 2-core node ran ~50× slower than one (tests/test_slurm.py's sweep)."""
+    import torch
+
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if "OMP_NUM_THREADS" in os.environ or not cpus.isdigit() or int(cpus) < 1:
+        return None
+    n = min(int(cpus), torch.get_num_threads())
+    torch.set_num_threads(n)
+    return n

@@ -98,20 +98,22 @@ class RunSpec:
         return {k: v for k, v in self.config.items() if k not in RUNTIME_KEYS + SHARD_KEYS}
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, here: bool = True) -> torch.device:
+    """The device ``name`` names; ``here=False``: only its spelling is checked (a job for another machine),
+    and ``auto`` stands for CUDA."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if not here or torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
         raise BenchError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
-    if device.type == "cuda":
+    if device.type not in ("cpu", "cuda"):
+        raise BenchError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    if device.type == "cuda" and here:
         if not torch.cuda.is_available():
             raise BenchError(f"device={name} requested but CUDA is not available here; use device=cpu or device=auto")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise BenchError(f"device={name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif device.type != "cpu":
-        raise BenchError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
     return device
 
 
@@ -205,9 +207,11 @@ def _model_kinds() -> tuple[str, ...]:
     return tuple(MODELS)
 
 
-def build_spec(conf: Mapping[str, Any]) -> RunSpec:
+def build_spec(conf: Mapping[str, Any], here: bool = True) -> RunSpec:
     """Check the composed, resolved config ``conf`` (a plain dict or a DictConfig) and build the run's spec.
-    Raises ``BenchError`` (one line) for the first problem found; writes nothing."""
+    Raises ``BenchError`` (one line) for the first problem found; writes nothing. ``here=False``: the spec of
+    a job that will run on another machine (a cluster's compute node, bench/slurm.py): whether its device
+    exists is left to that machine."""
     conf = _plain(conf)
     _unknown("", conf, TOP_KEYS)
     _missing("", conf, TOP_KEYS)
@@ -227,7 +231,7 @@ def build_spec(conf: Mapping[str, Any]) -> RunSpec:
     if v["num_shards"] > n_blocks:
         raise BenchError(f"num_shards={v['num_shards']} but n_images={v['n_images']} makes only {n_blocks} block(s) "
                          f"of block_size={v['block_size']}; choose num_shards ≤ {n_blocks} or a smaller block_size")
-    device = resolve_device(v["device"])
+    device = resolve_device(v["device"], here)
     if v["precision"] == "fp16" and device.type == "cpu":
         raise BenchError("precision=fp16 needs a GPU; use precision=bf16 or fp32 on the CPU")
     orders = tuple(o for o in ORDERS if o in set(v["orders"]) | {"random"})

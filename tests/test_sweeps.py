@@ -188,6 +188,9 @@ def test_experiments_and_launcher_configs_compose():
         assert (launcher.partition, launcher.timeout_min, launcher.cpus_per_task, launcher.mem_gb) == \
             ("gpu", 240, 8, 32)
         assert launcher.array_parallelism == 64 and launcher.max_num_timeout == 3
+        assert launcher._target_ == "hydra_plugins.bench_slurm.SlurmLauncher"  # bench/slurm.py, registered
+        cpu = compose("config", overrides=["hydra/launcher=slurm_cpu"], return_hydra_config=True).hydra.launcher
+        assert cpu._target_ == launcher._target_ and cpu.gpus_per_node is None and (cpu.cpus_per_task, cpu.mem_gb) == (2, 4)
         for name in ("joblib", "submitit_local", "submitit_slurm"):
             compose("config", overrides=[f"hydra/launcher={name}"], return_hydra_config=True)
 
