@@ -131,7 +131,7 @@ def error_line(exc: BaseException) -> str | None:
     return cli_error_line(exc)
 
 
-def _hydra_record(cfg: DictConfig, hc: DictConfig | None = None) -> dict[str, str]:
+def hydra_record(cfg: DictConfig, hc: DictConfig | None = None) -> dict[str, str]:
     """What Hydra would have written to ``.hydra/`` (it is told not to: a refused command must not touch a
     finished folder); the job folder's owner writes it once the folder is claimed. ``hc``: the job's
     ``hydra`` node (default: the running job's)."""
@@ -156,7 +156,7 @@ def app(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     sweep = hc.mode == RunMode.MULTIRUN
-    record = _hydra_record(cfg)
+    record = hydra_record(cfg)
     job = JobDir(out_dir)
     try:
         spec = build_spec(cfg)
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         check_group_overrides(sys.argv[1:])
         slurm.register()  # hydra/launcher=slurm_* (bench/slurm.py)
-        slurm.ENDED.__init__()
+        slurm.ENDED.clear()
         app()
     except KeyboardInterrupt:
         print("interrupted: finished blocks are kept; the same command continues from them", file=sys.stderr)

@@ -72,6 +72,10 @@ class Ended:
     by_dir: dict[str, str] = field(default_factory=dict)         # job folder → "CANCELLED by Slurm (job 7_1)"
     by_overrides: dict[frozenset, str] = field(default_factory=dict)
 
+    def clear(self) -> None:
+        self.by_dir.clear()
+        self.by_overrides.clear()
+
     def reason(self, path: Path | None, overrides: Sequence[str]) -> str | None:
         if path is not None and str(Path(path).resolve()) in self.by_dir:
             return self.by_dir[str(Path(path).resolve())]
@@ -110,7 +114,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             jobs = self._submit(executor, todo)
             log.info("Slurm job array %s: %d job(s) submitted; waiting for them (Ctrl-C leaves them running: "
                      "python -m bench.collect %s once they end)", jobs[0].job_id.split("_")[0], len(jobs), sweep_dir)
-            self._wait(jobs, executor)
+            self._wait(jobs)
             ended = [p for p, job in zip(todo, jobs) if not self._outcome(p, job)]
             _wait_for_release([p.folder for p in ended])
         return [JobReturn(overrides=p.overrides, status=JobStatus.COMPLETED, _return_value=None) for p in planned]
@@ -120,7 +124,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         """The job's folder, and whether to submit it: not when its spec is refused (FAILED is written, as
         the job itself would) or when the folder holds a finished run of this job."""
         from .errors import cli_error_line
-        from .hydra_app import _hydra_record
+        from .hydra_app import hydra_record
         from .jobdir import JobDir
         from .spec import build_spec
 
@@ -134,7 +138,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             spec = build_spec(task, here=False)
         except BenchError as exc:
             line = cli_error_line(exc)
-            JobDir(folder).mark_failed(line, _hydra_record(task, sweep_config.hydra))
+            JobDir(folder).mark_failed(line, hydra_record(task, sweep_config.hydra))
             print(f"{line} (job {folder}; not submitted, the sweep goes on)", file=sys.stderr)
             return _Planned(idx, overrides, folder, False, "  (refused: not submitted)")
         if spec.resume and _finished_run(folder, spec):
@@ -171,6 +175,11 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             Path(f.name).unlink(missing_ok=True)
         if done.returncode != 0:
             raise BenchError(self._refusal(_slurm_error(done.stderr + done.stdout), "sbatch --test-only"))
+        acct = subprocess.run(["sacct", "-n", "-X", "-j", "1"], capture_output=True, text=True, timeout=120)
+        if acct.returncode != 0:  # submitit reads job states with sacct: a job Slurm kills would never be seen to end
+            log.warning("sacct does not answer (%s): a job that Slurm kills will not be seen to end and this command "
+                        "would wait for it; Ctrl-C then leaves the jobs running (python -m bench.collect <sweep dir>)",
+                        _slurm_error(acct.stderr + acct.stdout))
 
     def _submit(self, executor, todo: list[_Planned]) -> list:
         job_params = [(p.overrides, "hydra.sweep.dir", p.idx, f"job_id_for_{p.idx}", Singleton.get_state())
@@ -190,7 +199,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
                 "; nothing was submitted — change hydra.launcher.* (conf/hydra/launcher/) to fit the partition")
 
     # -- waiting ---------------------------------------------------------------------------------------
-    def _wait(self, jobs: list, executor) -> None:
+    def _wait(self, jobs: list) -> None:
         """Until every job has ended (``sacct``, one call per look for all jobs); a job pending for a reason
         that never clears cancels the array."""
         start = time.monotonic()

@@ -90,6 +90,21 @@ def slurm_jobs(sweep_dir: Path) -> list[str]:
     return sorted({re.sub(r"_\d+_log\.out$", "", p.name) for p in (sweep_dir / ".submitit").glob("*/*_log.out")})
 
 
+def sized_for(seconds: float, job: list[str], tmp_path: Path) -> tuple[int, int]:
+    """(n_images, steps) that make ``job`` compute for about ``seconds`` here (timed on 40 images, steps=25)."""
+    probe = tmp_path / "probe"
+    proc = sweep(*job, "n_images=40", "steps=25", f"hydra.sweep.dir={probe}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    wall = float(pd.read_parquet(probe / "collected" / "curves.parquet").wall_time_s.iloc[0])
+    setup = sum(a["setup_s"] for a in json.loads(next(probe.glob("*/job.json")).read_text())["attempts"])
+    per_image = (wall - setup) / 40  # (the set-up may include training the embedded model)
+    shutil.rmtree(probe)
+    n = int(seconds / per_image)
+    if n <= 1000:  # the embedded dataset's evaluation images
+        return max(200, n // 25 * 25), 25
+    return 1000, min(100, int(25 * n / 1000))
+
+
 def errors(proc) -> list[str]:
     """The error lines of a command (besides them, stderr holds the log's list of the sweep's jobs)."""
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
@@ -164,12 +179,14 @@ def test_a_cancelled_job_is_listed_then_the_same_command_resumes_it(cluster, cac
 
 @pytest.mark.slurm
 def test_a_job_requeued_after_its_time_limit_resumes_to_the_same_tables(cluster, cache_dir, tmp_path):
-    # batch_size=1 makes the job slow (~60 s of compute on a 2-core machine, its time limit is 1 min). Slurm
-    # sends SIGUSR2 `signal_delay_s` before the limit, but on its own ~30 s tick, so here 15-40 s after the
+    # batch_size=1 makes the job slow: sized here to ~60 s of compute on this machine, its time limit is 1 min.
+    # Slurm sends SIGUSR2 `signal_delay_s` before the limit, but on its own ~30 s tick, so 10-50 s after the
     # start; submitit requeues the job, and each attempt resumes from the blocks finished before. The
     # reference is the same job without Slurm (on the CPU, batch size 1 and 200 differ in the last float32
     # digit: the convolution of one image takes another path).
-    job = ["method=smoothgrad", "n_images=600", "block_size=25", "steps=25", "bootstrap=50", "batch_size=1"]
+    job = ["method=smoothgrad", "block_size=25", "bootstrap=50", "batch_size=1"]
+    n_images, steps = sized_for(60.0, job, tmp_path)
+    job += [f"n_images={n_images}", f"steps={steps}"]
     out = tmp_path / "sweep"
     proc = sweep(*job, *SLURM, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=10",
                  "hydra.launcher.max_num_timeout=10", f"hydra.sweep.dir={out}", cwd=tmp_path, timeout=900)
@@ -274,12 +291,12 @@ def test_ended_jobs_are_named_in_the_collected_report(tmp_path):
 
     (tmp_path / "method=random").mkdir()
     (tmp_path / "method=random" / "job.json").write_text("{}")
-    slurm.ENDED.__init__()
+    slurm.ENDED.clear()
     slurm.ENDED.by_dir[str((tmp_path / "method=random").resolve())] = "ended by Slurm: CANCELLED (job 7_0)"
     try:
         CollectCallback().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
     finally:
-        slurm.ENDED.__init__()
+        slurm.ENDED.clear()
     job = next(j for j in SWEEP.collection.jobs if j.path.name == "method=random")
     assert job.status == "incomplete" and job.reason.startswith("ended by Slurm: CANCELLED (job 7_0); ")
     assert not SWEEP.collection.ok
