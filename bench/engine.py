@@ -6,7 +6,8 @@ Static replacements (bench/perturbation.py): for every image b, order o, repeat 
 
 is built on the device for a whole chunk of work items at once, so the only cost per chunk besides the
 model's forward pass is one gather and one elementwise select. Sequential replacements apply
-g(x⁽ᵏ⁻¹⁾, r_k) step after step to all (image, order) pairs of the batch at once. The unperturbed score
+g(x⁽ᵏ⁻¹⁾, r_k) step after step to all (image, order) pairs of the batch at once. Imputed ones (ROAD) fill
+each item's removed pixels from the original image, a chunk of items at once. The unperturbed score
 f_c(x⁽⁰⁾) is computed once per image by the caller and shared by all orders and repeats.
 """
 
@@ -100,6 +101,28 @@ def sequential_scores(score_fn: ScoreFn, x: torch.Tensor, ranks: torch.Tensor, s
             out[start:start + batch_size, k] = score_fn(current[start:start + batch_size],
                                                         targets[start:start + batch_size]).float()
     return out.view(n_img, n_ord, 1, steps)
+
+
+@torch.inference_mode()
+def imputed_scores(score_fn: ScoreFn, x: torch.Tensor, ranks: torch.Tensor, fill, draws: torch.Tensor,
+                   target: torch.Tensor, steps: int, batch_size: int) -> torch.Tensor:
+    """Scores f_c(x⁽ᵏ⁾), k = 1..steps, for an imputed replacement x⁽ᵏ⁾ = fill(x, first k regions, draw_j)
+    (``road``): every step from the original image, so the work items are batched as for a static
+    replacement, one ``fill`` per chunk. Returns (B, O, J, L) scores; item (b, o, j, k) does not depend on
+    the chunk it was computed in (``fill`` solves each item's system on its own)."""
+    n_img, n_ord = ranks.shape[:2]
+    n_rep = draws.shape[1]
+    total = n_img * n_ord * n_rep * steps
+    out = torch.empty(total, dtype=torch.float32, device=x.device)
+    for start in range(0, total, batch_size):
+        item = torch.arange(start, min(start + batch_size, total), device=x.device)
+        k = item % steps + 1
+        j = item // steps % n_rep
+        o = item // (steps * n_rep) % n_ord
+        b = item // (steps * n_rep * n_ord)
+        removed = (ranks[b, o] < k.view(-1, 1, 1)).unsqueeze(1)
+        out[start:start + len(item)] = score_fn(fill(x[b], removed, draws[b, j]), target[b]).float()
+    return out.view(n_img, n_ord, n_rep, steps)
 
 
 def aopc_curve(unperturbed: torch.Tensor, curve: torch.Tensor) -> torch.Tensor:

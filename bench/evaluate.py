@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .api import Context, Method, Normalization
-from .engine import aopc_curve, perturbed_scores, sequential_scores
+from .engine import aopc_curve, imputed_scores, perturbed_scores, sequential_scores
 from .perturbation import Replacement
 from .pooling import pool_channels
 from .regions import n_regions, pixel_ranks, region_scores, seeded_orders, tile_ids
@@ -177,6 +177,10 @@ class Evaluator:
         if self.replacement.sequential:
             scores = sequential_scores(self.score_fn, x, ranks, self.replacement.step, target, self.L,
                                        self.batch_size)
+        elif self.replacement.imputed:
+            draws = self.replacement.draw(x, image_ids, self.repeats, self.seed, self.normalization)
+            scores = imputed_scores(self.score_fn, x, ranks, self.replacement.fill, draws, target, self.L,
+                                    self.batch_size)
         else:
             draws = self.replacement.draw(x, image_ids, self.repeats, self.seed, self.normalization)
             scores = perturbed_scores(self.score_fn, x, ranks, draws, target, self.L, self.batch_size)  # B,O,J,L

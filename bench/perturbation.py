@@ -9,6 +9,9 @@ Two kinds, by what g depends on:
 * **sequential** — g(x⁽ᵏ⁻¹⁾, r_k) reads the current image around the region (``blur``, ``inpaint``), so
   the steps are applied one after another: ``step(current, region_mask)`` returns x⁽ᵏ⁾. Deterministic,
   so one repeat suffices (the run records ``repeats`` = 1 for these).
+* **imputed** — x⁽ᵏ⁾ is computed from the original image and all regions removed so far (``road``):
+  ``fill(x, removed, draw)`` with ``removed`` = the first k regions and ``draw`` the repeat's noise (from
+  ``draw``), so every step is independent of the others and all are batched like static ones.
 
 All values are produced in model-input (normalised) units; raw-range draws are normalised like the data.
 """
@@ -23,12 +26,13 @@ import torch.nn.functional as F
 
 from .api import Normalization
 from .errors import BenchError
-from .seeding import rand_per_image
+from .seeding import rand_per_image, randn_per_image
 
 
 class Replacement:
     name = ""
     sequential = False  # static: draw(); sequential: step()
+    imputed = False     # draw() noise, then fill(x, removed, noise) for each step
     random = False      # whether repeats draw different values
 
 
@@ -122,7 +126,40 @@ class Inpaint(Replacement):
         return torch.from_numpy(out).to(device=current.device, dtype=current.dtype)
 
 
-REPLACEMENTS = {r.name: r for r in (Uniform, Zero, Mean, Blur, Inpaint)}
+class Road(Replacement):
+    """ROAD's noisy linear imputation (Rong et al., ICML 2022; SPEC §9): the removed pixels of the original
+    image x (all regions removed so far) take the values that make each the weighted mean of its 8
+    neighbours (bench/imputation.py, solved on the device), plus Gaussian noise of σ = ``noise`` in
+    model-input units (ROAD's default 0.01), seeded per image and repeat; ``noise=0``: the imputation alone.
+    ``tol`` and ``max_iter`` are the solver's convergence criterion and iteration cap (null: 50·max(H, W) + 100)."""
+
+    name, imputed, random = "road", True, True
+
+    def __init__(self, noise: float = 0.01, tol: float = 1e-10, max_iter: int | None = None) -> None:
+        from .checks import integer, number
+
+        self.noise = float(number("perturbation.params.noise", noise, low=0))
+        self.tol = float(number("perturbation.params.tol", tol, low=0, low_open=True))
+        self.max_iter = None if max_iter is None else integer("perturbation.params.max_iter", max_iter, low=1)
+        self.random = self.noise > 0
+
+    def draw(self, x: torch.Tensor, image_ids: list[str], repeats: int, seed: int,
+             norm: Normalization) -> torch.Tensor:
+        """(B, repeats, C, H, W) noise: σ·N(0, 1), one field per image and repeat."""
+        if self.noise == 0:
+            return torch.zeros((x.shape[0], repeats, *x.shape[1:]), dtype=x.dtype, device=x.device)
+        return self.noise * randn_per_image(seed, "road_noise", list(image_ids), (repeats, *x.shape[1:]), x.device,
+                                            x.dtype)
+
+    def fill(self, x: torch.Tensor, removed: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """x (N, C, H, W), removed (N, 1, H, W) bool, noise (N, C, H, W) → the perturbed inputs."""
+        from .imputation import linear_imputation
+
+        filled = linear_imputation(x, removed, self.tol, self.max_iter)
+        return torch.where(removed, filled + noise, x)
+
+
+REPLACEMENTS = {r.name: r for r in (Uniform, Zero, Mean, Blur, Inpaint, Road)}
 
 
 def make_replacement(name: str, **params) -> Replacement:

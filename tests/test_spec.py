@@ -107,6 +107,7 @@ PAIRS = {
     "method=lrp_a2b1 method.params.alpha=3": "α − β = 1",
     "perturbation=blur perturbation.params.sigma=0": "perturbation.params.sigma > 0",
     "perturbation=blur perturbation.params.sigma=x": "perturbation.params.sigma",
+    "perturbation=road perturbation.params.noise=-1": "perturbation.params.noise must be a number ≥ 0, got -1",
     "method=translation method.params.method=../x": "method.params.method must be the plain name of a file in conf/method/",
     "method=translation method.params.shift=-1": "method.params.shift must be an integer ≥ 0",
     "dataset=imagenet dataset.params.root=/nonexistent": "/nonexistent does not exist",
