@@ -58,3 +58,13 @@ def test_freed_memory_is_kept_for_reuse_on_glibc_and_can_be_switched_off():
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert applied[0] == "True"
     assert _keep_freed_memory_in_a_fresh_process("0").split() == ["False", "False"]
+
+
+def test_imputation_benchmark_runs_and_agrees_with_quantus(capsys):
+    from bench import perf_imputation
+
+    perf_imputation.main(["--size", "9", "--images", "2", "--channels", "2", "--fractions", "0.5", "--rounds", "1"])
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert rows[0].split()[:2] == ["size", "frac"] and len(rows) == 2
+    size, frac, systems, *_, diff = rows[1].split()
+    assert (size, frac, systems) == ("9", "0.50", "4") and float(diff) <= 1e-6

@@ -69,6 +69,20 @@ def test_equals_a_sparse_direct_solve_in_float32():
     assert worst > 0  # (the comparison compares something)
 
 
+def test_agrees_with_quantus_noisy_linear_imputation():
+    from quantus.functions.perturb_func import noisy_linear_imputation  # ROAD's authors' system, SciPy spsolve
+
+    rng = np.random.default_rng(2)
+    worst = 0.0
+    for h, w, frac in ((13, 17, 0.3), (13, 17, 0.9), (28, 28, 0.5)):
+        x = rng.normal(size=(3, h, w)).astype(np.float32)
+        m = rng.random((h, w)) < frac
+        theirs = noisy_linear_imputation(x.copy(), np.flatnonzero(m), noise=0.0)
+        ours = linear_imputation(torch.tensor(x)[None], torch.tensor(m)[None, None])[0].numpy()
+        worst = max(worst, float(np.abs(theirs - ours).max()))
+    assert worst <= 1e-6, worst  # measured: 1.2e-7, float32 rounding
+
+
 def test_known_answers():
     # a linear ramp is its own 8-neighbour weighted mean away from the border: a hole is filled exactly
     i, j = np.meshgrid(np.arange(12.0), np.arange(10.0), indexing="ij")
