@@ -105,18 +105,20 @@ def sequential_scores(score_fn: ScoreFn, x: torch.Tensor, ranks: torch.Tensor, s
 
 @torch.inference_mode()
 def imputed_scores(score_fn: ScoreFn, x: torch.Tensor, ranks: torch.Tensor, fill, draws: torch.Tensor,
-                   target: torch.Tensor, steps: int, batch_size: int) -> torch.Tensor:
-    """Scores f_c(x⁽ᵏ⁾), k = 1..steps, for an imputed replacement x⁽ᵏ⁾ = fill(x, first k regions, draw_j)
-    (``road``): every step from the original image, so the work items are batched as for a static
-    replacement, one ``fill`` per chunk. Returns (B, O, J, L) scores; item (b, o, j, k) does not depend on
-    the chunk it was computed in (``fill`` solves each item's system on its own)."""
+                   target: torch.Tensor, counts: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Scores f_c(x⁽ᵏ⁾) for an imputed replacement x⁽ᵏ⁾ = fill(x, first counts[k] regions, draw_j)
+    (``road``; counts = 1..L for the region-perturbation curve, the pixel counts of the removal fractions for
+    the ROAD protocol): every step from the original image, so the work items are batched as for a static
+    replacement, one ``fill`` per chunk. Returns (B, O, J, len(counts)) scores; item (b, o, j, k) does not
+    depend on the chunk it was computed in (``fill`` solves each item's system on its own)."""
     n_img, n_ord = ranks.shape[:2]
-    n_rep = draws.shape[1]
+    n_rep, steps = draws.shape[1], len(counts)
+    counts = counts.to(device=x.device, dtype=ranks.dtype)
     total = n_img * n_ord * n_rep * steps
     out = torch.empty(total, dtype=torch.float32, device=x.device)
     for start in range(0, total, batch_size):
         item = torch.arange(start, min(start + batch_size, total), device=x.device)
-        k = item % steps + 1
+        k = counts[item % steps]
         j = item // steps % n_rep
         o = item // (steps * n_rep) % n_ord
         b = item // (steps * n_rep * n_ord)

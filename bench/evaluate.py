@@ -60,6 +60,7 @@ class Evaluator:
     metrics: tuple[str, ...] = ("aopc",)
     complexity: dict[str, Any] = field(default_factory=dict)   # bench.complexity.complexity keywords
     continuity: dict[str, Any] = field(default_factory=dict)   # bench.continuity.continuity keywords
+    road: dict[str, Any] = field(default_factory=dict)         # fractions, noise (SPEC §9, ROAD)
 
     @classmethod
     def from_spec(cls, spec: RunSpec, model: nn.Module) -> "Evaluator":
@@ -72,10 +73,11 @@ class Evaluator:
                    score=spec.score, device=spec.device, save_heatmaps=spec.save_heatmaps, orders=spec.orders,
                    per_repeat=spec.per_repeat, precision=spec.precision, channels_last=spec.channels_last,
                    compile=spec.compile, metrics=spec.metrics, complexity=dict(spec.complexity),
-                   continuity=dict(spec.continuity))
+                   continuity=dict(spec.continuity), road=dict(spec.road))
 
     def __post_init__(self) -> None:
         self.orders = tuple(o for o in ORDERS if o in set(self.orders) | {"random"})
+        self.road_repeats = self.repeats if self.road.get("noise", 0) > 0 else 1
         if self.replacement.sequential or not self.replacement.random:
             self.repeats = 1  # deterministic g: repeats would only repeat the same numbers
         h, w = self.image_hw
@@ -158,6 +160,8 @@ class Evaluator:
         if "continuity" in self.metrics:
             rows = self._continuity(x, target, image_ids)
             work.append(lambda: {"continuity": rows})
+        if "road" in self.metrics:
+            work.append(self._road(x, heat, target, f0, labels, image_ids))
         saved = [i for i, index in enumerate(indices) if index < self.save_heatmaps]
         if saved:
             h, w = self.image_hw
@@ -179,8 +183,8 @@ class Evaluator:
                                        self.batch_size)
         elif self.replacement.imputed:
             draws = self.replacement.draw(x, image_ids, self.repeats, self.seed, self.normalization)
-            scores = imputed_scores(self.score_fn, x, ranks, self.replacement.fill, draws, target, self.L,
-                                    self.batch_size)
+            scores = imputed_scores(self.score_fn, x, ranks, self.replacement.fill, draws, target,
+                                    torch.arange(1, self.L + 1), self.batch_size)
         else:
             draws = self.replacement.draw(x, image_ids, self.repeats, self.seed, self.normalization)
             scores = perturbed_scores(self.score_fn, x, ranks, draws, target, self.L, self.batch_size)  # B,O,J,L
@@ -207,6 +211,38 @@ class Evaluator:
                 dict(image_id=image_ids), order=list(self.orders), repeat=np.arange(scores.shape[2]),
                 step=np.arange(1, self.L + 1), values=dict(score_value=scores))
         return tables
+
+    def _road(self, x, heat, target, f0, labels, image_ids) -> Callable[[], dict[str, pd.DataFrame]]:
+        """ROAD (SPEC §9): the pixels ranked by the pooled heatmap (ties and the random order seeded per image,
+        as for the regions), MoRF, LeRF and random; at each removal fraction the top pixels of the original
+        image are replaced by noisy linear imputation (bench/imputation.py), ``road_repeats`` noise draws."""
+        from .perturbation import Road
+
+        h, w = self.image_hw
+        pixels = tile_ids(h, w, 1, device=x.device)
+        seeded = seeded_orders(heat.float().reshape(len(x), -1), image_ids, self.seed)
+        orders = {"morf": seeded["morf"], "lerf": seeded["morf"].flip(1), "random": seeded["random"]}
+        ranks = torch.stack([pixel_ranks(o, pixels) for o in orders.values()], 1)
+        fractions = torch.tensor((0.0, *self.road["fractions"]), dtype=torch.float64)
+        counts = (fractions[1:] * h * w).round().long().clamp(1, h * w)
+        road = Road(noise=self.road["noise"])
+        draws = road.draw(x, image_ids, self.road_repeats, self.seed, self.normalization)
+        scores = imputed_scores(self.score_fn, x, ranks, road.fill, draws, target, counts, self.batch_size)
+        first = f0.view(-1, 1, 1).expand(-1, len(orders), 1)
+        curve = torch.cat([first, scores.mean(2)], -1)
+        spread = torch.cat([torch.zeros_like(first), scores.std(2, correction=0)], -1)
+        removed = torch.cat([torch.zeros(1), counts.double() / (h * w)]).float()
+        removed = removed.view(1, 1, -1).expand_as(curve)
+        noise, repeats = self.road["noise"], self.road_repeats
+
+        def rows():
+            table = grid_frame(dict(image_id=image_ids, label=labels.cpu().numpy(), target_class=target.cpu().numpy()),
+                               order=list(orders),
+                               step=np.arange(len(fractions)),
+                               values=dict(fraction_removed=removed, score_value=curve, score_std=spread))
+            table["road_noise"], table["road_repeats"] = noise, repeats
+            return {"road": table}
+        return rows
 
     def _complexity(self, heat: torch.Tensor, image_ids: list[str]) -> pd.DataFrame:
         """SPEC §5: PNG/JPEG bytes and entropy of the rendered heatmap (bench/complexity.py)."""

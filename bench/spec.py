@@ -22,7 +22,7 @@ from . import checks, plugins
 from .errors import BenchError
 
 ORDERS = ("morf", "lerf", "random")           # SPEC §4; the random baseline is always evaluated
-METRICS = ("aopc", "complexity", "continuity")
+METRICS = ("aopc", "complexity", "continuity", "road")
 PRECISIONS = ("fp32", "bf16", "fp16")
 TARGETS = ("predicted", "label")              # SPEC §1
 SCORES = ("logit", "softmax", "log_softmax")
@@ -77,6 +77,7 @@ class RunSpec:
     metrics: tuple[str, ...]
     complexity: dict[str, Any]
     continuity: dict[str, Any]
+    road: dict[str, Any]
     block_size: int
     resume: bool
     shard: int
@@ -157,7 +158,21 @@ BLOCKS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "sigma": lambda v: checks.number("continuity.sigma", v, low=0, low_open=True),
         "n_samples": lambda v: checks.integer("continuity.n_samples", v, low=1),
     },
+    "road": {
+        "fractions": lambda v: _fractions("road.fractions", v),
+        "noise": lambda v: checks.number("road.noise", v, low=0),
+    },
 }
+
+
+def _fractions(key: str, values: Any) -> tuple[float, ...]:
+    """Strictly increasing fractions in (0, 1]."""
+    if not isinstance(values, (list, tuple)) or not values:
+        raise BenchError(f"{key} must be a non-empty list of fractions in (0, 1], got {values!r}")
+    out = tuple(float(checks.number(f"{key}[{i}]", v, low=0, high=1, low_open=True)) for i, v in enumerate(values))
+    if any(b <= a for a, b in zip(out, out[1:])):
+        raise BenchError(f"{key} must be strictly increasing, got {list(values)}")
+    return out
 TOP_KEYS = tuple(SCALARS) + tuple(BLOCKS) + tuple(NODE_KEYS)
 
 
@@ -273,6 +288,7 @@ def build_spec(conf: Mapping[str, Any], here: bool = True) -> RunSpec:
         save_heatmaps=v["save_heatmaps"], cache_dir=os.path.expanduser(v["cache_dir"]), orders=orders,
         per_repeat=v["per_repeat"], precision=v["precision"], channels_last=v["channels_last"],
         compile=v["compile"], metrics=metrics, complexity=blocks["complexity"], continuity=blocks["continuity"],
+        road=blocks["road"],
         block_size=v["block_size"], resume=v["resume"], shard=v["shard"], num_shards=v["num_shards"], config=conf)
 
 

@@ -34,6 +34,30 @@ def per_image_quantities(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     for name, quantities in (("complexity", COMPLEXITY), ("continuity", CONTINUITY)):
         if name in tables:
             out = out.join(tables[name].set_index("image_id")[list(quantities)])
+    if "road" in tables:
+        out = out.join(road_quantities(tables["road"]))
+    return out
+
+
+def road_auc(road: pd.DataFrame) -> pd.DataFrame:
+    """Per image and order, the trapezoidal area under the ROAD score curve over the fraction of pixels
+    removed, from 0 to the last fraction (SPEC §9): Σ_k ½(f_k + f_{k+1})(a_{k+1} − a_k)."""
+    r = road.sort_values(["image_id", "order", "step"], kind="stable")
+    f, a = r.score_value.to_numpy(np.float64), r.fraction_removed.to_numpy(np.float64)
+    same = (r.image_id.to_numpy()[1:] == r.image_id.to_numpy()[:-1]) & (r.order.to_numpy()[1:] == r.order.to_numpy()[:-1])
+    piece = np.where(same, 0.5 * (f[1:] + f[:-1]) * (a[1:] - a[:-1]), 0.0)
+    keys = r[["image_id", "order"]].iloc[1:].assign(piece=piece)
+    auc = keys.groupby(["image_id", "order"], sort=False).piece.sum().unstack("order")
+    return auc.loc[road.image_id.unique()]
+
+
+def road_quantities(road: pd.DataFrame) -> pd.DataFrame:
+    """road_auc_{morf,lerf,random}, the MoRF/LeRF gap road_gap = AUC(LeRF) − AUC(MoRF) (large: the heatmap
+    separates what matters from what does not) and road_auc_morf_minus_random (paired, per image)."""
+    auc = road_auc(road)
+    out = pd.DataFrame({f"road_auc_{o}": auc[o] for o in ("morf", "lerf", "random")}, index=auc.index)
+    out["road_gap"] = auc["lerf"] - auc["morf"]
+    out["road_auc_morf_minus_random"] = auc["morf"] - auc["random"]
     return out
 
 
