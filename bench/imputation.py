@@ -37,7 +37,7 @@ def _neighbours(v: torch.Tensor) -> torch.Tensor:
     padded = F.pad(v, (1, 1, 1, 1))
     out = torch.zeros_like(v)
     for di, dj, wt in WEIGHTS:
-        out += wt * padded[..., 1 + di:1 + di + h, 1 + dj:1 + dj + w]
+        out.add_(padded[..., 1 + di:1 + di + h, 1 + dj:1 + dj + w], alpha=wt)
     return out
 
 
@@ -55,38 +55,41 @@ def linear_imputation(x: torch.Tensor, removed: torch.Tensor, tol: float = TOL, 
     known = x.reshape(n * c, 1, h, w).to(torch.float64) * (1 - m)
     d = _neighbours(torch.ones_like(m[:1]))  # (1, 1, H, W): Σ_j w_ij inside the image
 
-    def apply(u):  # (D − W) u on the removed pixels; u is zero on the kept ones
-        return (d * u - _neighbours(u)) * m
-
     b = _neighbours(known) * m
     u = b / d  # the weighted mean of the kept neighbours: the exact answer for isolated pixels
-    r = b - apply(u)
+    b_norm = b.square().sum((1, 2, 3), keepdim=True).sqrt()
+    # the systems still being solved, compacted every CHECK_EVERY iterations; a converged one keeps its u
+    idx = torch.arange(n * c, device=x.device)
+    mi, bi, bn, ui = m, b, b_norm, u.clone()
+    r = bi - (d * ui - _neighbours(ui)) * mi
     z = r / d
     p = z
     rz = (r * z).sum((1, 2, 3), keepdim=True)
-    b_norm = b.square().sum((1, 2, 3), keepdim=True).sqrt()
     res = r.square().sum((1, 2, 3), keepdim=True).sqrt()
-    active = res > tol * b_norm  # (N·C, 1, 1, 1): systems still being solved
-    for it in range(1, max_iter + 1):
-        if it % CHECK_EVERY == 1 and not bool(active.any()):
+    it = 0
+    while True:
+        keep = (res > tol * bn).flatten()
+        if not bool(keep.all()):  # write back the converged systems, go on with the others
+            done = ~keep
+            u[idx[done]] = ui[done]
+            idx, mi, bn, ui, r, p, rz = idx[keep], mi[keep], bn[keep], ui[keep], r[keep], p[keep], rz[keep]
+        if len(idx) == 0 or it >= max_iter:
             break
-        ap = apply(p)
-        pap = (p * ap).sum((1, 2, 3), keepdim=True)
-        alpha = torch.where(active & (pap > 0), rz / pap.clamp_min(1e-300), torch.zeros_like(pap))
-        u = u + alpha * p
-        r = r - alpha * ap
-        if it % CHECK_EVERY == 0:
-            res = r.square().sum((1, 2, 3), keepdim=True).sqrt()
-            active = active & (res > tol * b_norm)
-        z = r / d
-        rz_new = (r * z).sum((1, 2, 3), keepdim=True)
-        beta = torch.where(rz > 0, rz_new / rz.clamp_min(1e-300), torch.zeros_like(rz))
-        p = z + beta * p
-        rz = rz_new
-    else:
-        active = active & (r.square().sum((1, 2, 3), keepdim=True).sqrt() > tol * b_norm)
-    if bool(active.any()):
-        worst = float((r.square().sum((1, 2, 3), keepdim=True).sqrt() / b_norm.clamp_min(1e-300)).max())
+        for _ in range(min(CHECK_EVERY, max_iter - it)):
+            ap = (d * p - _neighbours(p)) * mi  # (D − W) p on the removed pixels
+            pap = (p * ap).sum((1, 2, 3), keepdim=True)
+            alpha = torch.where(pap > 0, rz / pap.clamp_min(1e-300), torch.zeros_like(pap))
+            ui.add_(alpha * p)
+            r.sub_(alpha * ap)
+            z = r / d
+            rz_new = (r * z).sum((1, 2, 3), keepdim=True)
+            beta = torch.where(rz > 0, rz_new / rz.clamp_min(1e-300), torch.zeros_like(rz))
+            p = z + beta * p
+            rz = rz_new
+            it += 1
+        res = r.square().sum((1, 2, 3), keepdim=True).sqrt()
+    if len(idx):
+        worst = float((res / bn.clamp_min(1e-300)).max())
         raise BenchError(f"linear imputation did not converge in max_iter={max_iter} iterations (relative "
                          f"residual {worst:.1e} > tol={tol:g}); raise perturbation.params.max_iter")
     out = known + u * m

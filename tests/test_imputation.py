@@ -146,7 +146,7 @@ def test_road_scores_do_not_depend_on_the_batch_size():
     road = make_replacement("road", noise=0.1)
     draws = road.draw(x, ["p", "q", "r"], 2, 0, None)
     target = torch.tensor([0, 1, 0])
-    runs = [imputed_scores(score_fn, x, ranks, road.fill, draws, target, 10, bs) for bs in (1, 7, 64)]
+    runs = [imputed_scores(score_fn, x, ranks, road.fill, draws, target, torch.arange(1, 11), bs) for bs in (1, 7, 64)]
     assert runs[0].shape == (3, 2, 2, 10)
     assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])
     # item (b, o, j, k): the linear score of x with the first k regions of order o imputed, noise j added

@@ -116,3 +116,50 @@ def test_same_tables_for_any_batch_size_and_for_two_shards(tmp_path):
 def test_bad_settings_are_one_line(override, message):
     with pytest.raises(BenchError, match=message.replace("[", r"\[").replace("]", r"\]")):
         build_spec(composed([*JOB, override]))
+
+
+def test_agrees_with_quantus_road_where_the_definitions_coincide():
+    """Quantus 0.6 ``ROAD`` records whether the predicted class survives (argmax == y) at int(p·HW/100)
+    pixels, ranked by argsort(−a), imputed without noise. With two classes whose logits are (z, −z), the class
+    survives iff our score (the logit of the explained class) is > 0; fractions chosen so that our rounding and
+    Quantus's truncation give the same pixel counts; a continuous heatmap, so no ties to break."""
+    import warnings
+
+    import quantus
+
+    torch.manual_seed(0)
+
+    class TwoClass(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(28 * 28, 1)
+
+        def forward(self, x):
+            z = self.lin(x.flatten(1))
+            return torch.cat([z, -z], 1)
+
+    model = TwoClass().eval()
+    spec = build_spec(composed([*JOB, "road.noise=0", "road.fractions=[0.25,0.5,0.75]"]))
+    evaluator = Evaluator.from_spec(spec, model)
+    x = torch.randn(6, 1, 28, 28)
+    heat = torch.rand(6, 28, 28, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        target = model(x).argmax(1)
+        f0 = model(x).gather(1, target.view(-1, 1))[:, 0]
+    ids = [f"img{i}" for i in range(6)]
+    ours = evaluator._road(x, heat, target, f0, target, ids)()["road"]
+    ours = ours[(ours.order == "morf") & (ours.step > 0)].sort_values(["image_id", "step"])
+    metric = quantus.ROAD(noise=0.0, percentages=[25, 50, 75], abs=False, normalise=False, disable_warnings=True,
+                          display_progressbar=False)
+    agree, decisions = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i in range(6):
+            theirs = metric(model=model, x_batch=x[i:i + 1].numpy(), y_batch=target[i:i + 1].numpy(),
+                            a_batch=heat[i:i + 1, None].numpy(), device="cpu")
+            mine = ours[ours.image_id == ids[i]].score_value.to_numpy() > 0
+            agree.append(np.array([theirs[p] for p in (25, 50, 75)], dtype=bool) == mine)
+            decisions += list(mine)
+    assert np.all(agree), agree
+    assert 0 < sum(decisions) < len(decisions), decisions  # both outcomes occur: the comparison can fail
+    assert set(ours.fraction_removed.round(6)) == {0.25, 0.5, 0.75}
