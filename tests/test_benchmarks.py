@@ -68,3 +68,12 @@ def test_imputation_benchmark_runs_and_agrees_with_quantus(capsys):
     assert rows[0].split()[:2] == ["size", "frac"] and len(rows) == 2
     size, frac, systems, *_, diff = rows[1].split()
     assert (size, frac, systems) == ("9", "0.50", "4") and float(diff) <= 1e-6
+
+
+def test_road_benchmark_runs(cache_dir, capsys):
+    from bench import perf_road
+
+    perf_road.main(["--images", "3", "--rounds", "1", "model.params.epochs=1", "repeats=1", "road.fractions=[0.5]",
+                    "method=sensitivity"])
+    out = capsys.readouterr().out
+    assert "3 images, 1 fractions" in out and "quantus ROAD (MoRF only)" in out and "speed-up" in out
