@@ -174,6 +174,10 @@ def test_experiments_and_launcher_configs_compose():
             (9, 100, 10, "uniform", "predicted", "logit")
         assert [j[0] for j in grid(cfg)] == [f"method={m}" for m in (
             "random", "sensitivity", "sensitivity_linf", "deconvnet", "lrp_eps_0.01", "lrp_eps_100", "lrp_a2b1")]
+        cfg = compose("config", overrides=["experiment=road"], return_hydra_config=True)
+        assert list(cfg.metrics) == ["aopc", "road"] and cfg.road.noise == 0.01 and len(cfg.road.fractions) == 9
+        assert [j[0] for j in grid(cfg)] == [f"method={m}" for m in (
+            "random", "sensitivity", "lrp_eps", "integrated_gradients")]
         cfg = compose("config", overrides=["experiment=samek2017_patches"], return_hydra_config=True)
         jobs = grid(cfg)
         assert len(jobs) == 5 * 5 and {j[1] for j in jobs} == {f"patch={p}" for p in (1, 3, 5, 9, 19)}
