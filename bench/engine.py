@@ -45,9 +45,17 @@ def perturbed_scores(score_fn: ScoreFn, x: torch.Tensor, ranks: torch.Tensor, re
     for start in range(0, total, batch_size):
         stop = min(start + batch_size, total)
         inputs = chunk_inputs(x, ranks, replacement, steps, start, stop, buffer[:stop - start])
-        b = torch.arange(start, stop, device=x.device) // (steps * n_rep * n_ord)
+        b = work_items(start, stop, steps, n_rep, n_ord, x.device)[0]
         out[start:stop] = score_fn(inputs, target[b]).float()
     return out.view(n_img, n_ord, n_rep, steps)
+
+
+def work_items(start: int, stop: int, steps: int, n_rep: int, n_ord: int, device) -> tuple[torch.Tensor, ...]:
+    """(image b, order o, repeat j, step index s) of work items start … stop−1, image-, order-, repeat-,
+    step-major: item = ((b·O + o)·J + j)·steps + s."""
+    item = torch.arange(start, stop, device=device)
+    return (item // (steps * n_rep * n_ord), item // (steps * n_rep) % n_ord, item // steps % n_rep,
+            item % steps)
 
 
 GROUPS_PER_CHUNK = 16
@@ -73,12 +81,8 @@ def chunk_inputs(x: torch.Tensor, ranks: torch.Tensor, replacement: torch.Tensor
             mask = ranks[b, o].unsqueeze(0) < k[lo - group * steps:hi - group * steps]  # (n, 1, H, W)
             torch.where(mask, replacement[b, j], x[b], out=out[lo - start:hi - start])
         return out
-    item = torch.arange(start, stop, device=x.device)
-    k = item % steps + 1
-    j = item // steps % n_rep
-    o = item // (steps * n_rep) % n_ord
-    b = item // (steps * n_rep * n_ord)
-    mask = (ranks[b, o] < k.view(-1, 1, 1)).unsqueeze(1)
+    b, o, j, s = work_items(start, stop, steps, n_rep, n_ord, x.device)
+    mask = (ranks[b, o] < (s + 1).view(-1, 1, 1)).unsqueeze(1)
     return torch.where(mask, replacement[b, j], x[b], out=out)
 
 
@@ -117,13 +121,10 @@ def imputed_scores(score_fn: ScoreFn, x: torch.Tensor, ranks: torch.Tensor, fill
     total = n_img * n_ord * n_rep * steps
     out = torch.empty(total, dtype=torch.float32, device=x.device)
     for start in range(0, total, batch_size):
-        item = torch.arange(start, min(start + batch_size, total), device=x.device)
-        k = counts[item % steps]
-        j = item // steps % n_rep
-        o = item // (steps * n_rep) % n_ord
-        b = item // (steps * n_rep * n_ord)
-        removed = (ranks[b, o] < k.view(-1, 1, 1)).unsqueeze(1)
-        out[start:start + len(item)] = score_fn(fill(x[b], removed, draws[b, j]), target[b]).float()
+        stop = min(start + batch_size, total)
+        b, o, j, s = work_items(start, stop, steps, n_rep, n_ord, x.device)
+        removed = (ranks[b, o] < counts[s].view(-1, 1, 1)).unsqueeze(1)
+        out[start:stop] = score_fn(fill(x[b], removed, draws[b, j]), target[b]).float()
     return out.view(n_img, n_ord, n_rep, steps)
 
 

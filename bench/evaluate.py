@@ -10,7 +10,7 @@ the host work (copies to the host, tidy frames, complexity's image encoding) —
 next batch is launched. ``evaluate`` is the two in a row.
 
 Tables: ``curves`` (always), ``curves_repeats`` (``per_repeat``), ``heatmaps`` (first ``save_heatmaps``
-images), ``complexity`` and ``continuity`` (when listed in ``metrics``).
+images), ``complexity``, ``continuity`` and ``road`` (when listed in ``metrics``).
 """
 
 from __future__ import annotations
@@ -77,7 +77,11 @@ class Evaluator:
 
     def __post_init__(self) -> None:
         self.orders = tuple(o for o in ORDERS if o in set(self.orders) | {"random"})
-        self.road_repeats = self.repeats if self.road.get("noise", 0) > 0 else 1
+        if "road" in self.metrics:
+            from .perturbation import Road
+
+            self.road_replacement = Road(noise=self.road["noise"])
+            self.road_repeats = self.repeats if self.road_replacement.random else 1  # (noise 0: deterministic)
         if self.replacement.sequential or not self.replacement.random:
             self.repeats = 1  # deterministic g: repeats would only repeat the same numbers
         h, w = self.image_hw
@@ -216,8 +220,6 @@ class Evaluator:
         """ROAD (SPEC §9): the pixels ranked by the pooled heatmap (ties and the random order seeded per image,
         as for the regions), MoRF, LeRF and random; at each removal fraction the top pixels of the original
         image are replaced by noisy linear imputation (bench/imputation.py), ``road_repeats`` noise draws."""
-        from .perturbation import Road
-
         h, w = self.image_hw
         pixels = tile_ids(h, w, 1, device=x.device)
         seeded = seeded_orders(heat.float().reshape(len(x), -1), image_ids, self.seed)
@@ -225,7 +227,7 @@ class Evaluator:
         ranks = torch.stack([pixel_ranks(o, pixels) for o in orders.values()], 1)
         fractions = torch.tensor((0.0, *self.road["fractions"]), dtype=torch.float64)
         counts = (fractions[1:] * h * w).round().long().clamp(1, h * w)
-        road = Road(noise=self.road["noise"])
+        road = self.road_replacement
         draws = road.draw(x, image_ids, self.road_repeats, self.seed, self.normalization)
         scores = imputed_scores(self.score_fn, x, ranks, road.fill, draws, target, counts, self.batch_size)
         first = f0.view(-1, 1, 1).expand(-1, len(orders), 1)

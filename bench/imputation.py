@@ -60,8 +60,8 @@ def linear_imputation(x: torch.Tensor, removed: torch.Tensor, tol: float = TOL, 
     b_norm = b.square().sum((1, 2, 3), keepdim=True).sqrt()
     # the systems still being solved, compacted every CHECK_EVERY iterations; a converged one keeps its u
     idx = torch.arange(n * c, device=x.device)
-    mi, bi, bn, ui = m, b, b_norm, u.clone()
-    r = bi - (d * ui - _neighbours(ui)) * mi
+    mi, bn, ui = m, b_norm, u.clone()
+    r = b - (d * ui - _neighbours(ui)) * mi
     z = r / d
     p = z
     rz = (r * z).sum((1, 2, 3), keepdim=True)

@@ -42,13 +42,13 @@ def per_image_quantities(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
 def road_auc(road: pd.DataFrame) -> pd.DataFrame:
     """Per image and order, the trapezoidal area under the ROAD score curve over the fraction of pixels
     removed, from 0 to the last fraction (SPEC §9): Σ_k ½(f_k + f_{k+1})(a_{k+1} − a_k)."""
-    r = road.sort_values(["image_id", "order", "step"], kind="stable")
-    f, a = r.score_value.to_numpy(np.float64), r.fraction_removed.to_numpy(np.float64)
-    same = (r.image_id.to_numpy()[1:] == r.image_id.to_numpy()[:-1]) & (r.order.to_numpy()[1:] == r.order.to_numpy()[:-1])
-    piece = np.where(same, 0.5 * (f[1:] + f[:-1]) * (a[1:] - a[:-1]), 0.0)
-    keys = r[["image_id", "order"]].iloc[1:].assign(piece=piece)
-    auc = keys.groupby(["image_id", "order"], sort=False).piece.sum().unstack("order")
-    return auc.loc[road.image_id.unique()]
+    from scipy.integrate import trapezoid
+
+    wide = road.pivot_table(index=["image_id", "order"], columns="step", values=["score_value", "fraction_removed"],
+                            dropna=False)  # (sorted: steps in order along the rows)
+    auc = pd.Series(trapezoid(wide["score_value"].to_numpy(np.float64), wide["fraction_removed"].to_numpy(np.float64),
+                              axis=1), index=wide.index)
+    return auc.unstack("order").loc[road.image_id.unique()]
 
 
 def road_quantities(road: pd.DataFrame) -> pd.DataFrame:
