@@ -107,20 +107,32 @@ class Blur(Replacement):
 
 
 class Inpaint(Replacement):
-    """The region filled by biharmonic inpainting from the current image x⁽ᵏ⁻¹⁾
-    (``skimage.restoration.inpaint_biharmonic``, per channel). Runs on the host, one library call per
-    image and step; biharmonic inpainting is linear, so it is done in normalised units directly."""
+    """The region filled by biharmonic inpainting from the current image x⁽ᵏ⁻¹⁾, per channel, clipped to
+    the range of the image's known pixels: the system of ``skimage.restoration.inpaint_biharmonic``.
+    ``solver=device`` (default): all images of the step at once on the device, float64 direct solves
+    (bench/biharmonic.py); ``solver=host``: scikit-image itself, one call per image and step in the
+    image's float32 (the two agree to float32 rounding). Biharmonic inpainting is linear and its clipping
+    range moves with the data, so it is done in normalised units directly."""
 
     name, sequential = "inpaint", True
 
+    def __init__(self, solver: str = "device") -> None:
+        from .checks import choice
+
+        self.solver = choice("perturbation.params.solver", solver, ("device", "host"))
+
     def step(self, current: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+        if self.solver == "device":
+            from .biharmonic import inpaint_biharmonic
+
+            return inpaint_biharmonic(current, region)
         from skimage.restoration import inpaint_biharmonic
 
         host = current.detach().float().cpu().numpy()
         masks = region[:, 0].cpu().numpy()
         out = host.copy()
         for i in range(len(host)):
-            if masks[i].all():  # nothing left to inpaint from: keep the region's current values
+            if masks[i].all() or not masks[i].any():  # nothing left to inpaint from, or nothing to inpaint
                 continue
             out[i] = np.moveaxis(inpaint_biharmonic(np.moveaxis(host[i], 0, -1), masks[i], channel_axis=-1), -1, 0)
         return torch.from_numpy(out).to(device=current.device, dtype=current.dtype)

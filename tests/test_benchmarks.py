@@ -77,3 +77,12 @@ def test_road_benchmark_runs(cache_dir, capsys):
                     "method=sensitivity"])
     out = capsys.readouterr().out
     assert "3 images, 1 fractions" in out and "quantus ROAD (MoRF only)" in out and "speed-up" in out
+
+
+def test_inpaint_benchmark_runs_and_the_solvers_agree(cache_dir, capsys):
+    from bench import perf_inpaint
+
+    perf_inpaint.main(["--images", "2", "--rounds", "1", "model.params.epochs=1", "method=sensitivity", "steps=5"])
+    out = capsys.readouterr().out
+    assert "2 images × 2 orders" in out and "inpainting alone" in out
+    assert float(out.rsplit("largest curve difference", 1)[1]) <= 1e-4
