@@ -19,7 +19,7 @@ from bench.report import load_results, make_report, network_quality_figure
 from bench.report.aggregate import bootstrap_band, mean_band, relative_to_random
 from bench.report.build import FIG4_FILES, FIG4_PANELS, FIG8_FILES, FIG8_PANELS
 from bench.report.figures import (complexity_scatter_figures, curve_figures, entropy_figures,
-                                  heatmap_grid_figures, relative_figures)
+                                  heatmap_grid_figures, relative_figures, road_figures)
 from bench.report.table import holm, summary_table, to_latex, to_markdown, wilcoxon_p
 from bench.stats import bootstrap_ci
 from bench.tables import CURVE_COLUMNS, with_provenance, write_parquet
@@ -290,6 +290,66 @@ def test_curves_figure_morf_and_lerf_rows(tmp_path):
         assert len(bands(ax)) == 3
     morf, lerf = (labelled_lines(ax)[1].get_ydata() for ax in axes)
     assert morf[-1] < lerf[-1] and morf[0] == pytest.approx(lerf[0])
+
+
+ROAD_GAPS = {"random": 0.0, "sensitivity": 2.0, "lrp_eps": 3.0}  # per-image LeRF − MoRF slope (over fractions)
+
+
+def make_road(run_dir, method, n_images=12, fractions=(0.1, 0.3, 0.5)):
+    """road.parquet as a run with metrics=[aopc,road] writes it, with curves whose AUCs are known."""
+    prov = provenance(method)
+    a = np.array([0.0, *fractions])
+    rng = np.random.default_rng(sum(map(ord, method)))
+    rows = []
+    for i in range(n_images):
+        f0, tilt = 10 + i % 3, ROAD_GAPS[method] * (1 + 0.3 * rng.normal())
+        for order, slope in (("morf", -tilt / 2), ("lerf", tilt / 2), ("random", 0.0)):
+            rows.append(pd.DataFrame({"image_id": f"toyset-{i:03d}", "label": i % 10, "target_class": i % 10,
+                                      "order": order, "step": np.arange(len(a)), "fraction_removed": a,
+                                      "score_value": f0 + slope * a, "score_std": 0.01, "road_noise": 0.01,
+                                      "road_repeats": 2}))
+    write_parquet(with_provenance(pd.concat(rows, ignore_index=True), prov), Path(run_dir) / "road.parquet")
+
+
+def test_road_curves_and_road_table(tmp_path):
+    from bench.summary import road_quantities
+
+    for m in ("random", "sensitivity", "lrp_eps"):
+        make_run(tmp_path / m, m, complexity=False, heatmaps=None)
+        make_road(tmp_path / m, m)
+    make_run(tmp_path / "no_road", "my_method", complexity=False, heatmaps=None)  # a run without ROAD
+    res = load_results(tmp_path)
+    assert set(res.road.run) == {"random", "sensitivity", "lrp_eps"} and len(res.road) == 3 * 12 * 3 * 4
+    [(suffix, fig)] = road_figures(res, n_boot=50)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["ROAD MoRF · toyset", "ROAD LeRF · toyset"]
+    for ax, sign in zip(axes, (-1, 1)):
+        lines = labelled_lines(ax)
+        assert [ln.get_label() for ln in lines] == ["Random", "random order", "Sensitivity (ℓ₂)", "LRP-ε"]
+        assert list(lines[2].get_xdata()) == pytest.approx([0, 10, 30, 50])  # % of pixels removed
+        assert np.sign(lines[3].get_ydata()[-1] - lines[3].get_ydata()[0]) == sign
+        assert len(bands(ax)) == 4
+    assert "200" not in fig.texts[0].get_text() and "12 images" in fig.texts[0].get_text()
+
+    table = summary_table(res, "road_gap", n_boot=200)
+    assert list(table.method) == ["random", "sensitivity", "lrp_eps"]  # the run without ROAD is not a row
+    for _, r in table.iterrows():
+        gap = road_quantities(res.road_table(r.run))["road_gap"].to_numpy()
+        # trapezoid of a line over [0, 0.5]: (LeRF − MoRF) slope × 0.5² / 2
+        assert r["mean"] == pytest.approx(gap.mean()) and r.n_images == 12
+        assert (r.ci_low, r.ci_high) == pytest.approx(bootstrap_ci(gap, n_boot=200, seed=0))
+    assert table.set_index("method").loc["lrp_eps", "is_best"]
+    assert table.set_index("method").loc["lrp_eps", "mean"] == pytest.approx(3.0 * 0.125, rel=0.3)
+    worse = summary_table(res, "road_auc_morf_minus_random", n_boot=50).set_index("method")
+    assert worse.loc["lrp_eps", "is_best"] and worse.loc["lrp_eps", "rank"] == 1  # lower is better here
+    written = make_report(tmp_path, tmp_path / "report", n_boot=50, formats=("png",))
+    assert {"road_curves", "road_table"} <= set(written)
+    assert "ROAD gap AUC(LeRF) − AUC(MoRF) per image" in (tmp_path / "report" / "road_table.md").read_text()
+    assert r"\label{tab:road}" in (tmp_path / "report" / "road_table.tex").read_text()
+
+
+def test_no_road_figure_or_table_without_road_tables(results, tmp_path):
+    assert results.road is None and road_figures(results) == []
 
 
 def test_complexity_scatter_and_entropy_boxes(results):

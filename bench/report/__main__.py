@@ -22,8 +22,10 @@ def parser() -> argparse.ArgumentParser:
                         "method name (its run of the same setting, paired by image)")
     p.add_argument("--patch-baseline", default="random",
                    help="the same for the per-patch-size figure (TNNLS Fig. 8 uses sensitivity)")
-    p.add_argument("--quantity", default="aopc_morf_minus_random", choices=["aopc_morf_minus_random", "aopc_morf"],
-                   help="what the summary table reports at the last step L")
+    p.add_argument("--quantity", default="aopc_morf_minus_random", choices=["aopc_morf_minus_random", "aopc_morf", "road_gap",
+                                                                     "road_auc_morf_minus_random"],
+                   help="what the summary table reports per image (AOPC at the last step L, or a ROAD quantity; "
+                        "road_table.* always reports the ROAD gap)")
     p.add_argument("--reference", help="method on the x axis of the complexity scatter (default: the first "
                                        "non-random method in catalogue order)")
     p.add_argument("--grid-images", type=int, default=8, help="images (columns) in the heatmap grid")

@@ -91,6 +91,21 @@ def relative_to_run(curves: pd.DataFrame, baseline: pd.DataFrame) -> PerImage | 
     return paired_difference(a, b)
 
 
+ROAD_QUANTITIES = ("road_gap", "road_auc_morf", "road_auc_lerf", "road_auc_random", "road_auc_morf_minus_random")
+
+
+def road_values(road: pd.DataFrame | None, quantity: str) -> pd.Series | None:
+    """Per image (index image_id, order of appearance) one of ROAD_QUANTITIES of a run's ROAD rows, as the
+    run's summary computes it (``bench.summary.road_quantities``). None when the run has no ROAD rows."""
+    from ..summary import road_quantities
+
+    if road is None or road.empty:
+        return None
+    values = road_quantities(road)[quantity]
+    values.index.name = "image_id"
+    return values.rename(quantity)
+
+
 def final_values(curves: pd.DataFrame, quantity: str) -> pd.Series | None:
     """Per image (index image_id, order of appearance), at the run's last step: ``aopc_morf``,
     ``aopc_random`` or ``aopc_morf_minus_random``. None when the needed order is absent."""

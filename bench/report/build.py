@@ -7,12 +7,14 @@ nor a line varies, e.g. ``aopc_vs_random__patch-4``):
 ``aopc_vs_random``                 AOPC − AOPC(random order) vs L, a panel per dataset (TNNLS Fig. 4)
 ``aopc_vs_<baseline>_by_patch``    the same, a panel per patch size, when several (Fig. 8)
 ``curves``                         MoRF (and LeRF) curves f_c(x⁽ᵏ⁾) vs k with the random order
+``road_curves``                    ROAD MoRF and LeRF curves vs the fraction removed (runs with a road table)
 ``complexity_scatter``             per-image PNG size, method vs reference, with the diagonal (Fig. 5 top)
 ``complexity_entropy``             entropy box plots per method (Fig. 5 bottom)
 ``heatmap_grid``                   images × methods heatmaps (Fig. 6), from heatmaps.parquet / .npz
 ``network_quality``                accuracy and AOPC vs training iterations (Fig. 7), when a table exists,
                                    and ``network_quality_correlations.csv`` (Pearson, Spearman)
 ``summary_table.{md,tex,csv}``     AOPC [95% CI] per method × dataset/patch, best marked, paired tests
+``road_table.{md,tex,csv}``        the same for the ROAD gap AUC(LeRF) − AUC(MoRF) (runs with a road table)
 ``runs.csv``                       the runs read: key, folder, condition, L, images, duplicate flag
 ``warnings.txt``                   what was left out or ambiguous (duplicates, missing baselines), if any
 =================================  =====================================================================
@@ -75,7 +77,8 @@ def make_report(dirs, out=None, *, baseline: str = "random", patch_baseline: str
 
     jobs = [("aopc_vs_" + ("random" if baseline == "random" else baseline),
              lambda: figures.relative_figures(results, FIG4_PANELS, FIG4_FILES, baseline, n_boot, seed)),
-            ("curves", lambda: figures.curve_figures(results, n_boot, seed))]
+            ("curves", lambda: figures.curve_figures(results, n_boot, seed)),
+            ("road_curves", lambda: figures.road_figures(results, n_boot, seed))]
     if results.runs.patch.nunique() > 1:
         jobs.append((f"aopc_vs_{patch_baseline}_by_patch",
                      lambda: figures.relative_figures(results, FIG8_PANELS, FIG8_FILES, patch_baseline, n_boot, seed)))
@@ -98,12 +101,16 @@ def make_report(dirs, out=None, *, baseline: str = "random", patch_baseline: str
         write_csv(correlations[0], out / "network_quality_correlations.csv")
         written["network_quality_correlations"] = [out / "network_quality_correlations.csv"]
 
-    summary = table.summary_table(results, quantity, n_boot, seed)
-    if not summary.empty:
-        write_csv(summary, out / "summary_table.csv")
-        _write_text(out / "summary_table.md", table.to_markdown(summary, digits))
-        _write_text(out / "summary_table.tex", table.to_latex(summary, digits))
-        written["summary_table"] = [out / f"summary_table.{ext}" for ext in ("csv", "md", "tex")]
+    tables = [("summary_table", quantity, "tab:aopc")]
+    if results.road is not None:
+        tables.append(("road_table", "road_gap", "tab:road"))
+    for name, q, label in tables:
+        summary = table.summary_table(results, q, n_boot, seed)
+        if not summary.empty:
+            write_csv(summary, out / f"{name}.csv")
+            _write_text(out / f"{name}.md", table.to_markdown(summary, digits))
+            _write_text(out / f"{name}.tex", table.to_latex(summary, digits, label=label))
+            written[name] = [out / f"{name}.{ext}" for ext in ("csv", "md", "tex")]
     write_csv(results.runs, out / "runs.csv")
     written["runs"] = [out / "runs.csv"]
     if results.warnings:

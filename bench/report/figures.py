@@ -3,6 +3,7 @@
 * :func:`relative_figures` — AOPC vs perturbation steps relative to a baseline, one panel per dataset
   (Fig. 4, baseline = the random order of the same run) or one panel per patch size (Fig. 8);
 * :func:`curve_figures` — the MoRF (and LeRF, when present) curves f_c(x⁽ᵏ⁾) themselves;
+* :func:`road_figures` — ROAD's MoRF and LeRF curves over the fraction of pixels removed (SPEC §9);
 * :func:`complexity_scatter_figures`, :func:`entropy_figures` — file size of one method against another
   per image with the diagonal, and entropy box plots (Fig. 5);
 * :func:`heatmap_grid_figures` — images × methods, rendered by :mod:`bench.render` (Fig. 6).
@@ -192,6 +193,57 @@ def curve_figures(results: Results, n_boot: int = 1000, seed: int | None = None)
                     ax.set_title(f"{ORDER_TITLES[o]} · {title}")
                     ax.set_xlabel("perturbation step k")
                     ax.set_ylabel(f"$f_c(x^{{(k)}})$ ({score})")
+            _legend(fig, axes)
+            out.append((suffix, fig))
+    return out
+
+
+def road_figures(results: Results, n_boot: int = 1000, seed: int | None = None) -> list[tuple[str, Figure]]:
+    """ROAD (Rong et al. 2022; SPEC §9): f_c of the imputed image vs the fraction of pixels removed, mean and
+    95% band over images, a panel for MoRF and one for LeRF per dataset, a line per run with ROAD rows,
+    and the paired random order of the first run (grey, dashed)."""
+    if results.road is None:
+        return []
+    panel_cols, file_cols = ["dataset", "model"], ["perturbation", "patch", "target", "score"]
+    runs = results.runs[results.runs.run.isin(set(results.road.run))]
+    out = []
+    with style.paper():
+        for suffix, frun, panels in facets(runs, panel_cols, file_cols):
+            labels = series_labels(frun, panel_cols + file_cols)
+            order = series_order(frun, labels)
+            ls = linestyle_index(frun, order, labels)
+            fig, axes = panel_grid(2 * len(panels), ncols=2 if len(panels) == 1 else len(panels),
+                                   extra_height=0.75)
+            n_images = set()
+            for i, o in enumerate(("morf", "lerf")):
+                for j, (title, prun) in enumerate(panels):
+                    ax = axes[i * len(panels) + j] if len(panels) > 1 else axes[i]
+                    runs_here = [r for r in order if r in set(prun.run)]
+                    for k, run in enumerate(runs_here):
+                        road = results.road_table(run)
+                        meta = prun.set_index("run").loc[run]
+                        pct = 100 * road.groupby("step").fraction_removed.mean()
+                        shown = [(o, labels[run], ls[run])] + ([("random", "random order", None)] if k == 0 else [])
+                        for which, label, style_index in shown:
+                            m = per_image(road, which, "score_value")
+                            if m is None or m.values.size == 0:
+                                continue
+                            band = mean_band(m, n_boot, _seed(meta, seed))
+                            n_images.add(len(m.image_ids))
+                            band["step"] = pct.loc[band.step].to_numpy()
+                            if style_index is None:
+                                ax.fill_between(band.step, band.ci_low, band.ci_high, color="0.6", alpha=BAND_ALPHA,
+                                                linewidth=0, label="_band random order")
+                                ax.plot(band.step, band["mean"], color="0.4", linestyle=(0, (4, 2)), label=label)
+                            else:
+                                _line(ax, meta, label, style_index, band)
+                    ax.xaxis.set_major_locator(matplotlib.ticker.MultipleLocator(20))
+                    ax.set_title(f"ROAD {ORDER_TITLES[o]} · {title}")
+                    ax.set_xlabel("pixels removed (%)")
+                    ax.set_ylabel(f"$f_c$ ({frun.score.iloc[0]})")
+            n_text = "–".join(map(str, sorted(n_images)[::max(1, len(n_images) - 1)])) or "0"
+            fig.suptitle(f"mean over {n_text} images, band: 95% bootstrap interval; removed pixels imputed "
+                         f"(noisy linear imputation)", fontsize="small")
             _legend(fig, axes)
             out.append((suffix, fig))
     return out

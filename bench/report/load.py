@@ -19,6 +19,8 @@ the report also reads, when present:
   the provenance columns (missing provenance is taken from the run in the same folder);
 * ``heatmaps.parquet`` — ``image_id``, ``height``, ``width``, ``heatmap`` (flat row-major array) + provenance,
   as runs write it; or ``heatmaps.npz`` — one H×W array per key, the key being the image id;
+* ``road.parquet`` — the ROAD protocol's curves (``metrics=[…, road]``, SPEC §9), rows given to the run of
+  the same condition in that folder;
 
 and anywhere below the folders ``network_quality.parquet`` / ``network_quality.csv`` (TNNLS Fig. 7).
 
@@ -69,14 +71,24 @@ class Results:
     complexity: pd.DataFrame | None = None
     heatmaps: pd.DataFrame | None = None  # run, image_id, heatmap (H×W float arrays) + HEATMAP_KEY
     network: pd.DataFrame | None = None
+    road: pd.DataFrame | None = None  # road.parquet rows + run
     warnings: list[str] = field(default_factory=list)
     _by_run: dict | None = field(default=None, repr=False, compare=False)
+    _road_by_run: dict | None = field(default=None, repr=False, compare=False)
 
     def run_table(self, run: str) -> pd.DataFrame:
         """The curve rows of one run (split once, then looked up)."""
         if self._by_run is None:
             self._by_run = {k: g for k, g in self.curves.groupby("run", sort=False)}
         return self._by_run.get(run, self.curves.iloc[:0])
+
+    def road_table(self, run: str) -> pd.DataFrame | None:
+        """The ROAD rows of one run; None when it has none."""
+        if self.road is None:
+            return None
+        if self._road_by_run is None:
+            self._road_by_run = {k: g for k, g in self.road.groupby("run", sort=False)}
+        return self._road_by_run.get(run)
 
 
 def _warn(warnings: list[str], message: str) -> None:
@@ -197,7 +209,7 @@ def load_results(dirs, duplicates: str = "keep", show_progress: bool | None = No
     return Results(runs=runs.reset_index(drop=True), curves=curves,
                    complexity=_load_complexity(runs, kept_dirs, warnings),
                    heatmaps=_load_heatmaps(runs, kept_dirs, warnings),
-                   network=_load_network(roots), warnings=warnings)
+                   network=_load_network(roots), road=_load_road(runs, kept_dirs, warnings), warnings=warnings)
 
 
 def _apply_duplicates(runs: pd.DataFrame, policy: str, warnings: list[str]) -> pd.DataFrame:
@@ -310,6 +322,35 @@ def _load_heatmaps(runs: pd.DataFrame, dirs: set[str], warnings: list[str]) -> p
         return None
     keep = HEATMAP_KEY + ["run", "image_id", "heatmap"]
     return _first_run_only(pd.concat([p[keep] for p in parts], ignore_index=True), runs)
+
+
+ROAD_COLUMNS = CONDITION + ["image_id", "order", "step", "fraction_removed", "score_value"]
+
+
+def _load_road(runs: pd.DataFrame, dirs: set[str], warnings: list[str]) -> pd.DataFrame | None:
+    """road.parquet next to the curve tables; each row to the run of its folder with the same condition."""
+    parts = []
+    for d in sorted(dirs):
+        path = Path(d) / "road.parquet"
+        if not path.is_file():
+            continue
+        df = pd.read_parquet(path)
+        missing = [c for c in ROAD_COLUMNS if c not in df.columns]
+        if missing:
+            _warn(warnings, f"{path}: skipped, not a ROAD table of the suite (missing {', '.join(missing)})")
+            continue
+        df["image_id"] = df["image_id"].astype(str)
+        here = runs[runs.dir == d]
+        first: dict[tuple, str] = {}
+        for _, r in here.iterrows():
+            first.setdefault(_condition_tuple(r), r.run)
+        df["run"] = None
+        for key, g in df.groupby(CONDITION, sort=False, dropna=False):
+            df.loc[g.index, "run"] = first.get(tuple(str(v) for v in key))
+        if df.run.isna().any():
+            _warn(warnings, f"{path}: {int(df.run.isna().sum())} row(s) of a condition without curves, left out")
+        parts.append(df[df.run.notna()].drop_duplicates(["run", "image_id", "order", "step"]))
+    return pd.concat(parts, ignore_index=True) if parts else None
 
 
 NETWORK_COLUMNS = ["iteration", "test_accuracy", "aopc_mean", "aopc_ci_low", "aopc_ci_high"]

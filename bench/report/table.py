@@ -4,7 +4,10 @@ method per column marked, and a paired test of every method against that best ov
 * Quantity (default ``aopc_morf_minus_random``): per image, AOPC(L) of MoRF minus AOPC(L) of the random
   order of the same run (SPEC §4); or ``aopc_morf``. Mean, s.e.m. and a 95% percentile bootstrap interval
   over images (the run's seed, so they equal the run's ``summary.csv``).
-* Best per column: the highest mean (higher AOPC = the heatmap found more of what the model relies on).
+* Best per column: the highest mean (higher AOPC = the heatmap found more of what the model relies on; higher
+  ROAD gap = its MoRF and LeRF orders separate better), the lowest for the ROAD AUCs of MoRF (LOWER_IS_BETTER).
+* ROAD quantities (``road_gap``, ``road_auc_morf_minus_random``, …; ``road_table.*``): per image from the
+  run's ``road.parquet``, as in its summary (SPEC §9).
 * Test: two-sided **Wilcoxon signed-rank test** (``scipy.stats.wilcoxon``, zero differences dropped,
   exact for small samples without ties, normal approximation otherwise) on the per-image differences
   method − best over the images both runs evaluated; p-values Holm-adjusted over the methods of a column.
@@ -23,16 +26,18 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .aggregate import final_values
+from .aggregate import ROAD_QUANTITIES, final_values, road_values
 from .load import Results, series_labels, series_order
 from ..stats import bootstrap_ci, sem
 
 #: The columns a table column is made of (those that vary are shown in its header; dataset and patch always).
 COLUMN_KEY = ["dataset", "model", "perturbation", "patch", "steps", "target", "score"]
 ALPHA = 0.05
+LOWER_IS_BETTER = {"road_auc_morf", "road_auc_morf_minus_random"}
 TEST_NAME = "Wilcoxon signed-rank, two-sided, Holm-adjusted within column"
 QUANTITY_TITLES = {"aopc_morf_minus_random": "AOPC − random", "aopc_morf": "AOPC (MoRF)",
-                   "aopc_random": "AOPC (random order)"}
+                   "aopc_random": "AOPC (random order)", "road_gap": "ROAD gap AUC(LeRF) − AUC(MoRF)",
+                   "road_auc_morf_minus_random": "ROAD AUC(MoRF) − AUC(random)"}
 
 
 def wilcoxon_p(d: np.ndarray) -> float:
@@ -77,10 +82,13 @@ def summary_table(results: Results, quantity: str = "aopc_morf_minus_random", n_
     order = {r: i for i, r in enumerate(series_order(runs, labels))}
     rows, per_image = [], {}
     for _, r in runs.iterrows():
-        values = final_values(results.run_table(r.run), quantity)
+        road = quantity in ROAD_QUANTITIES
+        values = (road_values(results.road_table(r.run), quantity) if road
+                  else final_values(results.run_table(r.run), quantity))
         if values is None:
-            results.warnings.append(f"{r.run}: no rows for {quantity} (is the random order missing?); "
-                                    f"not in the summary table")
+            if not road:  # (a run without metrics=[…, road] is simply not in the ROAD table)
+                results.warnings.append(f"{r.run}: no rows for {quantity} (is the random order missing?); "
+                                        f"not in the summary table")
             continue
         per_image[r.run] = values
         v = values.to_numpy()
@@ -95,9 +103,10 @@ def summary_table(results: Results, quantity: str = "aopc_morf_minus_random", n_
     out = []
     for _, g in table.groupby("column", sort=False):
         g = g.copy()
-        best = g.loc[g["mean"].idxmax()]
+        lower = quantity in LOWER_IS_BETTER
+        best = g.loc[g["mean"].idxmin() if lower else g["mean"].idxmax()]
         g["best_label"], g["is_best"] = best.label, g.run == best.run
-        g["rank"] = g["mean"].rank(ascending=False, method="min").astype(int)
+        g["rank"] = g["mean"].rank(ascending=lower, method="min").astype(int)
         n_paired, diff, p = [], [], []
         for run in g.run:
             a, b = per_image[run], per_image[best.run]
@@ -141,10 +150,13 @@ def _grid(table: pd.DataFrame, digits: int | None, bold, dagger) -> tuple[list[s
 
 
 def caption(table: pd.DataFrame) -> str:
-    q = QUANTITY_TITLES.get(table.quantity.iloc[0], table.quantity.iloc[0])
+    quantity = table.quantity.iloc[0]
+    q = QUANTITY_TITLES.get(quantity, quantity)
     n = sorted(set(table.n_images))
     n_text = str(n[0]) if len(n) == 1 else f"{n[0]}–{n[-1]}"
-    return (f"{q} at the last step L, mean [95% bootstrap interval] over {n_text} images. Bold: best per column. "
+    where = ("per image (trapezoidal areas over the fractions of pixels removed)" if quantity in ROAD_QUANTITIES
+             else "at the last step L")
+    return (f"{q} {where}, mean [95% bootstrap interval] over {n_text} images. Bold: best per column. "
             f"†: not significantly different from the best (two-sided Wilcoxon signed-rank test on the "
             f"per-image differences over the images both evaluated, Holm-adjusted p ≥ {ALPHA}).")
 
