@@ -19,12 +19,8 @@ import torch
 
 def main(argv: list[str] | None = None) -> None:
     from .engine import sequential_scores
-    from .evaluate import Evaluator
-    from .hydra_app import compose
-    from .models import load_model
-    from .pooling import pool_channels
+    from .perf_inputs import evaluator_of, prepare
     from .regions import pixel_ranks, region_scores, seeded_orders
-    from .spec import build_spec
 
     parser = argparse.ArgumentParser(prog="python -m bench.perf_inpaint", description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=32)
@@ -32,21 +28,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="run settings, e.g. method=lrp_eps patch=4 device=cuda")
     args = parser.parse_args(argv)
 
-    evaluators = {}
-    for solver in ("host", "device"):
-        spec = build_spec(compose(["perturbation=inpaint", f"perturbation.params.solver={solver}",
-                                   f"n_images={args.images}", *args.overrides]))
-        model = load_model(spec).to(spec.device).eval()
-        evaluators[solver] = Evaluator.from_spec(spec, model)
-    ev = evaluators["device"]
-    items = [spec.dataset.obj.get(i) for i in range(args.images)]
-    ids = [i for i, _, _ in items]
-    x = ev.normalization.normalize(torch.stack([r for _, r, _ in items]).float().to(spec.device))
-    with torch.no_grad():
-        logits = ev.logits(x)
-    target = logits.argmax(1)
-    f0 = logits.gather(1, target.view(-1, 1))[:, 0]
-    heat = pool_channels(ev.attribute(x, target, ids), ev.pooling).detach()
+    run = prepare(["perturbation=inpaint", "perturbation.params.solver=device", *args.overrides], args.images)
+    spec, ev, ids, x, target, f0, heat = run.spec, run.evaluator, run.ids, run.x, run.target, run.f0, run.heat
+    host = evaluator_of([f"n_images={args.images}", "perturbation=inpaint", "perturbation.params.solver=host",
+                         *args.overrides])[2]
+    evaluators = {"host": host, "device": ev}
     seeded = seeded_orders(region_scores(heat.float(), ev.ids_map, ev.regions), ids, ev.seed)
     seeded["lerf"] = seeded["morf"].flip(1)
     ranks = torch.stack([pixel_ranks(seeded[o], ev.ids_map) for o in ev.orders], 1)

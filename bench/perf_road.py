@@ -19,11 +19,7 @@ import torch
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .hydra_app import compose
-    from .evaluate import Evaluator
-    from .models import load_model
-    from .pooling import pool_channels
-    from .spec import build_spec
+    from .perf_inputs import prepare
 
     parser = argparse.ArgumentParser(prog="python -m bench.perf_road", description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=64)
@@ -32,17 +28,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     import quantus
 
-    spec = build_spec(compose(["metrics=[aopc,road]", f"n_images={args.images}", *args.overrides]))
-    model = load_model(spec).to(spec.device).eval()
-    ev = Evaluator.from_spec(spec, model)
-    items = [spec.dataset.obj.get(i) for i in range(args.images)]
-    ids = [i for i, _, _ in items]
-    x = ev.normalization.normalize(torch.stack([r for _, r, _ in items]).float().to(spec.device))
-    with torch.no_grad():
-        logits = ev.logits(x)
-    target = logits.argmax(1)
-    f0 = logits.gather(1, target.view(-1, 1))[:, 0]
-    heat = pool_channels(ev.attribute(x, target, ids), ev.pooling).detach()
+    run = prepare(["metrics=[aopc,road]", *args.overrides], args.images)
+    spec, model, ev, ids, x, target, f0, heat = (run.spec, run.model, run.evaluator, run.ids, run.x, run.target,
+                                                 run.f0, run.heat)
     percentages = [round(100 * f) for f in spec.road["fractions"]]
     metric = quantus.ROAD(noise=spec.road["noise"], percentages=percentages, abs=False, normalise=False,
                           disable_warnings=True, display_progressbar=False)

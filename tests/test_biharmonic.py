@@ -12,6 +12,7 @@ import bench.biharmonic as bh
 from bench.engine import sequential_scores
 from bench.errors import BenchError
 from bench.perturbation import make_replacement
+from test_imputation import masks as road_masks
 
 
 @pytest.mark.parametrize("shape", [(7, 9), (1, 6), (2, 3), (4, 4)])
@@ -32,18 +33,12 @@ def test_stencils_are_laplace_of_laplace_on_the_clipped_window(shape):
 
 
 def masks(h, w, rng):
-    border = np.zeros((h, w), bool)
-    border[0, :] = border[:, -1] = True
-    isolated = np.zeros((h, w), bool)
-    isolated[::3, ::3] = True
-    block = np.zeros((h, w), bool)
-    block[2:, 1:-3] = True
+    """ROAD's test masks (border, isolated pixels, random 30 % and 90 %, all but 3 pixels, a block to the border)
+    and a corner tile and one pixel."""
+    named = road_masks(h, w, rng)
     corner = np.zeros((h, w), bool)
     corner[:4, :4] = True
-    return {"random 30%": rng.random((h, w)) < 0.3, "random 90%": rng.random((h, w)) < 0.9,
-            "all but 3 pixels": ~np.isin(np.arange(h * w).reshape(h, w), [0, 17, h * w - 1]),
-            "border": border, "isolated pixels": isolated, "block to the border": block, "corner tile": corner,
-            "one pixel": np.eye(1, h * w, 40, dtype=bool).reshape(h, w)}
+    return {**named, "corner tile": corner, "one pixel": np.eye(1, h * w, 40, dtype=bool).reshape(h, w)}
 
 
 def skimage_reference(x: np.ndarray, m: np.ndarray) -> np.ndarray:
