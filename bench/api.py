@@ -65,6 +65,9 @@ class Method:
     """
 
     pooling: ClassVar[str] = "sum"
+    #: True for a method that only has heatmaps of the dataset's images (``precomputed``): it cannot attribute
+    #: other inputs, so protocols that do (continuity's neighbours, the translation wrapper) refuse it.
+    fixed_heatmaps: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         if params:
@@ -72,6 +75,11 @@ class Method:
 
     def attribute(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, ctx: Context) -> torch.Tensor:
         raise NotImplementedError
+
+    def prepare(self, dataset: "Dataset", n_images: int, what: str) -> None:
+        """Called once when the run spec is built, before any work: raise ``BenchError`` (one line) if the
+        method cannot serve the first ``n_images`` images of ``dataset`` (``what``: its name), e.g. precomputed
+        heatmaps that lack one. Most methods need nothing."""
 
 
 class UnreadableImage(Exception):
@@ -102,6 +110,10 @@ class Dataset:
 
     def get(self, index: int) -> tuple[str, torch.Tensor, int]:
         raise NotImplementedError
+
+    def image_id(self, index: int) -> str:
+        """The id of image ``index`` without reading it, where a dataset can (the default reads it)."""
+        return self.get(index)[0]
 
     def train_split(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(raw images N×C×H×W, labels N) to train the embedded model on, or None."""

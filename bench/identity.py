@@ -104,10 +104,12 @@ def model_sha(model) -> str:
 
 def manifest_of(spec, model) -> dict[str, Any]:
     conf, code, weights = spec.run_config(), code_sha(spec.method.obj, spec.dataset.obj), model_sha(model)
-    key = hashlib.blake2b(json.dumps([conf, code, weights], sort_keys=True, default=str).encode(),
-                          digest_size=8).hexdigest()
+    inputs = getattr(spec.method.obj, "inputs_sha", None)  # what a method read from files (precomputed heatmaps)
+    key = hashlib.blake2b(json.dumps([conf, code, weights] + ([inputs] if inputs else []), sort_keys=True,
+                                     default=str).encode(), digest_size=8).hexdigest()
     blocks = spec.blocks()
     return dict(format=JOB_FORMAT, run_key=key, run_config=conf, code_sha=code, model_sha=weights,
+                **({"inputs_sha": inputs} if inputs else {}),
                 shard=spec.shard, num_shards=spec.num_shards, n_images=spec.n_images, block_size=spec.block_size,
                 n_blocks=spec.n_blocks, blocks=[blocks[0][0], blocks[-1][0] + 1])
 
@@ -138,4 +140,6 @@ def incompatibility(old: dict, new: dict) -> str | None:
         return "results computed by different code (the bench sources or the method/dataset plug-in changed)"
     if old.get("model_sha") != new["model_sha"]:
         return "results computed with different model weights (the cached model was retrained or changed)"
+    if old.get("inputs_sha") != new.get("inputs_sha"):
+        return "results computed from different input files (the precomputed heatmaps changed)"
     return None

@@ -331,6 +331,9 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def image_id(self, index: int) -> str:
+        return self.samples[index][0]
+
     def get(self, index: int) -> tuple[str, torch.Tensor, int]:
         from PIL import Image
 
@@ -374,8 +377,11 @@ class ArrayImages(Dataset):
 
         return self.transform(Image.fromarray(images[index]))
 
+    def image_id(self, index: int) -> str:
+        return f"{self.id_prefix}-{index:05d}"
+
     def get(self, index: int) -> tuple[str, torch.Tensor, int]:
-        return f"{self.id_prefix}-{index:05d}", self._raw(self.images, index), self.labels[index]
+        return self.image_id(index), self._raw(self.images, index), self.labels[index]
 
     def train_split(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self._load_train is None:

@@ -250,6 +250,9 @@ def _finished_run(folder: Path, spec) -> bool:
     new = dict(format=JOB_FORMAT, shard=spec.shard, num_shards=spec.num_shards,
                run_config=json.loads(json.dumps(spec.run_config(), default=str)),
                code_sha=code_sha(spec.method.obj, spec.dataset.obj), model_sha=st.manifest.get("model_sha"))
+    inputs = getattr(spec.method.obj, "inputs_sha", None)
+    if inputs:
+        new["inputs_sha"] = inputs
     return incompatibility(st.manifest, new) is None
 
 

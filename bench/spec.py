@@ -271,6 +271,10 @@ def build_spec(conf: Mapping[str, Any], here: bool = True) -> RunSpec:
         raise BenchError(f"continuity.max_shift={blocks['continuity']['max_shift']} must be smaller than the image "
                          f"width {w}")
     method = plugins.build("methods", nodes["method"], "method")
+    if "continuity" in metrics and method.fixed_heatmaps:
+        raise BenchError(f"metrics=[…, continuity] attributes perturbed copies of the images, but "
+                         f"method={nodes['method']['name']} has heatmaps of the images themselves only")
+    method.prepare(dataset, v["n_images"], nodes["dataset"]["name"])
     pooling = nodes["method"].get("pooling") or method.pooling
     checks.choice("method.pooling", pooling, POOLINGS)
     pert = nodes["perturbation"]

@@ -61,9 +61,12 @@ class EmbeddedMNIST(Dataset):
     def __len__(self) -> int:
         return len(self.test_idx)
 
+    def image_id(self, index: int) -> str:
+        return f"mnist5k-{int(self.test_idx[index]):04d}"
+
     def get(self, index: int) -> tuple[str, torch.Tensor, int]:
         i = int(self.test_idx[index])
-        return f"mnist5k-{i:04d}", torch.from_numpy(self.images[i][None]), int(self.labels[i])
+        return self.image_id(index), torch.from_numpy(self.images[i][None]), int(self.labels[i])
 
     def train_split(self) -> tuple[torch.Tensor, torch.Tensor]:
         return (torch.from_numpy(self.images[self.train_idx][:, None]),

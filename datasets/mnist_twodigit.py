@@ -94,8 +94,11 @@ class MNISTTwoDigit(Dataset):
     def __len__(self) -> int:
         return self.n_test
 
+    def image_id(self, index: int) -> str:
+        return f"twodigit-{index:05d}"
+
     def get(self, index: int) -> tuple[str, torch.Tensor, int]:
-        return f"twodigit-{index:05d}", torch.from_numpy(self.images[index][None]), int(self.labels[index])
+        return self.image_id(index), torch.from_numpy(self.images[index][None]), int(self.labels[index])
 
     def get_mask(self, index: int) -> torch.Tensor:
         """The ground-truth region of image ``index``: bool (H, W), True where the label is decided."""

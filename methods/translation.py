@@ -42,6 +42,9 @@ class Translation(Method):
         if cfg.get("plugin") == "translation":
             raise BenchError("translation: the wrapped method cannot itself be a translation")
         self.inner = plugins.build("methods", cfg, f"method.params.method={method}")
+        if self.inner.fixed_heatmaps:
+            raise BenchError(f"translation: method.params.method={method} has heatmaps of the images themselves "
+                             f"only, none of their shifted copies")
         self.pooling = cfg.get("pooling") or self.inner.pooling
         self.shifts = [(dy, dx) for dy in range(-shift, shift + 1) for dx in range(-shift, shift + 1)]
 

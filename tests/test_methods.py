@@ -4,6 +4,7 @@ leaves the model untouched, and the non-LRP methods match their definitions on s
 import copy
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -56,15 +57,30 @@ def test_the_catalogue_is_complete():
     assert set(CATALOGUE) <= set(CONFIGS)
 
 
+class ThreeImages:
+    """The ids and shape of ``images()`` as a dataset, for the methods that read files by image id."""
+    image_shape = (3, 12, 12)
+
+    def image_id(self, index):
+        return "abc"[index]
+
+
 @pytest.mark.parametrize("name", CONFIGS)
-def test_every_config_runs_batched_and_leaves_the_model_untouched(name):
+def test_every_config_runs_batched_and_leaves_the_model_untouched(name, tmp_path):
+    params = dict(FAST.get(name, {}))
+    if name == "precomputed":  # heatmaps from a file: one C×H×W and two H×W
+        arrays = {"a": np.random.default_rng(0).normal(size=(3, 12, 12)), "b": np.ones((12, 12)),
+                  "c": np.arange(144.0).reshape(12, 12)}
+        np.savez(tmp_path / "h.npz", **arrays)
+        params["path"] = str(tmp_path / "h.npz")
     model = tiny()
     model[8].train()  # a mixed-mode model: one dropout layer in training mode
     model[2].register_forward_hook(lambda m, i, o: None)  # a hook of the user's
     state = copy.deepcopy(model.state_dict())
     modes = [m.training for m in model.modules()]
     hooks = [(dict(m._forward_hooks), dict(m._forward_pre_hooks)) for m in model.modules()]
-    method, pooling = load(name, **FAST.get(name, {}))
+    method, pooling = load(name, **params)
+    method.prepare(ThreeImages(), 3, "three images")
     x = images()
     target = torch.tensor([0, 3, 4])
     r = method.attribute(model, x, target, ctx(["a", "b", "c"]))
