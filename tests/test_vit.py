@@ -1,0 +1,78 @@
+"""A vision transformer (torchvision's ``VisionTransformer``, tiny, random weights, 28×28 grey inputs) through
+every gradient- and perturbation-based method and every protocol, end to end; LRP refuses its layers by name."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from torch import nn
+
+from bench.errors import BenchError
+from bench.plugins import CONF_DIR
+from bench.run import run
+from bench.spec import build_spec
+
+
+class TinyViT(nn.Module):
+    """torchvision's ViT with 7×7 patches of one channel: 16 tokens + class token, 2 layers of width 16."""
+
+    def __init__(self) -> None:
+        from torchvision.models.vision_transformer import VisionTransformer
+
+        super().__init__()
+        torch.manual_seed(0)
+        self.vit = VisionTransformer(image_size=28, patch_size=7, num_layers=2, num_heads=2, hidden_dim=16,
+                                     mlp_dim=32, num_classes=10)
+        self.vit.conv_proj = nn.Conv2d(1, 16, kernel_size=7, stride=7)
+
+    def forward(self, x):
+        return self.vit(x)
+
+
+VIT = ["model=user", "model.params._target_=test_vit.TinyViT", "model.params.checkpoint=random", "n_images=4",
+       "steps=4", "repeats=2", "bootstrap=20", "block_size=4", "road.fractions=[0.2,0.6]",
+       "continuity.n_samples=2", "metrics=[aopc,complexity,continuity,road]"]
+FAST = {"integrated_gradients": ["method.params.steps=4"], "smoothgrad": ["method.params.samples=3"]}
+
+
+@pytest.fixture(autouse=True)
+def pinned_code(monkeypatch, cache_dir):
+    monkeypatch.setenv("BENCH_CODE_VERSION", "tests")
+
+
+def composed(overrides):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("method", ["sensitivity", "gradient_x_input", "integrated_gradients", "smoothgrad",
+                                    "occlusion", "random"])
+def test_a_vit_runs_every_protocol(method, tmp_path):
+    run(composed([*VIT, f"method={method}", *FAST.get(method, [])]), tmp_path)
+    curves = pd.read_parquet(tmp_path / "curves.parquet")
+    assert len(curves) == 4 * 2 * 5 and np.isfinite(curves.score_value).all()
+    road = pd.read_parquet(tmp_path / "road.parquet")
+    assert set(road.order) == {"morf", "lerf", "random"} and np.isfinite(road.score_value).all()
+    for table in ("complexity", "continuity"):
+        assert len(pd.read_parquet(tmp_path / f"{table}.parquet")) == 4
+    summary = pd.read_csv(tmp_path / "summary.csv").set_index("quantity")
+    assert {"aopc_morf", "road_gap", "png_bytes", "continuity_max"} <= set(summary.index)
+
+
+@pytest.mark.parametrize("method, message", [
+    ("lrp_eps", r"module 'vit' \(VisionTransformer\) has parameters of its own, used by its forward outside any "
+                r"supported layer"),  # the class token and position embedding
+    ("deconvnet", "deconvnet is defined for ReLU networks; layer 'vit.encoder.layers.encoder_layer_0.self_attention'"),
+    ("guided_backprop", "defined for ReLU networks; layer 'vit.encoder"),
+])
+def test_lrp_and_modified_relu_backward_refuse_the_vits_layers_by_name(method, message):
+    from bench.evaluate import Evaluator
+    from bench.models import load_model
+
+    spec = build_spec(composed([*VIT, f"method={method}"]))
+    ev = Evaluator.from_spec(spec, load_model(spec))
+    x = torch.zeros(2, 1, 28, 28)
+    with pytest.raises(BenchError, match=message) as err:
+        ev.attribute(x, torch.tensor([0, 1]), ["a", "b"])
+    assert "\n" not in str(err.value)
