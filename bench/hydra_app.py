@@ -62,6 +62,9 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("bench_dirname", dirname_of)
     if not OmegaConf.has_resolver("bench_sweep_name"):
         OmegaConf.register_new_resolver("bench_sweep_name", sweep_name, use_cache=True)
+    from .models import register_input_resolver
+
+    register_input_resolver()
 
 
 register_resolvers()  # at import: launcher workers (joblib, submitit) import this module to run a job

@@ -409,6 +409,37 @@ def torchvision_weights_file(arch: str, weights_name: str) -> str:
                          f"{', '.join(m.name for m in enum)}") from None
 
 
+INPUT_KEYS = ("resize", "crop", "mean", "std")
+
+
+def torchvision_input(arch: str | None, weights_name: str | None, key: str) -> Any:
+    """The preprocessing torchvision publishes with ``arch``'s weights ``weights_name`` (its ``transforms()``:
+    resize of the shorter side, centre crop, mean, std) — ``key`` of it, or None where there is none (then the
+    dataset's default applies). The OmegaConf resolver ``${bench_torchvision_input:arch,weights,key}``."""
+    if key not in INPUT_KEYS:
+        raise BenchError(f"bench_torchvision_input: key must be one of {', '.join(INPUT_KEYS)}, got '{key}'")
+    if not arch or not weights_name:
+        return None
+    from torchvision.models import get_model_weights
+
+    try:
+        t = get_model_weights(str(arch))[str(weights_name)].transforms()
+    except (ValueError, KeyError, TypeError, AttributeError):  # unknown arch, no such weights, another transform
+        return None
+    value = {"resize": getattr(t, "resize_size", None), "crop": getattr(t, "crop_size", None),
+             "mean": getattr(t, "mean", None), "std": getattr(t, "std", None)}[key]
+    if value is None:
+        return None
+    return int(value[0]) if key in ("resize", "crop") else [float(v) for v in value]
+
+
+def register_input_resolver() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("bench_torchvision_input"):
+        OmegaConf.register_new_resolver("bench_torchvision_input", torchvision_input)
+
+
 def load_torchvision(dataset: Dataset, arch: str = "resnet18", weights: str | None = None,
                      weights_name: str = "IMAGENET1K_V1", file: str | None = None, num_classes: int = 1000,
                      cache_dir: str | None = None, **kwargs: Any) -> nn.Module:
@@ -419,6 +450,9 @@ def load_torchvision(dataset: Dataset, arch: str = "resnet18", weights: str | No
     the random initialisation (seeded by the run's seed). Other keys go to the architecture's builder."""
     import torchvision
 
+    if not arch:
+        raise BenchError("model=torchvision needs model.params.arch: a torchvision classification architecture, "
+                         "e.g. convnext_tiny, efficientnet_b0, vit_b_16")
     what = f"torchvision {arch}"
     try:
         builder = torchvision.models.get_model_builder(arch)

@@ -195,6 +195,10 @@ def _node(group: str, conf: Mapping) -> dict:
     if not isinstance(node, Mapping):
         raise BenchError(f"{group} must be chosen from conf/{group}/ ({group}=<name>), got {node!r}")
     _unknown(group, node, NODE_KEYS[group])
+    if group == "model" and node.get("kind") == "torchvision" and isinstance(node.get("params"), Mapping) \
+            and not node["params"].get("arch"):  # (conf/model/torchvision.yaml names the model after it)
+        raise BenchError("model=torchvision needs model.params.arch: a torchvision classification architecture, "
+                         "e.g. convnext_tiny, efficientnet_b0, vit_b_16")
     if not isinstance(node.get("name"), str) or not node["name"]:
         raise BenchError(f"{group}.name must be a non-empty string, got {node.get('name')!r}")
     params = node.get("params")
@@ -213,6 +217,15 @@ def _model(node: dict) -> Plugin:
             raise BenchError(f"model.input must be a mapping ({', '.join(MODEL_INPUT_KEYS)}), got {inputs!r}")
         _unknown("model.input", inputs, MODEL_INPUT_KEYS)
     check_params(kind, node["params"])
+    if kind == "torchvision":
+        import torchvision
+
+        known = torchvision.models.list_models(module=torchvision.models)  # the classification architectures
+        arch = node["params"].get("arch", "resnet18")
+        if arch not in known:
+            close = [a for a in known if str(arch).split("_")[0] in a][:6] or known[:8]
+            raise BenchError(f"model.params.arch={arch} is not a torchvision classification architecture; e.g. "
+                             f"{', '.join(close)} (torchvision.models.list_models() has all {len(known)})")
     return Plugin(node["name"], node["params"], None, kind)
 
 
@@ -302,6 +315,9 @@ def _plain(conf) -> dict:
     from omegaconf.errors import OmegaConfBaseException
 
     if OmegaConf.is_config(conf):
+        from .models import register_input_resolver
+
+        register_input_resolver()  # ${bench_torchvision_input:…} of conf/model/torchvision.yaml
         try:
             conf = OmegaConf.to_container(conf, resolve=True)
         except OmegaConfBaseException as exc:

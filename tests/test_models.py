@@ -115,6 +115,37 @@ def test_torchvision_architectures_from_their_configs(arch, zero_init):
     assert not model.training
 
 
+def test_any_torchvision_architecture_with_its_published_preprocessing(tmp_path, cache_dir):
+    """model=torchvision model.params.arch=<any classification architecture>: named after it, the resize, crop,
+    mean and std that torchvision publishes with its weights (recorded in the preprocessing column), end to end
+    for two architectures outside the named configs."""
+    from bench.models import torchvision_input
+    from bench.spec import build_spec
+
+    assert [torchvision_input("convnext_tiny", "IMAGENET1K_V1", k) for k in ("resize", "crop")] == [236, 224]
+    assert torchvision_input("efficientnet_b0", "IMAGENET1K_V1", "mean") == pytest.approx([0.485, 0.456, 0.406])
+    assert torchvision_input("convnext_tiny", "NOSUCH", "crop") is None and torchvision_input(None, "X", "crop") is None
+    root = folder(tmp_path, n=4)
+    cfg = compose("model=torchvision", "model.params.arch=convnext_tiny", "dataset=imagefolder",
+                  f"dataset.params.root={root}", "model.params.weights=random", "n_images=4")
+    spec = build_spec(cfg)
+    assert spec.model.name == "convnext_tiny" and "resize=236" in spec.dataset.obj.preprocessing
+    assert spec.dataset.obj.image_shape == (3, 224, 224)
+    for arch in ("efficientnet_b0", "convnext_tiny"):
+        s = run(compose("model=torchvision", f"model.params.arch={arch}", "model.params.weights=random",
+                        "model.params.num_classes=2", "dataset=imagefolder", f"dataset.params.root={root}",
+                        "model.input.resize=32", "model.input.crop=32", "method=integrated_gradients",
+                        "method.params.steps=4", "patch=8", "metrics=[aopc,road]", "road.fractions=[0.5]",
+                        *SMALL), tmp_path / arch)
+        assert (s.model == arch).all() and (s.n_images == 3).all()
+    for bad, message in ((["model=torchvision"], "model=torchvision needs model.params.arch"),
+                         (["model=torchvision", "model.params.arch=resnet_nosuch"],
+                          "model.params.arch=resnet_nosuch is not a torchvision classification architecture; e.g. "
+                          "resnet")):
+        with pytest.raises(BenchError, match=message):
+            build_spec(compose(*bad, "n_images=4", "dataset=imagefolder", f"dataset.params.root={root}"))
+
+
 def test_torchvision_weights_from_the_torch_cache_or_a_file(resnet18_file, monkeypatch, tmp_path):
     home, path, state = resnet18_file
     monkeypatch.setenv("TORCH_HOME", str(home))
