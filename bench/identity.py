@@ -102,9 +102,19 @@ def model_sha(model) -> str:
     return h.hexdigest()
 
 
+def inputs_sha(spec) -> str | None:
+    """Hash of what the method and dataset objects hold beyond their configuration (their ``inputs_sha``:
+    precomputed heatmaps read from files, the Python API's images in memory); None when neither has one."""
+    parts = [getattr(o, "inputs_sha", None) for o in (spec.method.obj, spec.dataset.obj)]
+    if not any(parts):
+        return None
+    return parts[0] if not parts[1] else parts[1] if not parts[0] else hashlib.blake2b(
+        f"{parts[0]}:{parts[1]}".encode(), digest_size=16).hexdigest()
+
+
 def manifest_of(spec, model) -> dict[str, Any]:
     conf, code, weights = spec.run_config(), code_sha(spec.method.obj, spec.dataset.obj), model_sha(model)
-    inputs = getattr(spec.method.obj, "inputs_sha", None)  # what a method read from files (precomputed heatmaps)
+    inputs = inputs_sha(spec)
     key = hashlib.blake2b(json.dumps([conf, code, weights] + ([inputs] if inputs else []), sort_keys=True,
                                      default=str).encode(), digest_size=8).hexdigest()
     blocks = spec.blocks()
@@ -141,5 +151,5 @@ def incompatibility(old: dict, new: dict) -> str | None:
     if old.get("model_sha") != new["model_sha"]:
         return "results computed with different model weights (the cached model was retrained or changed)"
     if old.get("inputs_sha") != new.get("inputs_sha"):
-        return "results computed from different input files (the precomputed heatmaps changed)"
+        return "results computed from different inputs (the precomputed heatmaps or the images in memory changed)"
     return None

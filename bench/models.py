@@ -536,8 +536,13 @@ def load_user(dataset: Dataset, _target_: str | None = None, checkpoint: str | N
     return model.eval()
 
 
+def load_given(dataset: Dataset, cache_dir: str | None = None) -> nn.Module:
+    """Kind ``given``: the model object handed to the Python API (bench/inmemory.py); there is nothing to load."""
+    raise BenchError("model kind 'given' is the Python API's: pass the model to bench.evaluate_explanations(model, …)")
+
+
 MODELS = {"embedded_cnn": load_embedded_cnn, "torchvision": load_torchvision, "user": load_user,
-          "checkpoint": load_checkpoint}
+          "checkpoint": load_checkpoint, "given": load_given}
 
 
 def check_fits(model: nn.Module, dataset: Dataset, name: str) -> None:

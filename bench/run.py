@@ -158,19 +158,20 @@ class _BlockWriter:
 
 
 def run(spec: RunSpec | Any, out_dir: str | Path, config_yaml: str = "", hydra_files: dict[str, str] | None = None,
-        job: JobDir | None = None) -> pd.DataFrame | None:
+        job: JobDir | None = None, model: torch.nn.Module | None = None) -> pd.DataFrame | None:
     """Run one evaluation job into ``out_dir``: ``<table>.parquet`` per table, ``summary.csv``,
     ``config.yaml`` (resuming what an earlier attempt finished there). Returns the summary; a shard of a
     run (num_shards > 1) keeps its rows in ``parts/`` for collect and returns None. A failure after the
     folder was claimed is recorded in ``FAILED`` and raised again. ``spec`` may also be a composed config
-    (tests, notebooks): it is checked by ``build_spec`` first."""
+    (tests, notebooks): it is checked by ``build_spec`` first. ``model``: the model itself (the Python API,
+    bench/inmemory.py) instead of loading the spec's."""
     start = time.perf_counter()
     if not isinstance(spec, RunSpec):
         spec = build_spec(spec)
     job = job or JobDir(out_dir)
     with job.locked():
         torch.manual_seed(spec.seed)
-        model = load_model(spec)
+        model = load_model(spec) if model is None else model.eval()
         manifest = manifest_of(spec, model)
         evaluator = Evaluator.from_spec(spec, model)
         setup_s = time.perf_counter() - start

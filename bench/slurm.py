@@ -242,7 +242,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
 def _finished_run(folder: Path, spec) -> bool:
     """Whether ``folder`` holds a finished run of ``spec``'s configuration and code (bench/identity.py)."""
     from . import jobdir
-    from .identity import JOB_FORMAT, code_sha, incompatibility
+    from .identity import JOB_FORMAT, code_sha, incompatibility, inputs_sha
 
     st = jobdir.status(folder)
     if st.status != "finished" or st.manifest is None:
@@ -250,7 +250,7 @@ def _finished_run(folder: Path, spec) -> bool:
     new = dict(format=JOB_FORMAT, shard=spec.shard, num_shards=spec.num_shards,
                run_config=json.loads(json.dumps(spec.run_config(), default=str)),
                code_sha=code_sha(spec.method.obj, spec.dataset.obj), model_sha=st.manifest.get("model_sha"))
-    inputs = getattr(spec.method.obj, "inputs_sha", None)
+    inputs = inputs_sha(spec)
     if inputs:
         new["inputs_sha"] = inputs
     return incompatibility(st.manifest, new) is None

@@ -235,11 +235,12 @@ def _model_kinds() -> tuple[str, ...]:
     return tuple(MODELS)
 
 
-def build_spec(conf: Mapping[str, Any], here: bool = True) -> RunSpec:
+def build_spec(conf: Mapping[str, Any], here: bool = True, dataset: Any = None) -> RunSpec:
     """Check the composed, resolved config ``conf`` (a plain dict or a DictConfig) and build the run's spec.
     Raises ``BenchError`` (one line) for the first problem found; writes nothing. ``here=False``: the spec of
     a job that will run on another machine (a cluster's compute node, bench/slurm.py): whether its device
-    exists is left to that machine."""
+    exists is left to that machine. ``dataset``: a ``bench.api.Dataset`` object used instead of building the
+    config's (the Python API's images in memory, bench/inmemory.py); it is checked like any other."""
     conf = _plain(conf)
     _unknown("", conf, TOP_KEYS)
     _missing("", conf, TOP_KEYS)
@@ -271,7 +272,8 @@ def build_spec(conf: Mapping[str, Any], here: bool = True) -> RunSpec:
     from .perturbation import make_replacement
     from .pooling import POOLINGS
 
-    dataset = plugins.build("datasets", nodes["dataset"], "dataset")
+    if dataset is None:
+        dataset = plugins.build("datasets", nodes["dataset"], "dataset")
     _, h, w = dataset.image_shape
     if v["patch"] > min(h, w):
         raise BenchError(f"patch={v['patch']} is larger than the {h}×{w} images of dataset "

@@ -110,4 +110,4 @@ def test_the_heatmaps_read_are_part_of_the_jobs_identity(source, tmp_path):
     a, b = manifests
     a["run_config"] = b["run_config"]  # the same settings but for the file's name
     assert a["run_key"] != b["run_key"]
-    assert incompatibility(a, b) == "results computed from different input files (the precomputed heatmaps changed)"
+    assert incompatibility(a, b) == "results computed from different inputs (the precomputed heatmaps or the images in memory changed)"
