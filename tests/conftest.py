@@ -11,6 +11,16 @@ ROOT = Path(__file__).resolve().parent.parent
 FAST_MODEL = ["model.params.epochs=1"]
 
 
+def composed(overrides):
+    """conf/config.yaml with Hydra overrides, as the CLI composes it (a DictConfig)."""
+    from hydra import compose, initialize_config_dir
+
+    from bench.plugins import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("model-cache")

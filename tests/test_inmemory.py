@@ -8,16 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 import bench
 from bench.errors import BenchError
 from bench.models import load_model
-from bench.plugins import CONF_DIR
 from bench.run import run
 from bench.spec import build_spec
 
-from conftest import FAST_MODEL
+from conftest import FAST_MODEL, composed
 
 SETTINGS = dict(steps=4, repeats=2, bootstrap=50, block_size=3, save_heatmaps=6, metrics=["aopc", "road"],
                 road={"fractions": [0.3, 0.7]})
@@ -30,11 +28,6 @@ NOT_NUMBERS = {"dataset", "model", "model_params", "preprocessing", "wall_time_s
 @pytest.fixture(autouse=True)
 def pinned_code(monkeypatch, cache_dir):
     monkeypatch.setenv("BENCH_CODE_VERSION", "tests")
-
-
-def composed(overrides):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 @pytest.fixture(scope="module")

@@ -7,15 +7,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 
 from bench.errors import BenchError
 from bench.identity import incompatibility
-from bench.plugins import CONF_DIR
 from bench.run import run
 from bench.spec import build_spec
 
-from conftest import FAST_MODEL
+from conftest import FAST_MODEL, composed
 
 JOB = [*FAST_MODEL, "n_images=6", "steps=4", "repeats=2", "bootstrap=50", "block_size=4", "save_heatmaps=6"]
 NUMBERS = ["image_id", "order", "step", "fraction_perturbed", "score_value", "score_std", "aopc", "nonfinite"]
@@ -24,11 +22,6 @@ NUMBERS = ["image_id", "order", "step", "fraction_perturbed", "score_value", "sc
 @pytest.fixture(autouse=True)
 def pinned_code(monkeypatch, cache_dir):
     monkeypatch.setenv("BENCH_CODE_VERSION", "tests")
-
-
-def composed(overrides):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 @pytest.fixture(scope="module")

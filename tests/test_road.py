@@ -6,17 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from bench.collect import collect
 from bench.errors import BenchError
 from bench.evaluate import Evaluator
-from bench.plugins import CONF_DIR
 from bench.run import run
 from bench.spec import build_spec
 from bench.summary import road_auc, road_quantities
 
-from conftest import FAST_MODEL
+from conftest import FAST_MODEL, composed
 
 JOB = [*FAST_MODEL, "metrics=[aopc,road]", "n_images=6", "steps=3", "repeats=2", "bootstrap=50", "block_size=2"]
 
@@ -24,11 +22,6 @@ JOB = [*FAST_MODEL, "metrics=[aopc,road]", "n_images=6", "steps=3", "repeats=2",
 @pytest.fixture(autouse=True)
 def pinned_code(monkeypatch, cache_dir):
     monkeypatch.setenv("BENCH_CODE_VERSION", "tests")
-
-
-def composed(overrides):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 def test_rows_equal_an_independent_computation_on_a_linear_model():

@@ -5,13 +5,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from torch import nn
 
 from bench.errors import BenchError
-from bench.plugins import CONF_DIR
 from bench.run import run
 from bench.spec import build_spec
+
+from conftest import composed
 
 
 class TinyViT(nn.Module):
@@ -39,11 +39,6 @@ FAST = {"integrated_gradients": ["method.params.steps=4"], "smoothgrad": ["metho
 @pytest.fixture(autouse=True)
 def pinned_code(monkeypatch, cache_dir):
     monkeypatch.setenv("BENCH_CODE_VERSION", "tests")
-
-
-def composed(overrides):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 @pytest.mark.parametrize("method", ["sensitivity", "gradient_x_input", "integrated_gradients", "smoothgrad",
