@@ -350,14 +350,20 @@ def _mismatch_message(model: nn.Module, state: dict, strict: bool) -> str | None
 
 
 def _load_state(model: nn.Module, path: Path, what: str, strict: bool = True) -> None:
-    """Load a state_dict file (``weights_only=True``) into ``model``; common wrappers are unpacked:
+    """Load a state_dict file (``weights_only=True``; ``.safetensors`` with safetensors) into ``model``; common
+    wrappers are unpacked:
     ``{"state_dict": …}`` / ``{"model": …}`` and the ``module.`` prefix of DataParallel. A file holding other
     Python objects is refused without running any of it; every failure is a one-line ``BenchError``."""
     import pickle
 
     path = _need_file(Path(path), f"model '{what}':", "put the state_dict there (torch.save(model.state_dict(), path))")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":  # tensors only by design (timm, Hugging Face)
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "Weights only load failed" in text or "Unsupported global" in text:
@@ -436,8 +442,10 @@ def torchvision_input(arch: str | None, weights_name: str | None, key: str) -> A
 def register_input_resolver() -> None:
     from omegaconf import OmegaConf
 
-    if not OmegaConf.has_resolver("bench_torchvision_input"):
-        OmegaConf.register_new_resolver("bench_torchvision_input", torchvision_input)
+    for name, resolver in (("bench_torchvision_input", torchvision_input), ("bench_timm_input", timm_input),
+                           ("bench_hf_input", hf_input)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 def load_torchvision(dataset: Dataset, arch: str = "resnet18", weights: str | None = None,
@@ -541,8 +549,10 @@ def load_given(dataset: Dataset, cache_dir: str | None = None) -> nn.Module:
     raise BenchError("model kind 'given' is the Python API's: pass the model to bench.evaluate_explanations(model, …)")
 
 
+from .hub_models import hf_input, load_huggingface, load_timm, timm_input  # noqa: E402  (they use this module)
+
 MODELS = {"embedded_cnn": load_embedded_cnn, "torchvision": load_torchvision, "user": load_user,
-          "checkpoint": load_checkpoint, "given": load_given}
+          "checkpoint": load_checkpoint, "given": load_given, "timm": load_timm, "huggingface": load_huggingface}
 
 
 def check_fits(model: nn.Module, dataset: Dataset, name: str) -> None:

@@ -195,10 +195,11 @@ def _node(group: str, conf: Mapping) -> dict:
     if not isinstance(node, Mapping):
         raise BenchError(f"{group} must be chosen from conf/{group}/ ({group}=<name>), got {node!r}")
     _unknown(group, node, NODE_KEYS[group])
-    if group == "model" and node.get("kind") == "torchvision" and isinstance(node.get("params"), Mapping) \
-            and not node["params"].get("arch"):  # (conf/model/torchvision.yaml names the model after it)
-        raise BenchError("model=torchvision needs model.params.arch: a torchvision classification architecture, "
-                         "e.g. convnext_tiny, efficientnet_b0, vit_b_16")
+    if group == "model" and node.get("kind") in ("torchvision", "timm") and isinstance(node.get("params"), Mapping) \
+            and not node["params"].get("arch"):  # (conf/model/torchvision.yaml, timm.yaml name the model after it)
+        raise BenchError(f"model={node['kind']} needs model.params.arch: a {node['kind']} classification "
+                         f"architecture, e.g. " + ("convnext_tiny, efficientnet_b0, vit_b_16" if node["kind"] ==
+                                                   "torchvision" else "vit_tiny_patch16_224, convnext_atto, resnet18"))
     if not isinstance(node.get("name"), str) or not node["name"]:
         raise BenchError(f"{group}.name must be a non-empty string, got {node.get('name')!r}")
     params = node.get("params")
@@ -226,6 +227,10 @@ def _model(node: dict) -> Plugin:
             close = [a for a in known if str(arch).split("_")[0] in a][:6] or known[:8]
             raise BenchError(f"model.params.arch={arch} is not a torchvision classification architecture; e.g. "
                              f"{', '.join(close)} (torchvision.models.list_models() has all {len(known)})")
+    if kind == "timm":
+        from .hub_models import check_timm_arch
+
+        check_timm_arch(node["params"]["arch"])
     return Plugin(node["name"], node["params"], None, kind)
 
 

@@ -15,8 +15,10 @@ def composed(overrides):
     """conf/config.yaml with Hydra overrides, as the CLI composes it (a DictConfig)."""
     from hydra import compose, initialize_config_dir
 
+    from bench.models import register_input_resolver
     from bench.plugins import CONF_DIR
 
+    register_input_resolver()  # ${bench_torchvision_input:…} and its siblings in conf/model/
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=list(overrides))
 
