@@ -65,6 +65,22 @@ def test_zennit_equals_zennit_called_directly(composite, canonizers, kwargs):
     assert not any(m._forward_hooks or m._backward_hooks for m in model.modules())  # hooks removed again
 
 
+def test_zennit_resnet_canonizer_equals_zennit_called_directly():
+    import torchvision
+    from zennit.attribution import Gradient
+    from zennit.composites import EpsilonPlusFlat
+    from zennit.torchvision import ResNetCanonizer
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=5).eval()
+    x, target = batch()
+    x = torch.nn.functional.interpolate(x, size=32)
+    r = method("zennit_composite", canonizers=["ResNetCanonizer"]).attribute(model, x, target, ctx("abc"))
+    with Gradient(model=model, composite=EpsilonPlusFlat(canonizers=[ResNetCanonizer()])) as attributor:
+        _, expected = attributor(x.clone().requires_grad_(True), torch.eye(5)[target])
+    assert torch.equal(r, expected) and r.abs().sum() > 0
+
+
 def test_zennit_bad_settings_are_one_line():
     for params, message in ((dict(composite="Epsilon"), "not a zennit composite; e.g. BetaSmooth, DeconvNet, EpsilonAlpha2Beta1"),
                             (dict(canonizers=["MergeEverything"]), "'MergeEverything' is not a zennit canonizer"),

@@ -42,7 +42,7 @@ def pinned_code(monkeypatch, cache_dir):
 
 
 @pytest.mark.parametrize("method", ["sensitivity", "gradient_x_input", "integrated_gradients", "smoothgrad",
-                                    "occlusion", "random"])
+                                    "occlusion", "random", "captum"])
 def test_a_vit_runs_every_protocol(method, tmp_path):
     run(composed([*VIT, f"method={method}", *FAST.get(method, [])]), tmp_path)
     curves = pd.read_parquet(tmp_path / "curves.parquet")
