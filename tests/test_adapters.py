@@ -1,6 +1,8 @@
 """``method=captum`` and ``method=zennit``: each equals calling the library directly on the same batch (the random
 Captum methods with the same per-image seeds); bad names and settings are one line."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -159,3 +161,13 @@ def test_captum_bad_settings_are_one_line():
         assert "\n" not in str(err.value)
     with pytest.raises(BenchError, match="layer=layer9 is not a module of the model"):
         method("captum_attribution", name="LayerGradCam", layer="layer9").attribute(model, x, target, ctx("abc"))
+
+
+@pytest.mark.parametrize("plugin, module, extra", [("captum_attribution", "captum", "captum"),
+                                                   ("zennit_composite", "zennit", "zennit")])
+def test_a_missing_library_is_one_line_naming_the_extra(plugin, module, extra, monkeypatch):
+    for name in [m for m in list(sys.modules) if m == module or m.startswith(module + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    with pytest.raises(BenchError, match=rf"needs the {module} package: pip install 'bench\[{extra}\]'"):
+        method(plugin)

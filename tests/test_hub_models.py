@@ -112,3 +112,19 @@ def test_a_local_hugging_face_folder_end_to_end(tmp_path):
         with pytest.raises(BenchError, match=message):
             load_model(build_spec(composed(["model=huggingface", f"model.params.path={path}", "dataset=imagefolder",
                                             f"dataset.params.root={tmp_path / 'imgs'}", "n_images=4"])))
+
+
+@pytest.mark.parametrize("kind, module, extra, params", [
+    ("timm", "timm", "timm", {"arch": "resnet18", "weights": "random"}),
+    ("huggingface", "transformers", "huggingface", None)])
+def test_a_missing_library_is_one_line_naming_the_extra(kind, module, extra, params, monkeypatch, tmp_path):
+    import sys
+
+    from bench.models import MODELS
+
+    if params is None:
+        folder, _ = hf_folder(tmp_path)
+        params = {"path": str(folder)}
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    with pytest.raises(BenchError, match=rf"needs the {module} package: pip install 'bench\[{extra}\]'"):
+        MODELS[kind](None, **params)
