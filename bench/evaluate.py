@@ -170,9 +170,13 @@ class Evaluator:
         if saved:
             h, w = self.image_hw
             kept = heat[saved]
+            raw = self.normalization.denormalize(x[saved].float())  # the input, for the report's heatmap grid
+            lo, hi = self.normalization.raw_range
             work.append(lambda: {"heatmaps": pd.DataFrame({
                 "image_id": [image_ids[i] for i in saved], "height": h, "width": w,
-                "heatmap": list(kept.float().cpu().numpy().reshape(len(saved), -1))})})
+                "heatmap": list(kept.float().cpu().numpy().reshape(len(saved), -1)),
+                "channels": raw.shape[1], "image": list(raw.cpu().numpy().reshape(len(saved), -1)),
+                "raw_low": float(lo), "raw_high": float(hi)})})
         return Pending(skipped, work)
 
     def _curves(self, x, heat, target, f0, labels, image_ids) -> Callable[[], dict[str, pd.DataFrame]]:

@@ -134,6 +134,16 @@ def display_name(method: str) -> str:
     return method_style(method).display
 
 
+DATASET_NAMES = {"mnist_embedded": "MNIST (embedded sample)", "mnist": "MNIST", "mnist_twodigit": "MNIST two digits",
+                 "cifar10": "CIFAR-10", "imagenet": "ImageNet", "places365": "Places365", "sun397": "SUN397",
+                 "imagefolder": "image folder", "in_memory": "images in memory"}
+
+
+def dataset_name(dataset: str) -> str:
+    """A dataset id as a figure shows it (unknown ids as they are)."""
+    return DATASET_NAMES.get(str(dataset), str(dataset))
+
+
 def method_sort_key(method: str) -> tuple[int, str]:
     """Known methods in catalogue order, then unknown ones alphabetically."""
     order = list(METHOD_STYLES)

@@ -40,7 +40,7 @@ def provenance(method, dataset="toyset", patch=4, seed=0, L=10, params=None, **k
 
 
 def make_run(run_dir, method, dataset="toyset", patch=4, seed=0, n_images=12, L=10, orders=("morf", "random"),
-             complexity=True, heatmaps="parquet", params=None, hw=(8, 8)):
+             complexity=True, heatmaps="parquet", params=None, hw=(8, 8), images=False):
     """Write a run folder like `python -m bench` does: curves.parquet (+ complexity, heatmaps)."""
     run_dir = Path(run_dir)
     prov = provenance(method, dataset, patch, seed, L, params)
@@ -72,6 +72,9 @@ def make_run(run_dir, method, dataset="toyset", patch=4, seed=0, n_images=12, L=
     if heatmaps == "parquet":
         table = pd.DataFrame({"image_id": ids, "height": hw[0], "width": hw[1],
                               "heatmap": list(hm.reshape(n_images, -1).astype(np.float32))})
+        if images:  # grey inputs in a raw range of [0, 2]
+            raw = np.random.default_rng(5).uniform(0, 2, (n_images, hw[0] * hw[1])).astype(np.float32)
+            table = table.assign(channels=1, image=list(raw), raw_low=0.0, raw_high=2.0)
         write_parquet(with_provenance(table, prov), run_dir / "heatmaps.parquet")
     elif heatmaps == "npz":
         np.savez(run_dir / "heatmaps.npz", **{i: h for i, h in zip(ids, hm)})
@@ -357,7 +360,10 @@ def test_complexity_scatter_and_entropy_boxes(results):
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert len(axes) == 4  # 2 datasets × (random, lrp_eps) against the reference, sensitivity
     for ax in axes:
-        assert "Sensitivity" in ax.get_xlabel() and ax.get_ylabel() in ("Random", "LRP-ε")
+        assert "Sensitivity" in ax.get_xlabel() and ax.get_ylabel() in ("Random: PNG size (bytes)",
+                                                                        "LRP-ε: PNG size (bytes)")
+        assert ax.xaxis.label.get_fontsize() == ax.yaxis.label.get_fontsize() == 8  # the suite's 8 pt, as elsewhere
+        assert all(t.get_fontsize() == style.RC_PARAMS["xtick.labelsize"] for t in ax.get_xticklabels())
         [pts] = [c for c in ax.collections if not isinstance(c, PolyCollection)]
         assert len(pts.get_offsets()) == 12
         diag = [ln for ln in ax.get_lines() if ln.get_label() == "_diagonal"][0]
@@ -370,7 +376,7 @@ def test_complexity_scatter_and_entropy_boxes(results):
     for ax in axes:
         boxes = [p for p in ax.patches if p.get_label() in ("Random", "Sensitivity (ℓ₂)", "LRP-ε")]
         assert [b.get_label() for b in boxes] == ["Random", "Sensitivity (ℓ₂)", "LRP-ε"]
-        assert [t.get_text() for t in ax.get_xticklabels()] == ["Random", "Sensitivity (ℓ₂)", "LRP-ε"]
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["Random", "Sensitivity\n(ℓ₂)", "LRP-ε"]  # wrapped
 
 
 def test_heatmap_grid_uses_the_suite_rendering(results):
@@ -380,11 +386,34 @@ def test_heatmap_grid_uses_the_suite_rendering(results):
     fig = dict(figs)["__dataset-toyset"]
     grid = [ax for ax in fig.axes if ax.images]
     assert len(grid) == 3 * 5  # methods × images
-    assert [ax.get_ylabel() for ax in grid[::5]] == ["Random", "Sensitivity (ℓ₂)", "LRP-ε"]
-    assert [ax.get_title() for ax in grid[:5]] == [f"toyset-{i:03d}" for i in range(5)]
+    assert [ax.get_ylabel() for ax in grid[::5]] == ["Random", "Sensitivity\n(ℓ₂)", "LRP-ε"]  # wrapped to fit
+    assert [ax.get_title() for ax in grid[:5]] == [""] * 5  # no internal ids as column titles
+    assert fig.get_figwidth() < style.TEXT_WIDTH_IN  # 5 small heatmaps: not the full text width
+    bar = [ax for ax in fig.axes if not ax.images][0]
+    assert bar.get_position().width * fig.get_figwidth() <= 1.5 + 1e-9
     h = results.heatmaps
     first = h[(h.method == "random") & (h.dataset == "toyset") & (h.image_id == "toyset-000")].heatmap.item()
     np.testing.assert_array_equal(grid[0].images[0].get_array(), render_heatmap(first))
+
+
+def test_heatmap_grid_has_a_row_of_the_input_images(tmp_path):
+    for m in ("sensitivity", "lrp_eps"):
+        make_run(tmp_path / m, m, complexity=False, images=True)
+    res = load_results(tmp_path)
+    [(_, fig)] = heatmap_grid_figures(res, n_images=3)
+    grid = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_ylabel() for ax in grid[::3]] == ["input", "Sensitivity\n(ℓ₂)", "LRP-ε"]
+    shown = grid[0].images[0].get_array()
+    stored = pd.read_parquet(tmp_path / "sensitivity" / "heatmaps.parquet").image.iloc[0]
+    np.testing.assert_allclose(shown, np.asarray(stored).reshape(8, 8) / 2.0)  # raw range [0, 2] → [0, 1]
+
+
+def test_figures_name_datasets_and_say_what_the_bands_are(results):
+    assert style.dataset_name("mnist_embedded") == "MNIST (embedded sample)" and style.dataset_name("x1") == "x1"
+    for _, fig in relative_figures(results, FIG4_PANELS, FIG4_FILES, n_boot=20):
+        assert fig.texts[0].get_text() == "mean over 12 images; band: 95% bootstrap interval"
+    fig = entropy_figures(results)[0][1]
+    assert all(t.get_rotation() == 0 for ax in fig.axes for t in ax.get_xticklabels())
 
 
 def test_network_quality_figure_two_axes_and_correlations():

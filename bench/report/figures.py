@@ -17,6 +17,7 @@ runs of one method; mean over images with a shaded 95% bootstrap band. Functions
 from __future__ import annotations
 
 import re
+import textwrap
 
 import matplotlib
 import matplotlib.ticker
@@ -36,8 +37,18 @@ N_MARKERS = 7  # markers per line
 
 
 def _fmt(col: str, value) -> str:
-    return f"patch {value}×{value}" if col == "patch" else (f"{col} {value}" if col not in ("dataset", "model")
-                                                             else str(value))
+    if col == "patch":
+        return f"patch {value}×{value}"
+    if col == "dataset":
+        return style.dataset_name(value)
+    return str(value) if col == "model" else f"{col} {value}"
+
+
+def _band_note(fig: Figure, n_images) -> None:
+    """Say what the lines and bands are, with the number of images, above the panels."""
+    n = sorted({int(v) for v in n_images})
+    text = str(n[0]) if len(n) == 1 else f"{n[0]}–{n[-1]}"
+    fig.suptitle(f"mean over {text} images; band: 95% bootstrap interval", fontsize="small")
 
 
 def _suffix(keys: dict) -> str:
@@ -152,6 +163,7 @@ def relative_figures(results: Results, panel_cols: list[str], file_cols: list[st
                 ax.set_title(title)
                 ax.set_xlabel("perturbation steps L")
                 ax.set_ylabel(f"AOPC − AOPC({base_title})")
+            _band_note(fig, frun.n_images)
             _legend(fig, axes)
             out.append((suffix, fig))
     return out
@@ -193,6 +205,7 @@ def curve_figures(results: Results, n_boot: int = 1000, seed: int | None = None)
                     ax.set_title(f"{ORDER_TITLES[o]} · {title}")
                     ax.set_xlabel("perturbation step k")
                     ax.set_ylabel(f"$f_c(x^{{(k)}})$ ({score})")
+            _band_note(fig, frun.n_images)
             _legend(fig, axes)
             out.append((suffix, fig))
     return out
@@ -241,9 +254,7 @@ def road_figures(results: Results, n_boot: int = 1000, seed: int | None = None) 
                     ax.set_title(f"ROAD {ORDER_TITLES[o]} · {title}")
                     ax.set_xlabel("pixels removed (%)")
                     ax.set_ylabel(f"$f_c$ ({frun.score.iloc[0]})")
-            n_text = "–".join(map(str, sorted(n_images)[::max(1, len(n_images) - 1)])) or "0"
-            fig.suptitle(f"mean over {n_text} images, band: 95% bootstrap interval; removed pixels imputed "
-                         f"(noisy linear imputation)", fontsize="small")
+            _band_note(fig, n_images or {0})
             _legend(fig, axes)
             out.append((suffix, fig))
     return out
@@ -306,13 +317,12 @@ def complexity_scatter_figures(results: Results, reference: str | None = None, m
                 ax.set_xlim(lo - pad, hi + pad)
                 ax.set_ylim(lo - pad, hi + pad)
                 ax.text(0.97, 0.03, f"below diagonal: {np.mean(yv < xv):.0%} of {xv.size}",
-                        transform=ax.transAxes, ha="right", va="bottom", fontsize=6)
+                        transform=ax.transAxes, ha="right", va="bottom", fontsize="small")
             ax.set_aspect("equal", adjustable="box")
             if len(groups) > 1:
                 ax.set_title(title)
-            ax.set_xlabel(f"{labels[ref]}: {METRIC_TITLES.get(metric, metric)}", fontsize=6)
-            ax.set_ylabel(labels[run], fontsize=6)
-            ax.tick_params(labelsize=6)
+            ax.set_xlabel(f"{labels[ref]}: {METRIC_TITLES.get(metric, metric)}")
+            ax.set_ylabel(f"{labels[run]}: {METRIC_TITLES.get(metric, metric)}")
     return [("", fig)]
 
 
@@ -332,21 +342,30 @@ def entropy_figures(results: Results, metric: str = "entropy_bits") -> list[tupl
                 box.set_facecolor(style.method_color(methods[r]))
                 box.set_alpha(0.7)
                 box.set_label(labels[r])
-            ax.set_xticks(range(1, len(runs) + 1), [labels[r] for r in runs], rotation=30, ha="right")
+            ax.set_xticks(range(1, len(runs) + 1), [textwrap.fill(labels[r], 12) for r in runs])
             ax.grid(False, axis="x")
             ax.set_title(title)
             ax.set_ylabel(METRIC_TITLES.get(metric, metric))
     return [("", fig)]
 
 
-GRID_LABEL_IN, GRID_TITLE_IN, GRID_BAR_IN = 1.1, 0.22, 0.6
+GRID_LABEL_IN, GRID_TOP_IN, GRID_BAR_IN, GRID_CELL_IN, GRID_BAR_WIDTH_IN = 1.1, 0.08, 0.6, 0.6, 1.5
+
+
+def _bare(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    for side in ax.spines.values():
+        side.set_visible(False)
 
 
 def heatmap_grid_figures(results: Results, n_images: int = 8) -> list[tuple[str, Figure]]:
-    """Methods (rows) × images (columns), as TNNLS Fig. 6: each heatmap divided by its max|h| and coloured
-    by the suite's rendering (:func:`bench.render.render_heatmap`, the one the complexity metric uses):
-    red = positive, blue = negative, white = 0. The first ``n_images`` images (in the order of the first
-    method's table) that every method has. A figure per dataset."""
+    """The input images (first row, when the runs kept them) and methods (rows) × images (columns), as TNNLS
+    Fig. 6: each heatmap divided by its max|h| and coloured by the suite's rendering
+    (:func:`bench.render.render_heatmap`, the one the complexity metric uses): red = positive, blue = negative,
+    white = 0. The first ``n_images`` images (in the order of the first method's table) that every method has;
+    cells of GRID_CELL_IN inches (column width when it fits). A figure per dataset."""
     table = results.heatmaps
     if table is None or table.empty:
         return []
@@ -360,35 +379,44 @@ def heatmap_grid_figures(results: Results, n_images: int = 8) -> list[tuple[str,
             if not images:
                 results.warnings.append(f"heatmap grid {title}: no image has a heatmap of every method")
                 continue
-            nrows, ncols = len(runs), len(images)
-            width = style.COLUMN_WIDTH_IN if ncols <= 3 else style.TEXT_WIDTH_IN
+            inputs = {}
+            if "image" in table.columns:
+                rows = table[table.run.isin(runs) & table.image_id.isin(images)]
+                for image_id, im in zip(rows.image_id, rows.image):
+                    if isinstance(im, np.ndarray):
+                        inputs.setdefault(image_id, im)
+            show_inputs = all(i in inputs for i in images)
+            names = (["input"] if show_inputs else []) + [labels[r] for r in runs]
+            nrows, ncols = len(names), len(images)
             h0, w0 = maps[runs[0]][images[0]].shape
-            cell = min(1.2, (width - GRID_LABEL_IN - 0.05) / ncols)
-            height = cell * h0 / w0 * nrows + GRID_TITLE_IN + GRID_BAR_IN
+            cell = min(GRID_CELL_IN, (style.TEXT_WIDTH_IN - GRID_LABEL_IN - 0.05) / ncols)
+            width = GRID_LABEL_IN + cell * ncols + 0.05
+            width = style.COLUMN_WIDTH_IN if width <= style.COLUMN_WIDTH_IN else width
+            height = cell * h0 / w0 * nrows + GRID_TOP_IN + GRID_BAR_IN
             fig = Figure(figsize=(width, height))
             fig.subplots_adjust(left=GRID_LABEL_IN / width, right=(GRID_LABEL_IN + cell * ncols) / width,
-                                top=1 - GRID_TITLE_IN / height, bottom=GRID_BAR_IN / height, wspace=0.04, hspace=0.04)
+                                top=1 - GRID_TOP_IN / height, bottom=GRID_BAR_IN / height, wspace=0.04, hspace=0.04)
             axes = fig.subplots(nrows, ncols, squeeze=False)
-            for i, r in enumerate(runs):
+            for i, name in enumerate(names):
                 for j, image in enumerate(images):
                     ax = axes[i, j]
-                    ax.imshow(render_heatmap(maps[r][image]), interpolation="nearest")
-                    ax.set_xticks([])
-                    ax.set_yticks([])
-                    ax.grid(False)
-                    for side in ax.spines.values():
-                        side.set_visible(False)
-                    if i == 0:
-                        ax.set_title(str(image), fontsize=6, pad=2)
+                    if show_inputs and i == 0:
+                        im = inputs[image]
+                        ax.imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap="gray", vmin=0, vmax=1,
+                                  interpolation="nearest")
+                    else:
+                        ax.imshow(render_heatmap(maps[runs[i - show_inputs]][image]), interpolation="nearest")
+                    _bare(ax)
                     if j == 0:
-                        ax.set_ylabel(labels[r], fontsize=7, rotation=0, ha="right", va="center")
-            left = axes[-1, 0].get_position().x0
-            cax = fig.add_axes((left, 0.2 / height, min(0.5, axes[-1, -1].get_position().x1 - left),
-                                0.08 / height))
+                        ax.set_ylabel(textwrap.fill(name, 14), rotation=0, ha="right", va="center")
+            x0, x1 = axes[-1, 0].get_position().x0, axes[-1, -1].get_position().x1
+            bar = min(GRID_BAR_WIDTH_IN / width, x1 - x0)
+            cax = fig.add_axes(((x0 + x1 - bar) / 2, 0.2 / height, bar, 0.08 / height))
             sm = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(-1, 1), cmap=COLORMAP)
             cb = fig.colorbar(sm, cax=cax, orientation="horizontal")
             cb.set_ticks([-1, 0, 1])
-            cb.ax.tick_params(labelsize=6, length=2, pad=1)
-            cb.ax.set_title(f"h / max|h| per heatmap{' · ' + title if len(groups) > 1 else ''}", fontsize=6, pad=2)
+            cb.ax.tick_params(labelsize="small", length=2, pad=1)
+            cb.ax.set_title(f"h / max|h| per heatmap{' · ' + title if len(groups) > 1 else ''}", fontsize="small",
+                            pad=2)
             out.append((_suffix({"dataset": title}) if len(groups) > 1 else "", fig))
     return out

@@ -69,7 +69,7 @@ class Results:
     runs: pd.DataFrame
     curves: pd.DataFrame
     complexity: pd.DataFrame | None = None
-    heatmaps: pd.DataFrame | None = None  # run, image_id, heatmap (H×W float arrays) + HEATMAP_KEY
+    heatmaps: pd.DataFrame | None = None  # run, image_id, heatmap (H×W), image (H×W×C in [0, 1] or None) + HEATMAP_KEY
     network: pd.DataFrame | None = None
     road: pd.DataFrame | None = None  # road.parquet rows + run
     warnings: list[str] = field(default_factory=list)
@@ -295,7 +295,15 @@ def _heatmaps_of_dir(d: str, runs_in_dir: pd.DataFrame, warnings: list[str]) -> 
             return None
         arrays = [np.asarray(h, dtype=np.float64).reshape(int(hh), int(ww))
                   for h, hh, ww in zip(df.heatmap, df.height, df.width)]
-        df = df.drop(columns=["heatmap", "height", "width"]).assign(heatmap=arrays)
+        images = None
+        if {"image", "channels", "raw_low", "raw_high"} <= set(df.columns):  # the inputs, H×W×C in [0, 1]
+            images = [None if im is None or (isinstance(im, float) and np.isnan(im)) else
+                      np.clip((np.asarray(im, np.float64).reshape(int(c), int(hh), int(ww)).transpose(1, 2, 0) - lo)
+                              / ((hi - lo) or 1.0), 0, 1)
+                      for im, c, hh, ww, lo, hi in zip(df.image, df.channels, df.height, df.width, df.raw_low,
+                                                       df.raw_high)]
+        df = df.drop(columns=[c for c in ("heatmap", "height", "width", "image", "channels", "raw_low", "raw_high")
+                              if c in df.columns]).assign(heatmap=arrays, image=images)
         path = pq
     elif npz.is_file():
         with np.load(npz, allow_pickle=False) as z:
@@ -320,8 +328,8 @@ def _load_heatmaps(runs: pd.DataFrame, dirs: set[str], warnings: list[str]) -> p
     parts = [p for d in sorted(dirs) if (p := _heatmaps_of_dir(d, runs[runs.dir == d], warnings)) is not None]
     if not parts:
         return None
-    keep = HEATMAP_KEY + ["run", "image_id", "heatmap"]
-    return _first_run_only(pd.concat([p[keep] for p in parts], ignore_index=True), runs)
+    keep = HEATMAP_KEY + ["run", "image_id", "heatmap", "image"]
+    return _first_run_only(pd.concat([p.reindex(columns=keep) for p in parts], ignore_index=True), runs)
 
 
 ROAD_COLUMNS = CONDITION + ["image_id", "order", "step", "fraction_removed", "score_value"]
