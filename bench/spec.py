@@ -22,7 +22,7 @@ from . import checks, plugins
 from .errors import BenchError
 
 ORDERS = ("morf", "lerf", "random")           # SPEC §4; the random baseline is always evaluated
-METRICS = ("aopc", "complexity", "continuity", "road")
+METRICS = ("aopc", "complexity", "continuity", "road", "srg")
 PRECISIONS = ("fp32", "bf16", "fp16")
 TARGETS = ("predicted", "label")              # SPEC §1
 SCORES = ("logit", "softmax", "log_softmax")
@@ -272,6 +272,9 @@ def build_spec(conf: Mapping[str, Any], here: bool = True, dataset: Any = None) 
     if "aopc" not in v["metrics"]:
         raise BenchError(f"metrics must include aopc (the curves every run computes), got {list(v['metrics'])}")
     metrics = tuple(m for m in METRICS if m in v["metrics"])
+    if "srg" in metrics and "lerf" not in orders:
+        raise BenchError("metrics=[…, srg] compares the LeRF and MoRF curves: add lerf to orders "
+                         "(orders=[morf,lerf,random])")
 
     nodes = {g: _node(g, conf) for g in NODE_KEYS}
     from .perturbation import make_replacement

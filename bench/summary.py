@@ -34,21 +34,37 @@ def per_image_quantities(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     for name, quantities in (("complexity", COMPLEXITY), ("continuity", CONTINUITY)):
         if name in tables:
             out = out.join(tables[name].set_index("image_id")[list(quantities)])
+    if {"morf", "lerf"} <= set(tables["curves"].order):
+        out = out.join(srg_quantities(tables["curves"], final))
     if "road" in tables:
         out = out.join(road_quantities(tables["road"]))
     return out
 
 
-def road_auc(road: pd.DataFrame) -> pd.DataFrame:
-    """Per image and order, the trapezoidal area under the ROAD score curve over the fraction of pixels
-    removed, from 0 to the last fraction (SPEC §9): Σ_k ½(f_k + f_{k+1})(a_{k+1} − a_k)."""
+def curve_auc(curves: pd.DataFrame, fraction: str) -> pd.DataFrame:
+    """Per image and order, the trapezoidal area under the score curve over the fraction of pixels changed
+    (column ``fraction``), from 0 to the last step's fraction (SPEC §9): Σ_k ½(f_k + f_{k+1})(a_{k+1} − a_k)."""
     from scipy.integrate import trapezoid
 
-    wide = road.pivot_table(index=["image_id", "order"], columns="step", values=["score_value", "fraction_removed"],
-                            dropna=False)  # (sorted: steps in order along the rows)
-    auc = pd.Series(trapezoid(wide["score_value"].to_numpy(np.float64), wide["fraction_removed"].to_numpy(np.float64),
+    wide = curves.pivot_table(index=["image_id", "order"], columns="step", values=["score_value", fraction],
+                              dropna=False)  # (sorted: steps in order along the rows)
+    auc = pd.Series(trapezoid(wide["score_value"].to_numpy(np.float64), wide[fraction].to_numpy(np.float64),
                               axis=1), index=wide.index)
-    return auc.unstack("order").loc[road.image_id.unique()]
+    return auc.unstack("order").loc[curves.image_id.unique()]
+
+
+def srg_quantities(curves: pd.DataFrame, final: pd.DataFrame) -> pd.DataFrame:
+    """Symmetric relevance gain (Blücher et al. 2024; SPEC §9) of the region-perturbation curves, per image:
+    ``srg`` = AUC(LeRF) − AUC(MoRF) over the fraction of pixels perturbed, and its AOPC form
+    ``srg_aopc`` = AOPC_MoRF(L) − AOPC_LeRF(L)."""
+    auc = curve_auc(curves, "fraction_perturbed")
+    return pd.DataFrame({"srg": auc["lerf"] - auc["morf"], "srg_aopc": final["morf"] - final["lerf"]},
+                        index=final.index)
+
+
+def road_auc(road: pd.DataFrame) -> pd.DataFrame:
+    """Per image and order, the AUC of the ROAD score curve over the fraction of pixels removed (SPEC §9)."""
+    return curve_auc(road, "fraction_removed")
 
 
 def road_quantities(road: pd.DataFrame) -> pd.DataFrame:
