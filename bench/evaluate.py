@@ -61,6 +61,8 @@ class Evaluator:
     complexity: dict[str, Any] = field(default_factory=dict)   # bench.complexity.complexity keywords
     continuity: dict[str, Any] = field(default_factory=dict)   # bench.continuity.continuity keywords
     road: dict[str, Any] = field(default_factory=dict)         # fractions, noise (SPEC §9, ROAD)
+    deletion: dict[str, Any] = field(default_factory=dict)     # steps, substrate, score, blur (SPEC §9)
+    insertion: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_spec(cls, spec: RunSpec, model: nn.Module) -> "Evaluator":
@@ -73,7 +75,8 @@ class Evaluator:
                    score=spec.score, device=spec.device, save_heatmaps=spec.save_heatmaps, orders=spec.orders,
                    per_repeat=spec.per_repeat, precision=spec.precision, channels_last=spec.channels_last,
                    compile=spec.compile, metrics=spec.metrics, complexity=dict(spec.complexity),
-                   continuity=dict(spec.continuity), road=dict(spec.road))
+                   continuity=dict(spec.continuity), road=dict(spec.road), deletion=dict(spec.deletion),
+                   insertion=dict(spec.insertion))
 
     def __post_init__(self) -> None:
         self.orders = tuple(o for o in ORDERS if o in set(self.orders) | {"random"})
@@ -166,6 +169,9 @@ class Evaluator:
             work.append(lambda: {"continuity": rows})
         if "road" in self.metrics:
             work.append(self._road(x, heat, target, f0, labels, image_ids))
+        for kind in ("deletion", "insertion"):
+            if kind in self.metrics:
+                work.append(self._deletion_insertion(kind, x, heat, target, labels, image_ids))
         saved = [i for i, index in enumerate(indices) if index < self.save_heatmaps]
         if saved:
             h, w = self.image_hw
@@ -248,6 +254,48 @@ class Evaluator:
                                values=dict(fraction_removed=removed, score_value=curve, score_std=spread))
             table["road_noise"], table["road_repeats"] = noise, repeats
             return {"road": table}
+        return rows
+
+    def _deletion_insertion(self, kind: str, x, heat, target, labels, image_ids) -> Callable[[], dict[str, pd.DataFrame]]:
+        """Deletion or insertion (Petsiuk et al., BMVC 2018; SPEC §9). Pixels ranked by the pooled heatmap (ties
+        and the paired random order seeded per image, as for ROAD); k_s = round(s·H·W / S) pixels at step
+        s = 0 … S. Deletion: the top k_s pixels of x set to the substrate; insertion: the substrate with the top
+        k_s pixels of x put back (from the substrate's score at s = 0 to the image's at s = S). Scored with the
+        protocol's own ``score`` (the class probability by default); every item batched like ROAD's."""
+        from .perturbation import Mean, Zero, gaussian_blur
+
+        cfg = getattr(self, kind)
+        h, w = self.image_hw
+        steps = cfg["steps"] or h
+        seeded = seeded_orders(heat.float().reshape(len(x), -1), image_ids, self.seed)
+        orders = {"morf": seeded["morf"], "random": seeded["random"]}
+        pixels = tile_ids(h, w, 1, device=x.device)
+        ranks = torch.stack([pixel_ranks(o, pixels) for o in orders.values()], 1)
+        counts = (torch.arange(steps + 1, dtype=torch.float64) * (h * w) / steps).round().long()
+        if cfg["substrate"] == "blur":
+            substrate = gaussian_blur(x, cfg["blur_sigma"], cfg["blur_kernel"] // 2)
+        else:
+            constant = Zero() if cfg["substrate"] == "zero" else Mean()
+            substrate = constant.draw(x, image_ids, 1, self.seed, self.normalization)[:, 0]
+        base, put = (x, substrate) if kind == "deletion" else (substrate, x)
+        score = cfg["score"]
+
+        def score_fn(inputs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return score_of(self.logits(inputs), t, score)
+
+        def fill(b: torch.Tensor, chosen: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+            return torch.where(chosen, p, b)
+
+        scores = imputed_scores(score_fn, base, ranks, fill, put[:, None], target, counts, self.batch_size)[:, :, 0]
+        changed = (counts.double() / (h * w)).float().view(1, 1, -1).expand_as(scores)
+        substrate_name = cfg["substrate"]
+
+        def rows():
+            table = grid_frame(dict(image_id=image_ids, label=labels.cpu().numpy(), target_class=target.cpu().numpy()),
+                               order=list(orders), step=np.arange(steps + 1),
+                               values=dict(fraction_changed=changed, score_value=scores))
+            table[f"{kind}_substrate"], table[f"{kind}_score"] = substrate_name, score
+            return {kind: table}
         return rows
 
     def _complexity(self, heat: torch.Tensor, image_ids: list[str]) -> pd.DataFrame:

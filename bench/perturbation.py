@@ -93,17 +93,21 @@ class Blur(Replacement):
 
     def step(self, current: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
         """current (N, C, H, W), region (N, 1, H, W) bool → x⁽ᵏ⁾."""
-        radius = max(1, int(np.ceil(3 * self.sigma)))
-        t = torch.arange(-radius, radius + 1, device=current.device, dtype=current.dtype)
-        k = torch.exp(-0.5 * (t / self.sigma) ** 2)
-        k = k / k.sum()
-        c = current.shape[1]
-        pad = min(radius, current.shape[-1] - 1, current.shape[-2] - 1)
-        mode = "reflect" if pad == radius else "replicate"
-        y = F.pad(current, (radius, radius, radius, radius), mode=mode)
-        y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-        y = F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-        return torch.where(region, y, current)
+        return torch.where(region, gaussian_blur(current, self.sigma, max(1, int(np.ceil(3 * self.sigma)))), current)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float, radius: int) -> torch.Tensor:
+    """(N, C, H, W) → the separable Gaussian blur of σ ``sigma`` with a (2·radius + 1)-tap kernel normalised to
+    sum 1, reflect padding (replicate when the image is smaller than the kernel), on x's device."""
+    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    pad = min(radius, x.shape[-1] - 1, x.shape[-2] - 1)
+    mode = "reflect" if pad == radius else "replicate"
+    y = F.pad(x, (radius, radius, radius, radius), mode=mode)
+    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 class Inpaint(Replacement):

@@ -22,7 +22,8 @@ from . import checks, plugins
 from .errors import BenchError
 
 ORDERS = ("morf", "lerf", "random")           # SPEC §4; the random baseline is always evaluated
-METRICS = ("aopc", "complexity", "continuity", "road", "srg")
+METRICS = ("aopc", "complexity", "continuity", "road", "srg", "deletion", "insertion")
+SUBSTRATES = ("zero", "mean", "blur")
 PRECISIONS = ("fp32", "bf16", "fp16")
 TARGETS = ("predicted", "label")              # SPEC §1
 SCORES = ("logit", "softmax", "log_softmax")
@@ -78,6 +79,8 @@ class RunSpec:
     complexity: dict[str, Any]
     continuity: dict[str, Any]
     road: dict[str, Any]
+    deletion: dict[str, Any]
+    insertion: dict[str, Any]
     block_size: int
     resume: bool
     shard: int
@@ -162,7 +165,21 @@ BLOCKS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "fractions": lambda v: _fractions("road.fractions", v),
         "noise": lambda v: checks.number("road.noise", v, low=0),
     },
+    **{kind: {
+        "steps": lambda v, k=kind: None if v is None else checks.integer(f"{k}.steps", v, low=1),
+        "substrate": lambda v, k=kind: checks.choice(f"{k}.substrate", v, SUBSTRATES),
+        "score": lambda v, k=kind: checks.choice(f"{k}.score", v, SCORES),
+        "blur_sigma": lambda v, k=kind: checks.number(f"{k}.blur_sigma", v, low=0, low_open=True),
+        "blur_kernel": lambda v, k=kind: _odd(f"{k}.blur_kernel", v),
+    } for kind in ("deletion", "insertion")},
 }
+
+
+def _odd(key: str, value: Any) -> int:
+    value = checks.integer(key, value, low=1)
+    if value % 2 == 0:
+        raise BenchError(f"{key} must be an odd number of pixels (a centred kernel), got {value}")
+    return value
 
 
 def _fractions(key: str, values: Any) -> tuple[float, ...]:
@@ -315,7 +332,7 @@ def build_spec(conf: Mapping[str, Any], here: bool = True, dataset: Any = None) 
         save_heatmaps=v["save_heatmaps"], cache_dir=os.path.expanduser(v["cache_dir"]), orders=orders,
         per_repeat=v["per_repeat"], precision=v["precision"], channels_last=v["channels_last"],
         compile=v["compile"], metrics=metrics, complexity=blocks["complexity"], continuity=blocks["continuity"],
-        road=blocks["road"],
+        road=blocks["road"], deletion=blocks["deletion"], insertion=blocks["insertion"],
         block_size=v["block_size"], resume=v["resume"], shard=v["shard"], num_shards=v["num_shards"], config=conf)
 
 

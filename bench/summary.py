@@ -38,6 +38,11 @@ def per_image_quantities(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
         out = out.join(srg_quantities(tables["curves"], final))
     if "road" in tables:
         out = out.join(road_quantities(tables["road"]))
+    for kind in ("deletion", "insertion"):
+        if kind in tables:
+            auc = curve_auc(tables[kind], "fraction_changed")
+            out = out.join(pd.DataFrame({f"{kind}_auc_morf": auc["morf"], f"{kind}_auc_random": auc["random"],
+                                         f"{kind}_auc_morf_minus_random": auc["morf"] - auc["random"]}))
     return out
 
 
