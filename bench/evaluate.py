@@ -63,6 +63,7 @@ class Evaluator:
     road: dict[str, Any] = field(default_factory=dict)         # fractions, noise (SPEC §9, ROAD)
     deletion: dict[str, Any] = field(default_factory=dict)     # steps, substrate, score, blur (SPEC §9)
     insertion: dict[str, Any] = field(default_factory=dict)
+    faithfulness_correlation: dict[str, Any] = field(default_factory=dict)  # subsets, subset_size, substrate, score
 
     @classmethod
     def from_spec(cls, spec: RunSpec, model: nn.Module) -> "Evaluator":
@@ -76,7 +77,7 @@ class Evaluator:
                    per_repeat=spec.per_repeat, precision=spec.precision, channels_last=spec.channels_last,
                    compile=spec.compile, metrics=spec.metrics, complexity=dict(spec.complexity),
                    continuity=dict(spec.continuity), road=dict(spec.road), deletion=dict(spec.deletion),
-                   insertion=dict(spec.insertion))
+                   insertion=dict(spec.insertion), faithfulness_correlation=dict(spec.faithfulness_correlation))
 
     def __post_init__(self) -> None:
         self.orders = tuple(o for o in ORDERS if o in set(self.orders) | {"random"})
@@ -172,6 +173,8 @@ class Evaluator:
         for kind in ("deletion", "insertion"):
             if kind in self.metrics:
                 work.append(self._deletion_insertion(kind, x, heat, target, labels, image_ids))
+        if "faithfulness_correlation" in self.metrics:
+            work.append(self._faithfulness_correlation(x, heat, target, image_ids))
         saved = [i for i, index in enumerate(indices) if index < self.save_heatmaps]
         if saved:
             h, w = self.image_hw
@@ -262,8 +265,6 @@ class Evaluator:
         s = 0 … S. Deletion: the top k_s pixels of x set to the substrate; insertion: the substrate with the top
         k_s pixels of x put back (from the substrate's score at s = 0 to the image's at s = S). Scored with the
         protocol's own ``score`` (the class probability by default); every item batched like ROAD's."""
-        from .perturbation import Mean, Zero, gaussian_blur
-
         cfg = getattr(self, kind)
         h, w = self.image_hw
         steps = cfg["steps"] or h
@@ -272,11 +273,7 @@ class Evaluator:
         pixels = tile_ids(h, w, 1, device=x.device)
         ranks = torch.stack([pixel_ranks(o, pixels) for o in orders.values()], 1)
         counts = (torch.arange(steps + 1, dtype=torch.float64) * (h * w) / steps).round().long()
-        if cfg["substrate"] == "blur":
-            substrate = gaussian_blur(x, cfg["blur_sigma"], cfg["blur_kernel"] // 2)
-        else:
-            constant = Zero() if cfg["substrate"] == "zero" else Mean()
-            substrate = constant.draw(x, image_ids, 1, self.seed, self.normalization)[:, 0]
+        substrate = self._substrate(cfg, x, image_ids)
         base, put = (x, substrate) if kind == "deletion" else (substrate, x)
         score = cfg["score"]
 
@@ -296,6 +293,54 @@ class Evaluator:
                                values=dict(fraction_changed=changed, score_value=scores))
             table[f"{kind}_substrate"], table[f"{kind}_score"] = substrate_name, score
             return {kind: table}
+        return rows
+
+    def _substrate(self, cfg: dict, x: torch.Tensor, image_ids: list[str]) -> torch.Tensor:
+        """What removed pixels become in a §9 protocol: ``zero`` (black), ``mean`` (the dataset mean) or ``blur``
+        (the Gaussian blur of the image, ``blur_sigma``, ``blur_kernel``), in model-input units."""
+        from .perturbation import Mean, Zero, gaussian_blur
+
+        if cfg["substrate"] == "blur":
+            return gaussian_blur(x, cfg["blur_sigma"], cfg["blur_kernel"] // 2)
+        constant = Zero() if cfg["substrate"] == "zero" else Mean()
+        return constant.draw(x, image_ids, 1, self.seed, self.normalization)[:, 0]
+
+    def _faithfulness_correlation(self, x, heat, target, image_ids) -> Callable[[], dict[str, pd.DataFrame]]:
+        """Faithfulness correlation (Bhatt et al., IJCAI 2020; SPEC §9): per image, ``subsets`` random pixel
+        subsets S of ``subset_size`` pixels (seeded per image: the smallest of uniform draws), the Pearson
+        correlation between Σ_{i∈S} h_i and f_c(x) − f_c(x with S set to the substrate). All subsets of all
+        images go through the model in chunks of ``batch_size``; a subset's mask is made in its chunk."""
+        from .seeding import rand_per_image
+
+        cfg = self.faithfulness_correlation
+        h, w = self.image_hw
+        n, size = cfg["subsets"], cfg["subset_size"] or max(1, round(224 * h * w / 224 ** 2))
+        draws = rand_per_image(self.seed, "faithfulness_subsets", list(image_ids), (n, h * w), x.device)
+        subsets = draws.topk(size, dim=-1, largest=False).indices  # (B, N, |S|), distinct pixels
+        substrate = self._substrate(cfg, x, image_ids)
+        score = cfg["score"]
+        with torch.inference_mode():
+            f_x = score_of(self.logits(x), target, score)
+            total = len(x) * n
+            drops = torch.empty(total, dtype=torch.float64, device=x.device)
+            flat = subsets.reshape(total, size)
+            for start in range(0, total, self.batch_size):
+                stop = min(start + self.batch_size, total)
+                b = torch.arange(start, stop, device=x.device) // n
+                mask = torch.zeros(stop - start, h * w, dtype=torch.bool, device=x.device)
+                mask.scatter_(1, flat[start:stop], True)
+                inputs = torch.where(mask.view(-1, 1, h, w), substrate[b], x[b])
+                drops[start:stop] = (f_x[b] - score_of(self.logits(inputs), target[b], score)).double()
+        sums = heat.double().reshape(len(x), -1).gather(1, subsets.reshape(len(x), -1)).view(len(x), n, size).sum(-1)
+        a = sums - sums.mean(1, keepdim=True)
+        d = drops.view(len(x), n) - drops.view(len(x), n).mean(1, keepdim=True)
+        r = (a * d).sum(1) / (a.square().sum(1) * d.square().sum(1)).sqrt()  # 0/0 → NaN: no variation to correlate
+        substrate_name = cfg["substrate"]
+
+        def rows():
+            return {"faithfulness_correlation": pd.DataFrame({
+                "image_id": image_ids, "faithfulness_correlation": r.cpu().numpy(), "fc_subsets": n,
+                "fc_subset_size": size, "fc_substrate": substrate_name, "fc_score": score})}
         return rows
 
     def _complexity(self, heat: torch.Tensor, image_ids: list[str]) -> pd.DataFrame:

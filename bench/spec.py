@@ -22,7 +22,7 @@ from . import checks, plugins
 from .errors import BenchError
 
 ORDERS = ("morf", "lerf", "random")           # SPEC §4; the random baseline is always evaluated
-METRICS = ("aopc", "complexity", "continuity", "road", "srg", "deletion", "insertion")
+METRICS = ("aopc", "complexity", "continuity", "road", "srg", "deletion", "insertion", "faithfulness_correlation")
 SUBSTRATES = ("zero", "mean", "blur")
 PRECISIONS = ("fp32", "bf16", "fp16")
 TARGETS = ("predicted", "label")              # SPEC §1
@@ -81,6 +81,7 @@ class RunSpec:
     road: dict[str, Any]
     deletion: dict[str, Any]
     insertion: dict[str, Any]
+    faithfulness_correlation: dict[str, Any]
     block_size: int
     resume: bool
     shard: int
@@ -172,6 +173,15 @@ BLOCKS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "blur_sigma": lambda v, k=kind: checks.number(f"{k}.blur_sigma", v, low=0, low_open=True),
         "blur_kernel": lambda v, k=kind: _odd(f"{k}.blur_kernel", v),
     } for kind in ("deletion", "insertion")},
+    "faithfulness_correlation": {
+        "subsets": lambda v: checks.integer("faithfulness_correlation.subsets", v, low=2),
+        "subset_size": lambda v: None if v is None else checks.integer("faithfulness_correlation.subset_size", v,
+                                                                        low=1),
+        "substrate": lambda v: checks.choice("faithfulness_correlation.substrate", v, SUBSTRATES),
+        "score": lambda v: checks.choice("faithfulness_correlation.score", v, SCORES),
+        "blur_sigma": lambda v: checks.number("faithfulness_correlation.blur_sigma", v, low=0, low_open=True),
+        "blur_kernel": lambda v: _odd("faithfulness_correlation.blur_kernel", v),
+    },
 }
 
 
@@ -300,6 +310,10 @@ def build_spec(conf: Mapping[str, Any], here: bool = True, dataset: Any = None) 
     if dataset is None:
         dataset = plugins.build("datasets", nodes["dataset"], "dataset")
     _, h, w = dataset.image_shape
+    fc = blocks["faithfulness_correlation"]
+    if "faithfulness_correlation" in metrics and fc["subset_size"] is not None and fc["subset_size"] >= h * w:
+        raise BenchError(f"faithfulness_correlation.subset_size={fc['subset_size']} must be smaller than the "
+                         f"{h}×{w} = {h * w} pixels of an image")
     if v["patch"] > min(h, w):
         raise BenchError(f"patch={v['patch']} is larger than the {h}×{w} images of dataset "
                          f"'{nodes['dataset']['name']}'; choose 1 ≤ patch ≤ {min(h, w)}")
@@ -333,6 +347,7 @@ def build_spec(conf: Mapping[str, Any], here: bool = True, dataset: Any = None) 
         per_repeat=v["per_repeat"], precision=v["precision"], channels_last=v["channels_last"],
         compile=v["compile"], metrics=metrics, complexity=blocks["complexity"], continuity=blocks["continuity"],
         road=blocks["road"], deletion=blocks["deletion"], insertion=blocks["insertion"],
+        faithfulness_correlation=blocks["faithfulness_correlation"],
         block_size=v["block_size"], resume=v["resume"], shard=v["shard"], num_shards=v["num_shards"], config=conf)
 
 

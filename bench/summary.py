@@ -38,6 +38,8 @@ def per_image_quantities(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
         out = out.join(srg_quantities(tables["curves"], final))
     if "road" in tables:
         out = out.join(road_quantities(tables["road"]))
+    if "faithfulness_correlation" in tables:
+        out = out.join(tables["faithfulness_correlation"].set_index("image_id")[["faithfulness_correlation"]])
     for kind in ("deletion", "insertion"):
         if kind in tables:
             auc = curve_auc(tables[kind], "fraction_changed")
