@@ -351,6 +351,62 @@ def test_road_curves_and_road_table(tmp_path):
     assert r"\label{tab:road}" in (tmp_path / "report" / "road_table.tex").read_text()
 
 
+def make_protocols(run_dir, method, n_images=12):
+    """deletion / insertion / faithfulness_correlation tables as a run writes them, with known curves."""
+    prov = provenance(method)
+    a = np.linspace(0, 1, 5)
+    good = SLOPES.get(method, 0.3)
+    rows = {"deletion": [], "insertion": []}
+    for i in range(n_images):
+        for order, speed in (("morf", 1 + 4 * good), ("random", 1.0)):
+            common = dict(image_id=f"toyset-{i:03d}", label=i % 10, target_class=i % 10, order=order,
+                          step=np.arange(5), fraction_changed=a)
+            rows["deletion"].append(pd.DataFrame({**common, "score_value": np.exp(-speed * 3 * a),
+                                                  "deletion_substrate": "zero", "deletion_score": "softmax"}))
+            rows["insertion"].append(pd.DataFrame({**common, "score_value": 1 - np.exp(-speed * 3 * a) * 0.9,
+                                                   "insertion_substrate": "blur", "insertion_score": "softmax"}))
+    for name, parts in rows.items():
+        write_parquet(with_provenance(pd.concat(parts, ignore_index=True), prov), Path(run_dir) / f"{name}.parquet")
+    fc = pd.DataFrame({"image_id": [f"toyset-{i:03d}" for i in range(n_images)],
+                       "faithfulness_correlation": np.clip(good + 0.01 * np.arange(n_images), -1, 1),
+                       "fc_subsets": 100, "fc_subset_size": 4, "fc_substrate": "zero", "fc_score": "logit"})
+    write_parquet(with_provenance(fc, prov), Path(run_dir) / "faithfulness_correlation.parquet")
+
+
+def test_deletion_insertion_curves_and_the_family_table(tmp_path):
+    from bench.report.figures import protocol_figures
+    from bench.report.table import family_markdown, family_table
+    from bench.summary import curve_auc
+
+    for m in ("random", "sensitivity", "lrp_eps"):
+        make_run(tmp_path / m, m, complexity=False, heatmaps=None)
+        make_protocols(tmp_path / m, m)
+    res = load_results(tmp_path)
+    assert set(res.protocols) == {"deletion", "insertion", "faithfulness_correlation"}
+    [(_, fig)] = protocol_figures(res, "deletion_insertion", n_boot=50)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["Deletion · toyset", "Insertion · toyset"]
+    assert [ax.get_ylabel() for ax in axes] == ["$f_c$ (softmax)"] * 2
+    lines = labelled_lines(axes[0])
+    assert [ln.get_label() for ln in lines] == ["Random", "random order", "Sensitivity (ℓ₂)", "LRP-ε"]
+    assert list(lines[2].get_xdata()) == pytest.approx([0, 25, 50, 75, 100])
+    family = family_table(res, n_boot=100)
+    assert list(dict.fromkeys(family.quantity)) == ["aopc_morf_minus_random", "deletion_auc_morf", "insertion_auc_morf",
+                                                   "faithfulness_correlation"]
+    by = family.set_index(["quantity", "method"])
+    auc = curve_auc(res.protocol_table("deletion", "lrp_eps"), "fraction_changed")["morf"]
+    assert by.loc[("deletion_auc_morf", "lrp_eps"), "mean"] == pytest.approx(auc.mean())
+    assert by.loc[("deletion_auc_morf", "lrp_eps"), "is_best"]  # lowest deletion AUC
+    assert by.loc[("insertion_auc_morf", "lrp_eps"), "is_best"] and by.loc[("faithfulness_correlation", "lrp_eps"),
+                                                                            "is_best"]
+    text = family_markdown(family)
+    assert text.splitlines()[0] == ("| method | AOPC − random | deletion AUC | insertion AUC | faithfulness "
+                                    "correlation |")
+    assert "deletion AUC: lower is better" in text and "over 12 images" in text
+    written = make_report(tmp_path, tmp_path / "report", n_boot=50, formats=("png",))
+    assert {"deletion_insertion_curves", "faithfulness_table"} <= set(written)
+
+
 def test_no_road_figure_or_table_without_road_tables(results, tmp_path):
     assert results.road is None and road_figures(results) == []
 

@@ -178,6 +178,11 @@ def test_experiments_and_launcher_configs_compose():
         assert list(cfg.metrics) == ["aopc", "road"] and cfg.road.noise == 0.01 and len(cfg.road.fractions) == 9
         assert [j[0] for j in grid(cfg)] == [f"method={m}" for m in (
             "random", "sensitivity", "lrp_eps", "integrated_gradients")]
+        cfg = compose("config", overrides=["experiment=faithfulness"], return_hydra_config=True)
+        assert list(cfg.metrics) == ["aopc", "srg", "deletion", "insertion", "faithfulness_correlation", "road"]
+        assert list(cfg.orders) == ["morf", "lerf", "random"] and cfg.n_images == 200
+        assert [j[0] for j in grid(cfg)] == [f"method={m}" for m in (
+            "random", "sensitivity", "gradient_x_input", "deconvnet", "lrp_eps", "lrp_a1b0", "integrated_gradients")]
         cfg = compose("config", overrides=["experiment=samek2017_patches"], return_hydra_config=True)
         jobs = grid(cfg)
         assert len(jobs) == 5 * 5 and {j[1] for j in jobs} == {f"patch={p}" for p in (1, 3, 5, 9, 19)}

@@ -92,18 +92,25 @@ def relative_to_run(curves: pd.DataFrame, baseline: pd.DataFrame) -> PerImage | 
 
 
 ROAD_QUANTITIES = ("road_gap", "road_auc_morf", "road_auc_lerf", "road_auc_random", "road_auc_morf_minus_random")
+#: What the summary table may report besides AOPC, per image as the run's summary computes them (SPEC §9).
+FAMILY_QUANTITIES = (*ROAD_QUANTITIES, "srg", "srg_aopc", "deletion_auc_morf", "deletion_auc_morf_minus_random",
+                     "insertion_auc_morf", "insertion_auc_morf_minus_random", "faithfulness_correlation")
 
 
-def road_values(road: pd.DataFrame | None, quantity: str) -> pd.Series | None:
-    """Per image (index image_id, order of appearance) one of ROAD_QUANTITIES of a run's ROAD rows, as the
-    run's summary computes it (``bench.summary.road_quantities``). None when the run has no ROAD rows."""
-    from ..summary import road_quantities
+def family_values(tables: dict[str, pd.DataFrame], quantity: str) -> pd.Series | None:
+    """Per image (index image_id, order of appearance) one of FAMILY_QUANTITIES from a run's tables
+    (``Results.run_tables``), exactly as its summary computes it (``bench.summary.per_image_quantities``);
+    None when the run does not have it."""
+    from ..summary import per_image_quantities
 
-    if road is None or road.empty:
+    if tables["curves"].empty:
         return None
-    values = road_quantities(road)[quantity]
-    values.index.name = "image_id"
-    return values.rename(quantity)
+    values = per_image_quantities(tables)
+    if quantity not in values:
+        return None
+    out = values[quantity].rename(quantity)
+    out.index.name = "image_id"
+    return out
 
 
 def final_values(curves: pd.DataFrame, quantity: str) -> pd.Series | None:

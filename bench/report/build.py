@@ -8,6 +8,7 @@ nor a line varies, e.g. ``aopc_vs_random__patch-4``):
 ``aopc_vs_<baseline>_by_patch``    the same, a panel per patch size, when several (Fig. 8)
 ``curves``                         MoRF (and LeRF) curves f_c(x⁽ᵏ⁾) vs k with the random order
 ``road_curves``                    ROAD MoRF and LeRF curves vs the fraction removed (runs with a road table)
+``deletion_insertion_curves``      deletion and insertion curves vs the % of pixels changed (runs with them)
 ``complexity_scatter``             per-image PNG size, method vs reference, with the diagonal (Fig. 5 top)
 ``complexity_entropy``             entropy box plots per method (Fig. 5 bottom)
 ``heatmap_grid``                   images × methods heatmaps (Fig. 6), from heatmaps.parquet / .npz
@@ -15,6 +16,8 @@ nor a line varies, e.g. ``aopc_vs_random__patch-4``):
                                    and ``network_quality_correlations.csv`` (Pearson, Spearman)
 ``summary_table.{md,tex,csv}``     AOPC [95% CI] per method × dataset/patch, best marked, paired tests
 ``road_table.{md,tex,csv}``        the same for the ROAD gap AUC(LeRF) − AUC(MoRF) (runs with a road table)
+``faithfulness_table.{md,csv}``    every protocol the runs have (AOPC − random, SRG, deletion and insertion AUC,
+                                   ROAD gap, faithfulness correlation): mean [95% CI] per method, best marked
 ``runs.csv``                       the runs read: key, folder, condition, L, images, duplicate flag
 ``warnings.txt``                   what was left out or ambiguous (duplicates, missing baselines), if any
 =================================  =====================================================================
@@ -78,7 +81,8 @@ def make_report(dirs, out=None, *, baseline: str = "random", patch_baseline: str
     jobs = [("aopc_vs_" + ("random" if baseline == "random" else baseline),
              lambda: figures.relative_figures(results, FIG4_PANELS, FIG4_FILES, baseline, n_boot, seed)),
             ("curves", lambda: figures.curve_figures(results, n_boot, seed)),
-            ("road_curves", lambda: figures.road_figures(results, n_boot, seed))]
+            ("road_curves", lambda: figures.protocol_figures(results, "road", n_boot, seed)),
+            ("deletion_insertion_curves", lambda: figures.protocol_figures(results, "deletion_insertion", n_boot, seed))]
     if results.runs.patch.nunique() > 1:
         jobs.append((f"aopc_vs_{patch_baseline}_by_patch",
                      lambda: figures.relative_figures(results, FIG8_PANELS, FIG8_FILES, patch_baseline, n_boot, seed)))
@@ -111,6 +115,11 @@ def make_report(dirs, out=None, *, baseline: str = "random", patch_baseline: str
             _write_text(out / f"{name}.md", table.to_markdown(summary, digits))
             _write_text(out / f"{name}.tex", table.to_latex(summary, digits, label=label))
             written[name] = [out / f"{name}.{ext}" for ext in ("csv", "md", "tex")]
+    family = table.family_table(results, n_boot, seed)
+    if family is not None:
+        write_csv(family, out / "faithfulness_table.csv")
+        _write_text(out / "faithfulness_table.md", table.family_markdown(family, digits))
+        written["faithfulness_table"] = [out / f"faithfulness_table.{ext}" for ext in ("csv", "md")]
     write_csv(results.runs, out / "runs.csv")
     written["runs"] = [out / "runs.csv"]
     if results.warnings:

@@ -3,7 +3,8 @@
 * :func:`relative_figures` — AOPC vs perturbation steps relative to a baseline, one panel per dataset
   (Fig. 4, baseline = the random order of the same run) or one panel per patch size (Fig. 8);
 * :func:`curve_figures` — the MoRF (and LeRF, when present) curves f_c(x⁽ᵏ⁾) themselves;
-* :func:`road_figures` — ROAD's MoRF and LeRF curves over the fraction of pixels removed (SPEC §9);
+* :func:`protocol_figures` — the §9 protocols' curves over the % of pixels changed: ROAD's MoRF and LeRF,
+  deletion and insertion (SPEC §9);
 * :func:`complexity_scatter_figures`, :func:`entropy_figures` — file size of one method against another
   per image with the diagonal, and entropy box plots (Fig. 5);
 * :func:`heatmap_grid_figures` — images × methods, rendered by :mod:`bench.render` (Fig. 6).
@@ -211,34 +212,54 @@ def curve_figures(results: Results, n_boot: int = 1000, seed: int | None = None)
     return out
 
 
-def road_figures(results: Results, n_boot: int = 1000, seed: int | None = None) -> list[tuple[str, Figure]]:
-    """ROAD (Rong et al. 2022; SPEC §9): f_c of the imputed image vs the fraction of pixels removed, mean and
-    95% band over images, a panel for MoRF and one for LeRF per dataset, a line per run with ROAD rows,
-    and the paired random order of the first run (grey, dashed)."""
-    if results.road is None:
+#: The §9 protocols' curve figures: per figure, its panels (table, order, title, x label) and the x column.
+PROTOCOL_FIGURES = {
+    "road": ([("road", "morf", "ROAD MoRF", "pixels removed (%)"), ("road", "lerf", "ROAD LeRF", "pixels removed (%)")],
+             "fraction_removed"),
+    "deletion_insertion": ([("deletion", "morf", "Deletion", "pixels deleted (%)"),
+                            ("insertion", "morf", "Insertion", "pixels inserted (%)")], "fraction_changed"),
+}
+
+
+def protocol_figures(results: Results, name: str, n_boot: int = 1000, seed: int | None = None
+                     ) -> list[tuple[str, Figure]]:
+    """Curves of the §9 protocols (PROTOCOL_FIGURES): f_c vs the % of pixels changed, mean and 95% band over
+    images, a panel per (protocol, order) and dataset, a line per run that has the table, and the paired random
+    order of the first run (grey, dashed). ROAD: MoRF and LeRF (Rong et al. 2022); deletion and insertion
+    (Petsiuk et al. 2018), the heatmap's order. Panels of protocols no run has are left out."""
+    specs, x_col = PROTOCOL_FIGURES[name]
+    specs = [p for p in specs if p[0] in results.protocols]
+    if not specs:
         return []
+    have = set().union(*(set(results.protocols[t].run) for t, *_ in specs))
     panel_cols, file_cols = ["dataset", "model"], ["perturbation", "patch", "target", "score"]
-    runs = results.runs[results.runs.run.isin(set(results.road.run))]
+    runs = results.runs[results.runs.run.isin(have)]
     out = []
     with style.paper():
         for suffix, frun, panels in facets(runs, panel_cols, file_cols):
             labels = series_labels(frun, panel_cols + file_cols)
             order = series_order(frun, labels)
             ls = linestyle_index(frun, order, labels)
-            fig, axes = panel_grid(2 * len(panels), ncols=2 if len(panels) == 1 else len(panels),
+            fig, axes = panel_grid(len(specs) * len(panels), ncols=len(specs) if len(panels) == 1 else len(panels),
                                    extra_height=0.75)
             n_images = set()
-            for i, o in enumerate(("morf", "lerf")):
+            for i, (table, o, heading, xlabel) in enumerate(specs):
                 for j, (title, prun) in enumerate(panels):
                     ax = axes[i * len(panels) + j] if len(panels) > 1 else axes[i]
                     runs_here = [r for r in order if r in set(prun.run)]
-                    for k, run in enumerate(runs_here):
-                        road = results.road_table(run)
+                    score = frun.score.iloc[0]
+                    first = True
+                    for run in runs_here:
+                        rows = results.protocol_table(table, run)
+                        if rows is None:
+                            continue
                         meta = prun.set_index("run").loc[run]
-                        pct = 100 * road.groupby("step").fraction_removed.mean()
-                        shown = [(o, labels[run], ls[run])] + ([("random", "random order", None)] if k == 0 else [])
+                        score = rows[f"{table}_score"].iloc[0] if f"{table}_score" in rows else score
+                        pct = 100 * rows.groupby("step")[x_col].mean()
+                        shown = [(o, labels[run], ls[run])] + ([("random", "random order", None)] if first else [])
+                        first = False
                         for which, label, style_index in shown:
-                            m = per_image(road, which, "score_value")
+                            m = per_image(rows, which, "score_value")
                             if m is None or m.values.size == 0:
                                 continue
                             band = mean_band(m, n_boot, _seed(meta, seed))
@@ -251,13 +272,18 @@ def road_figures(results: Results, n_boot: int = 1000, seed: int | None = None) 
                             else:
                                 _line(ax, meta, label, style_index, band)
                     ax.xaxis.set_major_locator(matplotlib.ticker.MultipleLocator(20))
-                    ax.set_title(f"ROAD {ORDER_TITLES[o]} · {title}")
-                    ax.set_xlabel("pixels removed (%)")
-                    ax.set_ylabel(f"$f_c$ ({frun.score.iloc[0]})")
+                    ax.set_title(f"{heading} · {title}")
+                    ax.set_xlabel(xlabel)
+                    ax.set_ylabel(f"$f_c$ ({score})")
             _band_note(fig, n_images or {0})
             _legend(fig, axes)
             out.append((suffix, fig))
     return out
+
+
+def road_figures(results: Results, n_boot: int = 1000, seed: int | None = None) -> list[tuple[str, Figure]]:
+    """ROAD's MoRF and LeRF curves (:func:`protocol_figures`)."""
+    return protocol_figures(results, "road", n_boot, seed)
 
 
 HEATMAP_GROUP = ["dataset", "model", "target", "score"]

@@ -19,8 +19,8 @@ the report also reads, when present:
   the provenance columns (missing provenance is taken from the run in the same folder);
 * ``heatmaps.parquet`` — ``image_id``, ``height``, ``width``, ``heatmap`` (flat row-major array) + provenance,
   as runs write it; or ``heatmaps.npz`` — one H×W array per key, the key being the image id;
-* ``road.parquet`` — the ROAD protocol's curves (``metrics=[…, road]``, SPEC §9), rows given to the run of
-  the same condition in that folder;
+* ``road.parquet``, ``deletion.parquet``, ``insertion.parquet``, ``faithfulness_correlation.parquet`` — the
+  §9 protocols' tables (``metrics=[…]``, SPEC §9), rows given to the run of the same condition in that folder;
 
 and anywhere below the folders ``network_quality.parquet`` / ``network_quality.csv`` (TNNLS Fig. 7).
 
@@ -71,10 +71,14 @@ class Results:
     complexity: pd.DataFrame | None = None
     heatmaps: pd.DataFrame | None = None  # run, image_id, heatmap (H×W), image (H×W×C in [0, 1] or None) + HEATMAP_KEY
     network: pd.DataFrame | None = None
-    road: pd.DataFrame | None = None  # road.parquet rows + run
+    protocols: dict[str, pd.DataFrame] = field(default_factory=dict)  # PROTOCOL_TABLES name → rows + run
     warnings: list[str] = field(default_factory=list)
     _by_run: dict | None = field(default=None, repr=False, compare=False)
-    _road_by_run: dict | None = field(default=None, repr=False, compare=False)
+    _protocol_by_run: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def road(self) -> pd.DataFrame | None:
+        return self.protocols.get("road")
 
     def run_table(self, run: str) -> pd.DataFrame:
         """The curve rows of one run (split once, then looked up)."""
@@ -82,13 +86,25 @@ class Results:
             self._by_run = {k: g for k, g in self.curves.groupby("run", sort=False)}
         return self._by_run.get(run, self.curves.iloc[:0])
 
-    def road_table(self, run: str) -> pd.DataFrame | None:
-        """The ROAD rows of one run; None when it has none."""
-        if self.road is None:
+    def protocol_table(self, name: str, run: str) -> pd.DataFrame | None:
+        """The rows of protocol table ``name`` (road, deletion, …) of one run; None when it has none."""
+        if name not in self.protocols:
             return None
-        if self._road_by_run is None:
-            self._road_by_run = {k: g for k, g in self.road.groupby("run", sort=False)}
-        return self._road_by_run.get(run)
+        if name not in self._protocol_by_run:
+            self._protocol_by_run[name] = {k: g for k, g in self.protocols[name].groupby("run", sort=False)}
+        return self._protocol_by_run[name].get(run)
+
+    def road_table(self, run: str) -> pd.DataFrame | None:
+        return self.protocol_table("road", run)
+
+    def run_tables(self, run: str) -> dict[str, pd.DataFrame]:
+        """Every table of one run, as its summary reads them (bench/summary.py): curves and the §9 tables."""
+        out = {"curves": self.run_table(run)}
+        for name in self.protocols:
+            t = self.protocol_table(name, run)
+            if t is not None:
+                out[name] = t
+        return out
 
 
 def _warn(warnings: list[str], message: str) -> None:
@@ -209,7 +225,9 @@ def load_results(dirs, duplicates: str = "keep", show_progress: bool | None = No
     return Results(runs=runs.reset_index(drop=True), curves=curves,
                    complexity=_load_complexity(runs, kept_dirs, warnings),
                    heatmaps=_load_heatmaps(runs, kept_dirs, warnings),
-                   network=_load_network(roots), road=_load_road(runs, kept_dirs, warnings), warnings=warnings)
+                   network=_load_network(roots), warnings=warnings,
+                   protocols={name: t for name in PROTOCOL_TABLES
+                              if (t := _load_protocol(name, runs, kept_dirs, warnings)) is not None})
 
 
 def _apply_duplicates(runs: pd.DataFrame, policy: str, warnings: list[str]) -> pd.DataFrame:
@@ -332,20 +350,24 @@ def _load_heatmaps(runs: pd.DataFrame, dirs: set[str], warnings: list[str]) -> p
     return _first_run_only(pd.concat([p.reindex(columns=keep) for p in parts], ignore_index=True), runs)
 
 
-ROAD_COLUMNS = CONDITION + ["image_id", "order", "step", "fraction_removed", "score_value"]
+#: The §9 protocols' tables and the columns a table of the suite has (besides the CONDITION ones).
+PROTOCOL_TABLES = {"road": ["image_id", "order", "step", "fraction_removed", "score_value"],
+                   "deletion": ["image_id", "order", "step", "fraction_changed", "score_value"],
+                   "insertion": ["image_id", "order", "step", "fraction_changed", "score_value"],
+                   "faithfulness_correlation": ["image_id", "faithfulness_correlation"]}
 
 
-def _load_road(runs: pd.DataFrame, dirs: set[str], warnings: list[str]) -> pd.DataFrame | None:
-    """road.parquet next to the curve tables; each row to the run of its folder with the same condition."""
+def _load_protocol(name: str, runs: pd.DataFrame, dirs: set[str], warnings: list[str]) -> pd.DataFrame | None:
+    """<name>.parquet next to the curve tables; each row to the run of its folder with the same condition."""
     parts = []
     for d in sorted(dirs):
-        path = Path(d) / "road.parquet"
+        path = Path(d) / f"{name}.parquet"
         if not path.is_file():
             continue
         df = pd.read_parquet(path)
-        missing = [c for c in ROAD_COLUMNS if c not in df.columns]
+        missing = [c for c in CONDITION + PROTOCOL_TABLES[name] if c not in df.columns]
         if missing:
-            _warn(warnings, f"{path}: skipped, not a ROAD table of the suite (missing {', '.join(missing)})")
+            _warn(warnings, f"{path}: skipped, not a {name} table of the suite (missing {', '.join(missing)})")
             continue
         df["image_id"] = df["image_id"].astype(str)
         here = runs[runs.dir == d]
@@ -357,7 +379,8 @@ def _load_road(runs: pd.DataFrame, dirs: set[str], warnings: list[str]) -> pd.Da
             df.loc[g.index, "run"] = first.get(tuple(str(v) for v in key))
         if df.run.isna().any():
             _warn(warnings, f"{path}: {int(df.run.isna().sum())} row(s) of a condition without curves, left out")
-        parts.append(df[df.run.notna()].drop_duplicates(["run", "image_id", "order", "step"]))
+        parts.append(df[df.run.notna()].drop_duplicates(["run"] + [c for c in ("image_id", "order", "step")
+                                                                    if c in df.columns]))
     return pd.concat(parts, ignore_index=True) if parts else None
 
 

@@ -26,18 +26,23 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .aggregate import ROAD_QUANTITIES, final_values, road_values
+from .aggregate import FAMILY_QUANTITIES, ROAD_QUANTITIES, family_values, final_values
 from .load import Results, series_labels, series_order
 from ..stats import bootstrap_ci, sem
 
 #: The columns a table column is made of (those that vary are shown in its header; dataset and patch always).
 COLUMN_KEY = ["dataset", "model", "perturbation", "patch", "steps", "target", "score"]
 ALPHA = 0.05
-LOWER_IS_BETTER = {"road_auc_morf", "road_auc_morf_minus_random"}
+LOWER_IS_BETTER = {"road_auc_morf", "road_auc_morf_minus_random", "deletion_auc_morf",
+                   "deletion_auc_morf_minus_random"}
 TEST_NAME = "Wilcoxon signed-rank, two-sided, Holm-adjusted within column"
 QUANTITY_TITLES = {"aopc_morf_minus_random": "AOPC − random", "aopc_morf": "AOPC (MoRF)",
                    "aopc_random": "AOPC (random order)", "road_gap": "ROAD gap AUC(LeRF) − AUC(MoRF)",
-                   "road_auc_morf_minus_random": "ROAD AUC(MoRF) − AUC(random)"}
+                   "road_auc_morf_minus_random": "ROAD AUC(MoRF) − AUC(random)",
+                   "srg": "SRG AUC(LeRF) − AUC(MoRF)", "srg_aopc": "SRG AOPC(MoRF) − AOPC(LeRF)",
+                   "deletion_auc_morf": "deletion AUC", "deletion_auc_morf_minus_random": "deletion AUC − random",
+                   "insertion_auc_morf": "insertion AUC", "insertion_auc_morf_minus_random": "insertion AUC − random",
+                   "faithfulness_correlation": "faithfulness correlation"}
 
 
 def wilcoxon_p(d: np.ndarray) -> float:
@@ -82,11 +87,11 @@ def summary_table(results: Results, quantity: str = "aopc_morf_minus_random", n_
     order = {r: i for i, r in enumerate(series_order(runs, labels))}
     rows, per_image = [], {}
     for _, r in runs.iterrows():
-        road = quantity in ROAD_QUANTITIES
-        values = (road_values(results.road_table(r.run), quantity) if road
+        family = quantity in FAMILY_QUANTITIES
+        values = (family_values(results.run_tables(r.run), quantity) if family
                   else final_values(results.run_table(r.run), quantity))
         if values is None:
-            if not road:  # (a run without metrics=[…, road] is simply not in the ROAD table)
+            if not family:  # (a run without that protocol is simply not in its table)
                 results.warnings.append(f"{r.run}: no rows for {quantity} (is the random order missing?); "
                                         f"not in the summary table")
             continue
@@ -138,12 +143,14 @@ def _decimals(table: pd.DataFrame, digits: int | None) -> int:
 
 
 def _grid(table: pd.DataFrame, digits: int | None, bold, dagger) -> tuple[list[str], list[list[str]]]:
-    dec = _decimals(table, digits)
+    """Rows = labels, columns = ``column``; decimals by the scale of each quantity (one per table, as before)."""
+    dec = {q: _decimals(g, digits) for q, g in table.groupby("quantity")}
     columns = list(dict.fromkeys(table.column))
     labels = list(dict.fromkeys(table.label))
     cells = {}
     for _, r in table.iterrows():
-        text = f"{r['mean']:.{dec}f} [{r.ci_low:.{dec}f}, {r.ci_high:.{dec}f}]"
+        d = dec[r.quantity]
+        text = f"{r['mean']:.{d}f} [{r.ci_low:.{d}f}, {r.ci_high:.{d}f}]"
         text = bold(text) if r.is_best else text
         cells[(r.label, r.column)] = text + (dagger if r.not_significantly_worse else "")
     return columns, [[lab] + [cells.get((lab, c), "–") for c in columns] for lab in labels]
@@ -154,7 +161,8 @@ def caption(table: pd.DataFrame) -> str:
     q = QUANTITY_TITLES.get(quantity, quantity)
     n = sorted(set(table.n_images))
     n_text = str(n[0]) if len(n) == 1 else f"{n[0]}–{n[-1]}"
-    where = ("per image (trapezoidal areas over the fractions of pixels removed)" if quantity in ROAD_QUANTITIES
+    where = ("per image (trapezoidal areas over the fractions of pixels changed)" if quantity in ROAD_QUANTITIES
+             or "auc" in quantity or quantity == "srg" else "per image" if quantity in FAMILY_QUANTITIES
              else "at the last step L")
     return (f"{q} {where}, mean [95% bootstrap interval] over {n_text} images. Bold: best per column. "
             f"†: not significantly different from the best (two-sided Wilcoxon signed-rank test on the "
@@ -198,3 +206,41 @@ def to_latex(table: pd.DataFrame, digits: int | None = None, label: str = "tab:a
     lines += [" & ".join(cell(c) for c in row) + r" \\" for row in rows]
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
+
+
+#: The family table's columns, in this order, where the runs have them.
+FAMILY_COLUMNS = ("aopc_morf_minus_random", "srg", "deletion_auc_morf", "insertion_auc_morf", "road_gap",
+                  "faithfulness_correlation")
+
+
+def family_table(results: Results, n_boot: int = 1000, seed: int | None = None) -> pd.DataFrame | None:
+    """The faithfulness family side by side: one :func:`summary_table` per quantity of FAMILY_COLUMNS that
+    some run has (beyond AOPC), stacked; its ``column`` is the quantity's title (and the condition, when
+    several). None when the runs have no §9 protocol."""
+    parts = []
+    for quantity in FAMILY_COLUMNS:
+        part = summary_table(results, quantity, n_boot, seed)
+        if part.empty:
+            continue
+        several = part.column.nunique() > 1
+        part["column"] = [QUANTITY_TITLES.get(quantity, quantity) + (f" · {c}" if several else "")
+                          for c in part.column]
+        parts.append(part)
+    if len(parts) < 2:
+        return None
+    return pd.concat(parts, ignore_index=True)
+
+
+def family_markdown(table: pd.DataFrame, digits: int | None = None) -> str:
+    columns, rows = _grid(table, digits, lambda s: f"**{s}**", " †")
+    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+    lines = ["| method | " + " | ".join(map(esc, columns)) + " |", "|---|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(map(esc, row)) + " |" for row in rows]
+    n = sorted(set(table.n_images))
+    n_text = str(n[0]) if len(n) == 1 else f"{n[0]}–{n[-1]}"
+    better = ", ".join(f"{QUANTITY_TITLES[q]}: lower" for q in FAMILY_COLUMNS if q in LOWER_IS_BETTER
+                       and q in set(table.quantity))
+    return ("\n".join(lines) + f"\n\nThe faithfulness family per method, mean [95% bootstrap interval] over {n_text}"
+            f" images (SPEC §4, §9). Bold: best per column (higher is better; {better or 'none lower'} is better). "
+            f"†: not significantly different from the best (two-sided Wilcoxon signed-rank test, Holm-adjusted "
+            f"p ≥ {ALPHA}).\n")
