@@ -235,8 +235,11 @@ def _check_summary(summary: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> No
     non-finite perturbed scores are counted in one warning."""
     empty = summary[summary.n_images == 0]
     if len(empty):
-        raise BenchError(f"no image has a finite value of {', '.join(empty.quantity)}: the model returned NaN/inf "
-                         f"for the perturbed inputs of every image; nothing to summarise")
+        why = ("the model returned NaN/inf for the perturbed inputs of every image"
+               if set(empty.quantity) != {"faithfulness_correlation"} else
+               "for every image the subsets' score drops (or heatmap sums) did not vary — e.g. subsets that only "
+               "hit pixels already equal to the substrate; raise faithfulness_correlation.subset_size")
+        raise BenchError(f"no image has a finite value of {', '.join(empty.quantity)}: {why}; nothing to summarise")
     curves = tables["curves"]
     if curves["nonfinite"].any():
         per_image = curves.groupby("image_id")["nonfinite"].sum()

@@ -25,6 +25,7 @@ class TinyViT(nn.Module):
         self.vit = VisionTransformer(image_size=28, patch_size=7, num_layers=2, num_heads=2, hidden_dim=16,
                                      mlp_dim=32, num_classes=10)
         self.vit.conv_proj = nn.Conv2d(1, 16, kernel_size=7, stride=7)
+        nn.init.normal_(self.vit.heads.head.weight, std=0.5)  # torchvision starts the head at 0: constant outputs
 
     def forward(self, x):
         return self.vit(x)
@@ -32,7 +33,9 @@ class TinyViT(nn.Module):
 
 VIT = ["model=user", "model.params._target_=test_vit.TinyViT", "model.params.checkpoint=random", "n_images=4",
        "steps=4", "repeats=2", "bootstrap=20", "block_size=4", "road.fractions=[0.2,0.6]",
-       "continuity.n_samples=2", "metrics=[aopc,complexity,continuity,road]"]
+       "continuity.n_samples=2", "orders=[morf,lerf,random]", "deletion.steps=4", "insertion.steps=4",
+       "faithfulness_correlation.subsets=6",
+       "metrics=[aopc,complexity,continuity,road,srg,deletion,insertion,faithfulness_correlation]"]
 FAST = {"integrated_gradients": ["method.params.steps=4"], "smoothgrad": ["method.params.samples=3"]}
 
 
@@ -46,13 +49,20 @@ def pinned_code(monkeypatch, cache_dir):
 def test_a_vit_runs_every_protocol(method, tmp_path):
     run(composed([*VIT, f"method={method}", *FAST.get(method, [])]), tmp_path)
     curves = pd.read_parquet(tmp_path / "curves.parquet")
-    assert len(curves) == 4 * 2 * 5 and np.isfinite(curves.score_value).all()
+    assert len(curves) == 4 * 3 * 5 and np.isfinite(curves.score_value).all()
     road = pd.read_parquet(tmp_path / "road.parquet")
     assert set(road.order) == {"morf", "lerf", "random"} and np.isfinite(road.score_value).all()
-    for table in ("complexity", "continuity"):
+    for table in ("deletion", "insertion"):
+        rows = pd.read_parquet(tmp_path / f"{table}.parquet")
+        assert len(rows) == 4 * 2 * 5 and np.isfinite(rows.score_value).all()
+    for table in ("complexity", "continuity", "faithfulness_correlation"):
         assert len(pd.read_parquet(tmp_path / f"{table}.parquet")) == 4
+    heat = pd.read_parquet(tmp_path / "heatmaps.parquet").heatmap
+    assert all(np.abs(h).sum() > 0 for h in heat)  # real heatmaps, a model whose output moves
+    assert curves.groupby("image_id").score_value.nunique().min() > 1
     summary = pd.read_csv(tmp_path / "summary.csv").set_index("quantity")
-    assert {"aopc_morf", "road_gap", "png_bytes", "continuity_max"} <= set(summary.index)
+    assert {"aopc_morf", "srg", "road_gap", "deletion_auc_morf", "insertion_auc_morf", "faithfulness_correlation",
+            "png_bytes", "continuity_max"} <= set(summary.index)
 
 
 @pytest.mark.parametrize("method, message", [
