@@ -28,8 +28,9 @@ from .api import Context, Method, Normalization
 from .engine import aopc_curve, imputed_scores, perturbed_scores, sequential_scores
 from .perturbation import Replacement
 from .pooling import pool_channels
-from .regions import n_regions, pixel_ranks, region_scores, seeded_orders, tile_ids
+from .regions import morf_order, n_regions, pixel_ranks, region_scores, seeded_orders, tile_ids
 from .scoring import choose_target, score_of
+from .seeding import randperm_per_image
 from .spec import ORDERS, RunSpec
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -64,6 +65,7 @@ class Evaluator:
     deletion: dict[str, Any] = field(default_factory=dict)     # steps, substrate, score, blur (SPEC §9)
     insertion: dict[str, Any] = field(default_factory=dict)
     faithfulness_correlation: dict[str, Any] = field(default_factory=dict)  # subsets, subset_size, substrate, score
+    pixel_flipping: dict[str, Any] = field(default_factory=dict)  # steps, substrate (SPEC §9)
 
     @classmethod
     def from_spec(cls, spec: RunSpec, model: nn.Module) -> "Evaluator":
@@ -77,7 +79,8 @@ class Evaluator:
                    per_repeat=spec.per_repeat, precision=spec.precision, channels_last=spec.channels_last,
                    compile=spec.compile, metrics=spec.metrics, complexity=dict(spec.complexity),
                    continuity=dict(spec.continuity), road=dict(spec.road), deletion=dict(spec.deletion),
-                   insertion=dict(spec.insertion), faithfulness_correlation=dict(spec.faithfulness_correlation))
+                   insertion=dict(spec.insertion), faithfulness_correlation=dict(spec.faithfulness_correlation),
+                   pixel_flipping=dict(spec.pixel_flipping))
 
     def __post_init__(self) -> None:
         self.orders = tuple(o for o in ORDERS if o in set(self.orders) | {"random"})
@@ -175,6 +178,8 @@ class Evaluator:
                 work.append(self._deletion_insertion(kind, x, heat, target, labels, image_ids))
         if "faithfulness_correlation" in self.metrics:
             work.append(self._faithfulness_correlation(x, heat, target, image_ids))
+        if "pixel_flipping" in self.metrics:
+            work.append(self._pixel_flipping(x, heat, target, f0, labels, image_ids))
         saved = [i for i, index in enumerate(indices) if index < self.save_heatmaps]
         if saved:
             h, w = self.image_hw
@@ -304,6 +309,56 @@ class Evaluator:
             return gaussian_blur(x, cfg["blur_sigma"], cfg["blur_kernel"] // 2)
         constant = Zero() if cfg["substrate"] == "zero" else Mean()
         return constant.draw(x, image_ids, 1, self.seed, self.normalization)[:, 0]
+
+    def _pixel_flipping(self, x, heat, target, f0, labels, image_ids) -> Callable[[], dict[str, pd.DataFrame]]:
+        """Pixel-flipping with recomputed heatmaps (tutorial Sec. 7.2, Fig. 8; SPEC §9): at step k the heatmap of
+        the current image x⁽ᵏ⁻¹⁾ is computed, its most relevant remaining region (tiles of ``patch``; ties by the
+        seeded permutation) set to the substrate (default black), and f_c(x⁽ᵏ⁾) recorded; all images advance
+        together, one batched attribution and one batched forward per step. Alongside, the paired random order
+        with the same substrate (no heatmap). A seeded method draws afresh at each step (id ``<image_id>~pf<k>``)."""
+        cfg = self.pixel_flipping
+        steps = min(cfg["steps"] or self.regions, self.regions)
+        n = len(x)
+        substrate = self._substrate(cfg, x, image_ids)
+        seeded = seeded_orders(region_scores(heat.float(), self.ids_map, self.regions), image_ids, self.seed)
+        tiebreak = randperm_per_image(self.seed, "pixel_flipping_tiebreak", list(image_ids), self.regions, x.device)
+        removed = torch.zeros(n, self.regions, dtype=torch.bool, device=x.device)
+        chosen = torch.empty(n, steps, dtype=torch.long, device=x.device)
+        scores = torch.empty(n, steps, dtype=torch.float32, device=x.device)
+        current, h = x, heat
+        for k in range(steps):
+            if k:  # the heatmap of the current image (step 0: the image's own, already computed)
+                ids = [f"{i}~pf{k}" for i in image_ids]
+                h = pool_channels(self.attribute(current, target, ids), self.pooling).detach()
+            rs = region_scores(h.float(), self.ids_map, self.regions).masked_fill(removed, float("-inf"))
+            pick = morf_order(rs, tiebreak)[:, 0]
+            removed[torch.arange(n, device=x.device), pick] = True
+            chosen[:, k] = pick
+            current = torch.where(removed[:, self.ids_map].unsqueeze(1), substrate, x).detach()
+            with torch.no_grad():  # (not inference mode: the next step attributes ``current``)
+                scores[:, k] = torch.cat([self.score_fn(current[s:s + self.batch_size], target[s:s + self.batch_size])
+                                          for s in range(0, n, self.batch_size)])
+        ranks = pixel_ranks(seeded["random"], self.ids_map).unsqueeze(1)
+        rnd = perturbed_scores(self.score_fn, x, ranks, substrate[:, None], target, steps, self.batch_size)[:, 0, 0]
+        curve = torch.stack([torch.cat([f0.view(-1, 1), scores], 1), torch.cat([f0.view(-1, 1), rnd], 1)], 1)
+        sizes = self.region_sizes.to(torch.float64)
+        flipped = torch.cat([torch.zeros(n, 1, dtype=torch.float64, device=x.device),
+                             sizes[chosen].cumsum(1) / self.ids_map.numel()], 1)
+        rnd_flipped = torch.cat([torch.zeros(n, 1, dtype=torch.float64, device=x.device),
+                                 sizes[seeded["random"][:, :steps]].cumsum(1) / self.ids_map.numel()], 1)
+        fraction = torch.stack([flipped, rnd_flipped], 1).float()
+        region = torch.stack([torch.cat([torch.full((n, 1), -1, device=x.device), chosen], 1),
+                              torch.cat([torch.full((n, 1), -1, device=x.device), seeded["random"][:, :steps]], 1)], 1)
+        substrate_name = cfg["substrate"]
+
+        def rows():
+            table = grid_frame(dict(image_id=image_ids, label=labels.cpu().numpy(), target_class=target.cpu().numpy()),
+                               order=["morf", "random"], step=np.arange(steps + 1),
+                               values=dict(fraction_perturbed=fraction, score_value=curve))
+            table["region"] = region.cpu().numpy().ravel()
+            table["pixel_flipping_substrate"] = substrate_name
+            return {"pixel_flipping": table}
+        return rows
 
     def _faithfulness_correlation(self, x, heat, target, image_ids) -> Callable[[], dict[str, pd.DataFrame]]:
         """Faithfulness correlation (Bhatt et al., IJCAI 2020; SPEC §9): per image, ``subsets`` random pixel

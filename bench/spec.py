@@ -22,7 +22,8 @@ from . import checks, plugins
 from .errors import BenchError
 
 ORDERS = ("morf", "lerf", "random")           # SPEC §4; the random baseline is always evaluated
-METRICS = ("aopc", "complexity", "continuity", "road", "srg", "deletion", "insertion", "faithfulness_correlation")
+METRICS = ("aopc", "complexity", "continuity", "road", "srg", "deletion", "insertion", "faithfulness_correlation",
+           "pixel_flipping")
 SUBSTRATES = ("zero", "mean", "blur")
 PRECISIONS = ("fp32", "bf16", "fp16")
 TARGETS = ("predicted", "label")              # SPEC §1
@@ -82,6 +83,7 @@ class RunSpec:
     deletion: dict[str, Any]
     insertion: dict[str, Any]
     faithfulness_correlation: dict[str, Any]
+    pixel_flipping: dict[str, Any]
     block_size: int
     resume: bool
     shard: int
@@ -173,6 +175,12 @@ BLOCKS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "blur_sigma": lambda v, k=kind: checks.number(f"{k}.blur_sigma", v, low=0, low_open=True),
         "blur_kernel": lambda v, k=kind: _odd(f"{k}.blur_kernel", v),
     } for kind in ("deletion", "insertion")},
+    "pixel_flipping": {
+        "steps": lambda v: None if v is None else checks.integer("pixel_flipping.steps", v, low=1),
+        "substrate": lambda v: checks.choice("pixel_flipping.substrate", v, SUBSTRATES),
+        "blur_sigma": lambda v: checks.number("pixel_flipping.blur_sigma", v, low=0, low_open=True),
+        "blur_kernel": lambda v: _odd("pixel_flipping.blur_kernel", v),
+    },
     "faithfulness_correlation": {
         "subsets": lambda v: checks.integer("faithfulness_correlation.subsets", v, low=2),
         "subset_size": lambda v: None if v is None else checks.integer("faithfulness_correlation.subset_size", v,
@@ -325,9 +333,10 @@ def build_spec(conf: Mapping[str, Any], here: bool = True, dataset: Any = None) 
         raise BenchError(f"continuity.max_shift={blocks['continuity']['max_shift']} must be smaller than the image "
                          f"width {w}")
     method = plugins.build("methods", nodes["method"], "method")
-    if "continuity" in metrics and method.fixed_heatmaps:
-        raise BenchError(f"metrics=[…, continuity] attributes perturbed copies of the images, but "
-                         f"method={nodes['method']['name']} has heatmaps of the images themselves only")
+    for needs in ("continuity", "pixel_flipping"):
+        if needs in metrics and method.fixed_heatmaps:
+            raise BenchError(f"metrics=[…, {needs}] attributes perturbed copies of the images, but "
+                             f"method={nodes['method']['name']} has heatmaps of the images themselves only")
     method.prepare(dataset, v["n_images"], nodes["dataset"]["name"])
     pooling = nodes["method"].get("pooling") or method.pooling
     checks.choice("method.pooling", pooling, POOLINGS)
@@ -347,7 +356,7 @@ def build_spec(conf: Mapping[str, Any], here: bool = True, dataset: Any = None) 
         per_repeat=v["per_repeat"], precision=v["precision"], channels_last=v["channels_last"],
         compile=v["compile"], metrics=metrics, complexity=blocks["complexity"], continuity=blocks["continuity"],
         road=blocks["road"], deletion=blocks["deletion"], insertion=blocks["insertion"],
-        faithfulness_correlation=blocks["faithfulness_correlation"],
+        faithfulness_correlation=blocks["faithfulness_correlation"], pixel_flipping=blocks["pixel_flipping"],
         block_size=v["block_size"], resume=v["resume"], shard=v["shard"], num_shards=v["num_shards"], config=conf)
 
 

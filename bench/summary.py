@@ -38,6 +38,10 @@ def per_image_quantities(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
         out = out.join(srg_quantities(tables["curves"], final))
     if "road" in tables:
         out = out.join(road_quantities(tables["road"]))
+    if "pixel_flipping" in tables:
+        auc = curve_auc(tables["pixel_flipping"], "fraction_perturbed")
+        out = out.join(pd.DataFrame({"pixel_flipping_auc": auc["morf"], "pixel_flipping_auc_random": auc["random"],
+                                     "pixel_flipping_auc_minus_random": auc["morf"] - auc["random"]}))
     if "faithfulness_correlation" in tables:
         out = out.join(tables["faithfulness_correlation"].set_index("image_id")[["faithfulness_correlation"]])
     for kind in ("deletion", "insertion"):

@@ -34,8 +34,8 @@ class TinyViT(nn.Module):
 VIT = ["model=user", "model.params._target_=test_vit.TinyViT", "model.params.checkpoint=random", "n_images=4",
        "steps=4", "repeats=2", "bootstrap=20", "block_size=4", "road.fractions=[0.2,0.6]",
        "continuity.n_samples=2", "orders=[morf,lerf,random]", "deletion.steps=4", "insertion.steps=4",
-       "faithfulness_correlation.subsets=6",
-       "metrics=[aopc,complexity,continuity,road,srg,deletion,insertion,faithfulness_correlation]"]
+       "faithfulness_correlation.subsets=6", "pixel_flipping.steps=3",
+       "metrics=[aopc,complexity,continuity,road,srg,deletion,insertion,faithfulness_correlation,pixel_flipping]"]
 FAST = {"integrated_gradients": ["method.params.steps=4"], "smoothgrad": ["method.params.samples=3"]}
 
 
@@ -52,16 +52,16 @@ def test_a_vit_runs_every_protocol(method, tmp_path):
     assert len(curves) == 4 * 3 * 5 and np.isfinite(curves.score_value).all()
     road = pd.read_parquet(tmp_path / "road.parquet")
     assert set(road.order) == {"morf", "lerf", "random"} and np.isfinite(road.score_value).all()
-    for table in ("deletion", "insertion"):
+    for table, n_steps in (("deletion", 5), ("insertion", 5), ("pixel_flipping", 4)):
         rows = pd.read_parquet(tmp_path / f"{table}.parquet")
-        assert len(rows) == 4 * 2 * 5 and np.isfinite(rows.score_value).all()
+        assert len(rows) == 4 * 2 * n_steps and np.isfinite(rows.score_value).all()
     for table in ("complexity", "continuity", "faithfulness_correlation"):
         assert len(pd.read_parquet(tmp_path / f"{table}.parquet")) == 4
     heat = pd.read_parquet(tmp_path / "heatmaps.parquet").heatmap
     assert all(np.abs(h).sum() > 0 for h in heat)  # real heatmaps, a model whose output moves
     assert curves.groupby("image_id").score_value.nunique().min() > 1
     summary = pd.read_csv(tmp_path / "summary.csv").set_index("quantity")
-    assert {"aopc_morf", "srg", "road_gap", "deletion_auc_morf", "insertion_auc_morf", "faithfulness_correlation",
+    assert {"aopc_morf", "srg", "road_gap", "deletion_auc_morf", "insertion_auc_morf", "faithfulness_correlation", "pixel_flipping_auc",
             "png_bytes", "continuity_max"} <= set(summary.index)
 
 

@@ -94,7 +94,8 @@ def relative_to_run(curves: pd.DataFrame, baseline: pd.DataFrame) -> PerImage | 
 ROAD_QUANTITIES = ("road_gap", "road_auc_morf", "road_auc_lerf", "road_auc_random", "road_auc_morf_minus_random")
 #: What the summary table may report besides AOPC, per image as the run's summary computes them (SPEC §9).
 FAMILY_QUANTITIES = (*ROAD_QUANTITIES, "srg", "srg_aopc", "deletion_auc_morf", "deletion_auc_morf_minus_random",
-                     "insertion_auc_morf", "insertion_auc_morf_minus_random", "faithfulness_correlation")
+                     "insertion_auc_morf", "insertion_auc_morf_minus_random", "faithfulness_correlation",
+                     "pixel_flipping_auc", "pixel_flipping_auc_minus_random")
 
 
 def family_values(tables: dict[str, pd.DataFrame], quantity: str) -> pd.Series | None:

@@ -354,7 +354,8 @@ def _load_heatmaps(runs: pd.DataFrame, dirs: set[str], warnings: list[str]) -> p
 PROTOCOL_TABLES = {"road": ["image_id", "order", "step", "fraction_removed", "score_value"],
                    "deletion": ["image_id", "order", "step", "fraction_changed", "score_value"],
                    "insertion": ["image_id", "order", "step", "fraction_changed", "score_value"],
-                   "faithfulness_correlation": ["image_id", "faithfulness_correlation"]}
+                   "faithfulness_correlation": ["image_id", "faithfulness_correlation"],
+                   "pixel_flipping": ["image_id", "order", "step", "fraction_perturbed", "score_value"]}
 
 
 def _load_protocol(name: str, runs: pd.DataFrame, dirs: set[str], warnings: list[str]) -> pd.DataFrame | None:

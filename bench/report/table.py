@@ -34,7 +34,7 @@ from ..stats import bootstrap_ci, sem
 COLUMN_KEY = ["dataset", "model", "perturbation", "patch", "steps", "target", "score"]
 ALPHA = 0.05
 LOWER_IS_BETTER = {"road_auc_morf", "road_auc_morf_minus_random", "deletion_auc_morf",
-                   "deletion_auc_morf_minus_random"}
+                   "deletion_auc_morf_minus_random", "pixel_flipping_auc", "pixel_flipping_auc_minus_random"}
 TEST_NAME = "Wilcoxon signed-rank, two-sided, Holm-adjusted within column"
 QUANTITY_TITLES = {"aopc_morf_minus_random": "AOPC − random", "aopc_morf": "AOPC (MoRF)",
                    "aopc_random": "AOPC (random order)", "road_gap": "ROAD gap AUC(LeRF) − AUC(MoRF)",
@@ -42,7 +42,8 @@ QUANTITY_TITLES = {"aopc_morf_minus_random": "AOPC − random", "aopc_morf": "AO
                    "srg": "SRG AUC(LeRF) − AUC(MoRF)", "srg_aopc": "SRG AOPC(MoRF) − AOPC(LeRF)",
                    "deletion_auc_morf": "deletion AUC", "deletion_auc_morf_minus_random": "deletion AUC − random",
                    "insertion_auc_morf": "insertion AUC", "insertion_auc_morf_minus_random": "insertion AUC − random",
-                   "faithfulness_correlation": "faithfulness correlation"}
+                   "faithfulness_correlation": "faithfulness correlation",
+                   "pixel_flipping_auc": "pixel-flipping AUC", "pixel_flipping_auc_minus_random": "pixel-flipping AUC − random"}
 
 
 def wilcoxon_p(d: np.ndarray) -> float:
@@ -209,8 +210,8 @@ def to_latex(table: pd.DataFrame, digits: int | None = None, label: str = "tab:a
 
 
 #: The family table's columns, in this order, where the runs have them.
-FAMILY_COLUMNS = ("aopc_morf_minus_random", "srg", "deletion_auc_morf", "insertion_auc_morf", "road_gap",
-                  "faithfulness_correlation")
+FAMILY_COLUMNS = ("aopc_morf_minus_random", "srg", "pixel_flipping_auc", "deletion_auc_morf", "insertion_auc_morf",
+                  "road_gap", "faithfulness_correlation")
 
 
 def family_table(results: Results, n_boot: int = 1000, seed: int | None = None) -> pd.DataFrame | None:
