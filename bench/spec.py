@@ -152,6 +152,25 @@ SCALARS: dict[str, Callable[[Any], Any]] = {
     "block_size": _pos("block_size"), "resume": lambda v: checks.boolean("resume", v),
     "shard": _nonneg("shard"), "num_shards": _pos("num_shards"),
 }
+def _optional_count(key: str, low: int) -> Callable[[Any], int | None]:
+    """A check of an integer ≥ ``low`` that may be null (the protocol's default)."""
+    return lambda v: None if v is None else checks.integer(key, v, low=low)
+
+
+def _substrate_checks(block: str) -> dict[str, Callable[[Any], Any]]:
+    """The checks of a §9 protocol's substrate settings (bench/evaluate.py ``Evaluator._substrate``)."""
+    return {"substrate": lambda v: checks.choice(f"{block}.substrate", v, SUBSTRATES),
+            "blur_sigma": lambda v: checks.number(f"{block}.blur_sigma", v, low=0, low_open=True),
+            "blur_kernel": lambda v: _odd(f"{block}.blur_kernel", v)}
+
+
+def _odd(key: str, value: Any) -> int:
+    value = checks.integer(key, value, low=1)
+    if value % 2 == 0:
+        raise BenchError(f"{key} must be an odd number of pixels (a centred kernel), got {value}")
+    return value
+
+
 #: Nested blocks of settings: key → {sub-key: check}.
 BLOCKS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "complexity": {
@@ -168,36 +187,18 @@ BLOCKS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "fractions": lambda v: _fractions("road.fractions", v),
         "noise": lambda v: checks.number("road.noise", v, low=0),
     },
-    **{kind: {
-        "steps": lambda v, k=kind: None if v is None else checks.integer(f"{k}.steps", v, low=1),
-        "substrate": lambda v, k=kind: checks.choice(f"{k}.substrate", v, SUBSTRATES),
-        "score": lambda v, k=kind: checks.choice(f"{k}.score", v, SCORES),
-        "blur_sigma": lambda v, k=kind: checks.number(f"{k}.blur_sigma", v, low=0, low_open=True),
-        "blur_kernel": lambda v, k=kind: _odd(f"{k}.blur_kernel", v),
-    } for kind in ("deletion", "insertion")},
-    "pixel_flipping": {
-        "steps": lambda v: None if v is None else checks.integer("pixel_flipping.steps", v, low=1),
-        "substrate": lambda v: checks.choice("pixel_flipping.substrate", v, SUBSTRATES),
-        "blur_sigma": lambda v: checks.number("pixel_flipping.blur_sigma", v, low=0, low_open=True),
-        "blur_kernel": lambda v: _odd("pixel_flipping.blur_kernel", v),
-    },
+    **{kind: {"steps": _optional_count(f"{kind}.steps", low=1),
+              "score": lambda v, k=kind: checks.choice(f"{k}.score", v, SCORES), **_substrate_checks(kind)}
+       for kind in ("deletion", "insertion")},
+    "pixel_flipping": {"steps": _optional_count("pixel_flipping.steps", low=1), **_substrate_checks("pixel_flipping")},
     "faithfulness_correlation": {
         "subsets": lambda v: checks.integer("faithfulness_correlation.subsets", v, low=2),
-        "subset_size": lambda v: None if v is None else checks.integer("faithfulness_correlation.subset_size", v,
-                                                                        low=1),
-        "substrate": lambda v: checks.choice("faithfulness_correlation.substrate", v, SUBSTRATES),
+        "subset_size": _optional_count("faithfulness_correlation.subset_size", low=1),
         "score": lambda v: checks.choice("faithfulness_correlation.score", v, SCORES),
-        "blur_sigma": lambda v: checks.number("faithfulness_correlation.blur_sigma", v, low=0, low_open=True),
-        "blur_kernel": lambda v: _odd("faithfulness_correlation.blur_kernel", v),
+        **_substrate_checks("faithfulness_correlation"),
     },
 }
 
-
-def _odd(key: str, value: Any) -> int:
-    value = checks.integer(key, value, low=1)
-    if value % 2 == 0:
-        raise BenchError(f"{key} must be an odd number of pixels (a centred kernel), got {value}")
-    return value
 
 
 def _fractions(key: str, values: Any) -> tuple[float, ...]:
@@ -208,6 +209,8 @@ def _fractions(key: str, values: Any) -> tuple[float, ...]:
     if any(b <= a for a, b in zip(out, out[1:])):
         raise BenchError(f"{key} must be strictly increasing, got {list(values)}")
     return out
+
+
 TOP_KEYS = tuple(SCALARS) + tuple(BLOCKS) + tuple(NODE_KEYS)
 
 
