@@ -38,18 +38,24 @@ def per_image_quantities(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
         out = out.join(srg_quantities(tables["curves"], final))
     if "road" in tables:
         out = out.join(road_quantities(tables["road"]))
-    if "pixel_flipping" in tables:
-        auc = curve_auc(tables["pixel_flipping"], "fraction_perturbed")
-        out = out.join(pd.DataFrame({"pixel_flipping_auc": auc["morf"], "pixel_flipping_auc_random": auc["random"],
-                                     "pixel_flipping_auc_minus_random": auc["morf"] - auc["random"]}))
-    if "faithfulness_correlation" in tables:
-        out = out.join(tables["faithfulness_correlation"].set_index("image_id")[["faithfulness_correlation"]])
-    for kind in ("deletion", "insertion"):
-        if kind in tables:
-            auc = curve_auc(tables[kind], "fraction_changed")
-            out = out.join(pd.DataFrame({f"{kind}_auc_morf": auc["morf"], f"{kind}_auc_random": auc["random"],
-                                         f"{kind}_auc_morf_minus_random": auc["morf"] - auc["random"]}))
+    for name in ("pixel_flipping", "faithfulness_correlation", "deletion", "insertion"):  # (the summary's row order)
+        if name not in tables:
+            continue
+        if name == "faithfulness_correlation":
+            out = out.join(tables[name].set_index("image_id")[[name]])
+            continue
+        fraction, morf = AUC_VS_RANDOM[name]
+        auc = curve_auc(tables[name], fraction)
+        out = out.join(pd.DataFrame({morf: auc["morf"], f"{name}_auc_random": auc["random"],
+                                     f"{morf}_minus_random": auc["morf"] - auc["random"]}))
     return out
+
+
+#: §9 protocols summarised by the AUC of the heatmap's curve and of the paired random order: table →
+#: (its fraction column, the name of the heatmap's AUC; ``<name>_auc_random``, ``<that>_minus_random`` follow).
+AUC_VS_RANDOM = {"pixel_flipping": ("fraction_perturbed", "pixel_flipping_auc"),
+                 "deletion": ("fraction_changed", "deletion_auc_morf"),
+                 "insertion": ("fraction_changed", "insertion_auc_morf")}
 
 
 def curve_auc(curves: pd.DataFrame, fraction: str) -> pd.DataFrame:
