@@ -171,11 +171,13 @@ class Evaluator:
         if "continuity" in self.metrics:
             rows = self._continuity(x, target, image_ids)
             work.append(lambda: {"continuity": rows})
+        if {"road", "deletion", "insertion"} & set(self.metrics):  # pixels ranked once for all three (SPEC §9)
+            pixel_orders = seeded_orders(heat.float().reshape(len(x), -1), image_ids, self.seed)
         if "road" in self.metrics:
-            work.append(self._road(x, heat, target, f0, labels, image_ids))
+            work.append(self._road(x, pixel_orders, target, f0, labels, image_ids))
         for kind in ("deletion", "insertion"):
             if kind in self.metrics:
-                work.append(self._deletion_insertion(kind, x, heat, target, labels, image_ids))
+                work.append(self._deletion_insertion(kind, x, pixel_orders, target, labels, image_ids))
         if "faithfulness_correlation" in self.metrics:
             work.append(self._faithfulness_correlation(x, heat, target, image_ids))
         if "pixel_flipping" in self.metrics:
@@ -234,15 +236,20 @@ class Evaluator:
                 step=np.arange(1, self.L + 1), values=dict(score_value=scores))
         return tables
 
-    def _road(self, x, heat, target, f0, labels, image_ids) -> Callable[[], dict[str, pd.DataFrame]]:
-        """ROAD (SPEC §9): the pixels ranked by the pooled heatmap (ties and the random order seeded per image,
-        as for the regions), MoRF, LeRF and random; at each removal fraction the top pixels of the original
-        image are replaced by noisy linear imputation (bench/imputation.py), ``road_repeats`` noise draws."""
+    def _pixel_ranks(self, orders: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, O, H, W) ranks of the pixels in each of ``orders`` ((B, H·W) pixel orders)."""
         h, w = self.image_hw
-        pixels = tile_ids(h, w, 1, device=x.device)
-        seeded = seeded_orders(heat.float().reshape(len(x), -1), image_ids, self.seed)
-        orders = {"morf": seeded["morf"], "lerf": seeded["morf"].flip(1), "random": seeded["random"]}
-        ranks = torch.stack([pixel_ranks(o, pixels) for o in orders.values()], 1)
+        pixels = tile_ids(h, w, 1, device=next(iter(orders.values())).device)
+        return torch.stack([pixel_ranks(o, pixels) for o in orders.values()], 1)
+
+    def _road(self, x, pixel_orders, target, f0, labels, image_ids) -> Callable[[], dict[str, pd.DataFrame]]:
+        """ROAD (SPEC §9): the pixels ranked by the pooled heatmap (``pixel_orders``: ties and the random order
+        seeded per image, as for the regions), MoRF, LeRF and random; at each removal fraction the top pixels of
+        the original image are replaced by noisy linear imputation (bench/imputation.py), ``road_repeats`` noise
+        draws."""
+        h, w = self.image_hw
+        orders = {"morf": pixel_orders["morf"], "lerf": pixel_orders["morf"].flip(1), "random": pixel_orders["random"]}
+        ranks = self._pixel_ranks(orders)
         fractions = torch.tensor((0.0, *self.road["fractions"]), dtype=torch.float64)
         counts = (fractions[1:] * h * w).round().long().clamp(1, h * w)
         road = self.road_replacement
@@ -264,19 +271,18 @@ class Evaluator:
             return {"road": table}
         return rows
 
-    def _deletion_insertion(self, kind: str, x, heat, target, labels, image_ids) -> Callable[[], dict[str, pd.DataFrame]]:
+    def _deletion_insertion(self, kind: str, x, pixel_orders, target, labels, image_ids
+                            ) -> Callable[[], dict[str, pd.DataFrame]]:
         """Deletion or insertion (Petsiuk et al., BMVC 2018; SPEC §9). Pixels ranked by the pooled heatmap (ties
-        and the paired random order seeded per image, as for ROAD); k_s = round(s·H·W / S) pixels at step
+        and the paired random order seeded per image, the ``pixel_orders`` ROAD uses too); k_s = round(s·H·W / S) pixels at step
         s = 0 … S. Deletion: the top k_s pixels of x set to the substrate; insertion: the substrate with the top
         k_s pixels of x put back (from the substrate's score at s = 0 to the image's at s = S). Scored with the
         protocol's own ``score`` (the class probability by default); every item batched like ROAD's."""
         cfg = getattr(self, kind)
         h, w = self.image_hw
         steps = cfg["steps"] or h
-        seeded = seeded_orders(heat.float().reshape(len(x), -1), image_ids, self.seed)
-        orders = {"morf": seeded["morf"], "random": seeded["random"]}
-        pixels = tile_ids(h, w, 1, device=x.device)
-        ranks = torch.stack([pixel_ranks(o, pixels) for o in orders.values()], 1)
+        orders = {"morf": pixel_orders["morf"], "random": pixel_orders["random"]}
+        ranks = self._pixel_ranks(orders)
         counts = (torch.arange(steps + 1, dtype=torch.float64) * (h * w) / steps).round().long()
         substrate = self._substrate(cfg, x, image_ids)
         base, put = (x, substrate) if kind == "deletion" else (substrate, x)

@@ -20,6 +20,7 @@ import torch
 
 def main(argv: list[str] | None = None) -> None:
     from .perf_inputs import prepare
+    from .regions import seeded_orders
 
     parser = argparse.ArgumentParser(prog="python -m bench.perf_road", description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=64)
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         if spec.device.type == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
-        ev._road(x, heat, target, f0, target.cpu(), ids)()
+        ev._road(x, seeded_orders(heat.float().reshape(len(x), -1), ids, spec.seed), target, f0, target.cpu(), ids)()
         ours_t.append(time.perf_counter() - t)
         t = time.perf_counter()
         with warnings.catch_warnings():
