@@ -20,7 +20,12 @@ from torch import nn
 from .api import Dataset
 from .errors import BenchError
 
-KEYS = ("resize", "crop", "mean", "std")
+INPUT_KEYS = ("resize", "crop", "mean", "std")  # what the input resolvers (here and bench/models.py) give
+
+
+def check_input_key(resolver: str, key: str) -> None:
+    if key not in INPUT_KEYS:
+        raise BenchError(f"{resolver}: key must be one of {', '.join(INPUT_KEYS)}, got '{key}'")
 
 
 def _need(module: str, extra: str):
@@ -46,8 +51,7 @@ def _timm_cfg(arch: str):
 def timm_input(arch: str | None, key: str) -> Any:
     """timm's preprocessing for ``arch`` (its default pretrained config): crop = the input size, resize =
     floor(crop / crop_pct) (timm's eval transform), mean, std; None where timm has no config."""
-    if key not in KEYS:
-        raise BenchError(f"bench_timm_input: key must be one of {', '.join(KEYS)}, got '{key}'")
+    check_input_key("bench_timm_input", key)
     cfg = _timm_cfg(arch) if arch else None
     if cfg is None or cfg.input_size is None:
         return None
@@ -121,8 +125,7 @@ def _processor(path: str | None) -> dict:
 def hf_input(path: str | None, key: str) -> Any:
     """The folder's ``preprocessor_config.json``: ``size`` {shortest_edge} → resize (then ``crop_size`` → crop),
     {height, width} → resize to exactly that; ``image_mean``, ``image_std``. None where it says nothing."""
-    if key not in KEYS:
-        raise BenchError(f"bench_hf_input: key must be one of {', '.join(KEYS)}, got '{key}'")
+    check_input_key("bench_hf_input", key)
     p = _processor(path)
     size, crop = p.get("size"), p.get("crop_size")
     if key == "resize" and p.get("do_resize", True) and size is not None:

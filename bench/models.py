@@ -415,15 +415,11 @@ def torchvision_weights_file(arch: str, weights_name: str) -> str:
                          f"{', '.join(m.name for m in enum)}") from None
 
 
-INPUT_KEYS = ("resize", "crop", "mean", "std")
-
-
 def torchvision_input(arch: str | None, weights_name: str | None, key: str) -> Any:
     """The preprocessing torchvision publishes with ``arch``'s weights ``weights_name`` (its ``transforms()``:
     resize of the shorter side, centre crop, mean, std) — ``key`` of it, or None where there is none (then the
     dataset's default applies). The OmegaConf resolver ``${bench_torchvision_input:arch,weights,key}``."""
-    if key not in INPUT_KEYS:
-        raise BenchError(f"bench_torchvision_input: key must be one of {', '.join(INPUT_KEYS)}, got '{key}'")
+    check_input_key("bench_torchvision_input", key)
     if not arch or not weights_name:
         return None
     from torchvision.models import get_model_weights
@@ -549,7 +545,8 @@ def load_given(dataset: Dataset, cache_dir: str | None = None) -> nn.Module:
     raise BenchError("model kind 'given' is the Python API's: pass the model to bench.evaluate_explanations(model, …)")
 
 
-from .hub_models import hf_input, load_huggingface, load_timm, timm_input  # noqa: E402  (they use this module)
+# (imported last: bench/hub_models.py uses this module)
+from .hub_models import check_input_key, hf_input, load_huggingface, load_timm, timm_input  # noqa: E402
 
 MODELS = {"embedded_cnn": load_embedded_cnn, "torchvision": load_torchvision, "user": load_user,
           "checkpoint": load_checkpoint, "given": load_given, "timm": load_timm, "huggingface": load_huggingface}
