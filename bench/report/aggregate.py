@@ -98,18 +98,12 @@ FAMILY_QUANTITIES = (*ROAD_QUANTITIES, "srg", "srg_aopc", "deletion_auc_morf", "
                      "pixel_flipping_auc", "pixel_flipping_auc_minus_random")
 
 
-def family_values(tables: dict[str, pd.DataFrame], quantity: str) -> pd.Series | None:
-    """Per image (index image_id, order of appearance) one of FAMILY_QUANTITIES from a run's tables
-    (``Results.run_tables``), exactly as its summary computes it (``bench.summary.per_image_quantities``);
-    None when the run does not have it."""
-    from ..summary import per_image_quantities
-
-    if tables["curves"].empty:
+def family_values(quantities: pd.DataFrame | None, quantity: str) -> pd.Series | None:
+    """Per image (index image_id, order of appearance) one of FAMILY_QUANTITIES from a run's per-image
+    quantities (``Results.run_quantities``: as its summary computes them); None when the run does not have it."""
+    if quantities is None or quantity not in quantities:
         return None
-    values = per_image_quantities(tables)
-    if quantity not in values:
-        return None
-    out = values[quantity].rename(quantity)
+    out = quantities[quantity].rename(quantity)
     out.index.name = "image_id"
     return out
 

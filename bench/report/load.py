@@ -75,6 +75,7 @@ class Results:
     warnings: list[str] = field(default_factory=list)
     _by_run: dict | None = field(default=None, repr=False, compare=False)
     _protocol_by_run: dict = field(default_factory=dict, repr=False, compare=False)
+    _quantities: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def road(self) -> pd.DataFrame | None:
@@ -105,6 +106,16 @@ class Results:
             if t is not None:
                 out[name] = t
         return out
+
+    def run_quantities(self, run: str) -> pd.DataFrame | None:
+        """One run's per-image quantities, exactly as its summary computes them
+        (``bench.summary.per_image_quantities`` of :meth:`run_tables`), computed once; None without curves."""
+        if run not in self._quantities:
+            from ..summary import per_image_quantities
+
+            tables = self.run_tables(run)
+            self._quantities[run] = None if tables["curves"].empty else per_image_quantities(tables)
+        return self._quantities[run]
 
 
 def _warn(warnings: list[str], message: str) -> None:

@@ -89,7 +89,7 @@ def summary_table(results: Results, quantity: str = "aopc_morf_minus_random", n_
     rows, per_image = [], {}
     for _, r in runs.iterrows():
         family = quantity in FAMILY_QUANTITIES
-        values = (family_values(results.run_tables(r.run), quantity) if family
+        values = (family_values(results.run_quantities(r.run), quantity) if family
                   else final_values(results.run_table(r.run), quantity))
         if values is None:
             if not family:  # (a run without that protocol is simply not in its table)
