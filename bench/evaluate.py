@@ -28,9 +28,9 @@ from .api import Context, Method, Normalization
 from .engine import aopc_curve, imputed_scores, perturbed_scores, sequential_scores
 from .perturbation import Replacement
 from .pooling import pool_channels
-from .regions import morf_order, n_regions, pixel_ranks, region_scores, seeded_orders, tile_ids
+from .regions import Regions, morf_order, n_regions, pixel_ranks, seeded_orders, tile_ids
 from .scoring import choose_target, score_of
-from .seeding import randperm_per_image
+from .seeding import randperm_ragged
 from .spec import ORDERS, RunSpec
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -66,6 +66,8 @@ class Evaluator:
     insertion: dict[str, Any] = field(default_factory=dict)
     faithfulness_correlation: dict[str, Any] = field(default_factory=dict)  # subsets, subset_size, substrate, score
     pixel_flipping: dict[str, Any] = field(default_factory=dict)  # steps, substrate (SPEC §9)
+    regions_cfg: dict[str, Any] = field(default_factory=lambda: {"kind": "tiles", "score": "sum"})  # SPEC §3, §9
+    irof: dict[str, Any] = field(default_factory=dict)  # SLIC settings, substrate, score (SPEC §9)
 
     @classmethod
     def from_spec(cls, spec: RunSpec, model: nn.Module) -> "Evaluator":
@@ -80,7 +82,7 @@ class Evaluator:
                    compile=spec.compile, metrics=spec.metrics, complexity=dict(spec.complexity),
                    continuity=dict(spec.continuity), road=dict(spec.road), deletion=dict(spec.deletion),
                    insertion=dict(spec.insertion), faithfulness_correlation=dict(spec.faithfulness_correlation),
-                   pixel_flipping=dict(spec.pixel_flipping))
+                   pixel_flipping=dict(spec.pixel_flipping), regions_cfg=dict(spec.regions), irof=dict(spec.irof))
 
     def __post_init__(self) -> None:
         self.orders = tuple(o for o in ORDERS if o in set(self.orders) | {"random"})
@@ -92,10 +94,10 @@ class Evaluator:
         if self.replacement.sequential or not self.replacement.random:
             self.repeats = 1  # deterministic g: repeats would only repeat the same numbers
         h, w = self.image_hw
-        self.regions = n_regions(h, w, self.patch)
-        self.L = min(self.steps, self.regions)
-        self.ids_map = tile_ids(h, w, self.patch, device=self.device)
-        self.region_sizes = torch.bincount(self.ids_map.flatten(), minlength=self.regions)
+        self.superpixels = self.regions_cfg["kind"] == "slic"
+        # tiles: R regions, L = min(steps, R); superpixels: R per image, L = steps (recorded n_regions 0)
+        self.regions = 0 if self.superpixels else n_regions(h, w, self.patch)
+        self.L = self.steps if self.superpixels else min(self.steps, self.regions)
         self._forward = self.model
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -138,7 +140,8 @@ class Evaluator:
                indices: list[int] | None = None) -> "Pending":
         """The device work of ``evaluate``; the host work is left to the returned ``Pending.tables()``."""
         indices = list(range(len(image_ids))) if indices is None else list(indices)
-        x = self.normalization.normalize(raw.to(self.device, non_blocking=True).float())
+        raw = raw.to(self.device, non_blocking=True).float()
+        x = self.normalization.normalize(raw)
         with torch.inference_mode():
             logits = self.logits(x)
         target = choose_target(logits, labels, self.target)
@@ -146,10 +149,10 @@ class Evaluator:
         skipped: list[tuple[str, str]] = []
 
         def keep_only(ok: torch.Tensor, reason: str) -> None:
-            nonlocal x, target, f0, labels, image_ids, indices
+            nonlocal x, raw, target, f0, labels, image_ids, indices
             skipped.extend((image_ids[i], reason) for i in torch.nonzero(~ok).flatten().tolist())
             keep = ok.nonzero().flatten()
-            x, target, f0, labels = x[keep], target[keep], f0[keep], labels[keep.cpu()]
+            x, raw, target, f0, labels = x[keep], raw[keep], target[keep], f0[keep], labels[keep.cpu()]
             image_ids, indices = [image_ids[i] for i in keep.tolist()], [indices[i] for i in keep.tolist()]
 
         ok = torch.isfinite(logits).all(1) & torch.isfinite(f0)
@@ -165,7 +168,8 @@ class Evaluator:
             if not image_ids:
                 return Pending(skipped, [])
 
-        work = [self._curves(x, heat, target, f0, labels, image_ids)]
+        regions = self.batch_regions(raw)
+        work = [self._curves(x, heat, target, f0, labels, image_ids, regions)]
         if "complexity" in self.metrics:
             work.append(lambda: {"complexity": self._complexity(heat, image_ids)})
         if "continuity" in self.metrics:
@@ -181,7 +185,9 @@ class Evaluator:
         if "faithfulness_correlation" in self.metrics:
             work.append(self._faithfulness_correlation(x, heat, target, image_ids))
         if "pixel_flipping" in self.metrics:
-            work.append(self._pixel_flipping(x, heat, target, f0, labels, image_ids))
+            work.append(self._pixel_flipping(x, heat, target, f0, labels, image_ids, regions))
+        if "irof" in self.metrics:
+            work.append(self._irof(x, raw, heat, target, labels, image_ids))
         saved = [i for i, index in enumerate(indices) if index < self.save_heatmaps]
         if saved:
             h, w = self.image_hw
@@ -195,31 +201,48 @@ class Evaluator:
                 "raw_low": float(lo), "raw_high": float(hi)})})
         return Pending(skipped, work)
 
-    def _curves(self, x, heat, target, f0, labels, image_ids) -> Callable[[], dict[str, pd.DataFrame]]:
+    def batch_regions(self, raw: torch.Tensor) -> Regions:
+        """The regions of a batch (SPEC §3): the run's tiles, or each image's SLIC superpixels (``regions=slic``,
+        bench/superpixels.py, computed from the raw image)."""
+        cfg = self.regions_cfg
+        if not self.superpixels:
+            h, w = self.image_hw
+            return Regions.tiles(h, w, self.patch, len(raw), self.device, cfg["score"])
+        return self._superpixels(raw, cfg)
+
+    def _superpixels(self, raw: torch.Tensor, cfg: dict) -> Regions:
+        from .superpixels import SLIC_DEFAULTS, slic_labels
+
+        ids, counts = slic_labels(raw, self.normalization.raw_range, **{k: cfg[k] for k in SLIC_DEFAULTS})
+        return Regions.per_image(ids, counts, cfg.get("score", "mean"))
+
+    def _curves(self, x, heat, target, f0, labels, image_ids, regions: Regions
+                ) -> Callable[[], dict[str, pd.DataFrame]]:
         """MoRF (and LeRF) curves of the heatmap and the paired random-baseline curve (SPEC §3–4); the device
-        work is done here, the tidy rows are made by the returned function."""
-        seeded = seeded_orders(region_scores(heat.float(), self.ids_map, self.regions), image_ids, self.seed)
-        seeded["lerf"] = seeded["morf"].flip(1)  # LeRF follows the MoRF order from its end
+        work is done here, the tidy rows are made by the returned function. Superpixels: the first
+        min(L, largest R) steps are computed, and an image's steps after its own R repeat its last value."""
+        seeded = regions.orders(heat.float(), image_ids, self.seed)  # LeRF: the MoRF order from its end
         orders = [seeded[o] for o in self.orders]
-        ranks = torch.stack([pixel_ranks(o, self.ids_map) for o in orders], 1)
+        ranks = torch.stack([regions.ranks(o) for o in orders], 1)
+        steps = min(self.L, regions.count)
         if self.replacement.sequential:
-            scores = sequential_scores(self.score_fn, x, ranks, self.replacement.step, target, self.L,
+            scores = sequential_scores(self.score_fn, x, ranks, self.replacement.step, target, steps,
                                        self.batch_size)
         elif self.replacement.imputed:
             draws = self.replacement.draw(x, image_ids, self.repeats, self.seed, self.normalization)
             scores = imputed_scores(self.score_fn, x, ranks, self.replacement.fill, draws, target,
-                                    torch.arange(1, self.L + 1), self.batch_size)
+                                    torch.arange(1, steps + 1), self.batch_size)
         else:
             draws = self.replacement.draw(x, image_ids, self.repeats, self.seed, self.normalization)
-            scores = perturbed_scores(self.score_fn, x, ranks, draws, target, self.L, self.batch_size)  # B,O,J,L
+            scores = perturbed_scores(self.score_fn, x, ranks, draws, target, steps, self.batch_size)  # B,O,J,L
+        scores = regions.extend(scores, self.L)
 
         first = f0.view(-1, 1, 1).expand(-1, len(orders), 1)
         nonfinite = torch.cat([torch.zeros_like(first), (~torch.isfinite(scores)).sum(2).to(first.dtype)], -1)
         curve = torch.cat([first, scores.mean(2)], -1)
         spread = torch.cat([torch.zeros_like(first), scores.std(2, correction=0)], -1)
         aopc = aopc_curve(f0.view(-1, 1), curve)
-        sizes = self.region_sizes.to(curve.dtype)
-        replaced = torch.stack([sizes[o[:, :self.L]].cumsum(1) for o in orders], 1) / self.ids_map.numel()
+        replaced = torch.stack([regions.extend(regions.fraction(o, steps, curve.dtype), self.L) for o in orders], 1)
         fraction = torch.cat([torch.zeros_like(first), replaced], -1)
         return lambda: self._curve_rows(image_ids, labels, target, scores, fraction, curve, spread, aopc, nonfinite)
 
@@ -307,54 +330,68 @@ class Evaluator:
         return rows
 
     def _substrate(self, cfg: dict, x: torch.Tensor, image_ids: list[str]) -> torch.Tensor:
-        """What removed pixels become in a §9 protocol: ``zero`` (black), ``mean`` (the dataset mean) or ``blur``
-        (the Gaussian blur of the image, ``blur_sigma``, ``blur_kernel``), in model-input units."""
+        """What removed pixels become in a §9 protocol: ``zero`` (black), ``mean`` (the dataset mean),
+        ``image_mean`` (the per-channel mean of the image itself) or ``blur`` (the Gaussian blur of the image,
+        ``blur_sigma``, ``blur_kernel``), in model-input units."""
         from .perturbation import Mean, Zero, gaussian_blur
 
+        if cfg["substrate"] == "image_mean":
+            return x.mean((2, 3), keepdim=True).expand_as(x)
         if cfg["substrate"] == "blur":
             return gaussian_blur(x, cfg["blur_sigma"], cfg["blur_kernel"] // 2)
         constant = Zero() if cfg["substrate"] == "zero" else Mean()
         return constant.draw(x, image_ids, 1, self.seed, self.normalization)[:, 0]
 
-    def _pixel_flipping(self, x, heat, target, f0, labels, image_ids) -> Callable[[], dict[str, pd.DataFrame]]:
+    def _pixel_flipping(self, x, heat, target, f0, labels, image_ids, regions: Regions
+                        ) -> Callable[[], dict[str, pd.DataFrame]]:
         """Pixel-flipping with recomputed heatmaps (tutorial Sec. 7.2, Fig. 8; SPEC §9): at step k the heatmap of
-        the current image x⁽ᵏ⁻¹⁾ is computed, its most relevant remaining region (tiles of ``patch``; ties by the
-        seeded permutation) set to the substrate (default black), and f_c(x⁽ᵏ⁾) recorded; all images advance
-        together, one batched attribution and one batched forward per step. Alongside, the paired random order
-        with the same substrate (no heatmap). A seeded method draws afresh at each step (id ``<image_id>~pf<k>``)."""
+        the current image x⁽ᵏ⁻¹⁾ is computed, its most relevant remaining region (tiles of ``patch`` or the image's
+        superpixels; ties by the seeded permutation) set to the substrate (default black), and f_c(x⁽ᵏ⁾)
+        recorded; all images advance together, one batched attribution and one batched forward per step.
+        Alongside, the paired random order with the same substrate (no heatmap). A seeded method draws afresh
+        at each step (id ``<image_id>~pf<k>``). ``steps`` null: every region (tiles) or the run's ``steps``
+        (superpixels, whose count differs per image; after its own R an image's curve stays, ``region`` −1)."""
         cfg = self.pixel_flipping
-        steps = min(cfg["steps"] or self.regions, self.regions)
+        total = self.L if self.superpixels else self.regions
+        steps = min(cfg["steps"] or total, total)
+        done = min(steps, regions.count)  # steps computed; the rest repeat each image's last
         n = len(x)
         substrate = self._substrate(cfg, x, image_ids)
-        seeded = seeded_orders(region_scores(heat.float(), self.ids_map, self.regions), image_ids, self.seed)
-        tiebreak = randperm_per_image(self.seed, "pixel_flipping_tiebreak", list(image_ids), self.regions, x.device)
-        removed = torch.zeros(n, self.regions, dtype=torch.bool, device=x.device)
-        chosen = torch.empty(n, steps, dtype=torch.long, device=x.device)
-        scores = torch.empty(n, steps, dtype=torch.float32, device=x.device)
+        seeded = regions.orders(heat.float(), image_ids, self.seed)
+        tiebreak = randperm_ragged(self.seed, "pixel_flipping_tiebreak", list(image_ids), regions.counts,
+                                   regions.count, x.device)
+        counts = torch.tensor(regions.counts, device=x.device).view(-1, 1)
+        removed = torch.arange(regions.count, device=x.device).expand(n, -1) >= counts  # padding: never chosen
+        chosen = torch.empty(n, done, dtype=torch.long, device=x.device)
+        scores = torch.empty(n, done, dtype=torch.float32, device=x.device)
         current, h = x, heat
-        for k in range(steps):
+        for k in range(done):
             if k:  # the heatmap of the current image (step 0: the image's own, already computed)
                 ids = [f"{i}~pf{k}" for i in image_ids]
                 h = pool_channels(self.attribute(current, target, ids), self.pooling).detach()
-            rs = region_scores(h.float(), self.ids_map, self.regions).masked_fill(removed, float("-inf"))
+            rs = regions.scores(h.float()).masked_fill(removed, float("-inf"))
             pick = morf_order(rs, tiebreak)[:, 0]
             removed[torch.arange(n, device=x.device), pick] = True
             chosen[:, k] = pick
-            current = torch.where(removed[:, self.ids_map].unsqueeze(1), substrate, x).detach()
+            current = torch.where(regions.pixel_mask(removed).unsqueeze(1), substrate, x).detach()
             with torch.no_grad():  # (not inference mode: the next step attributes ``current``)
                 scores[:, k] = torch.cat([self.score_fn(current[s:s + self.batch_size], target[s:s + self.batch_size])
                                           for s in range(0, n, self.batch_size)])
-        ranks = pixel_ranks(seeded["random"], self.ids_map).unsqueeze(1)
-        rnd = perturbed_scores(self.score_fn, x, ranks, substrate[:, None], target, steps, self.batch_size)[:, 0, 0]
-        curve = torch.stack([torch.cat([f0.view(-1, 1), scores], 1), torch.cat([f0.view(-1, 1), rnd], 1)], 1)
-        sizes = self.region_sizes.to(torch.float64)
-        flipped = torch.cat([torch.zeros(n, 1, dtype=torch.float64, device=x.device),
-                             sizes[chosen].cumsum(1) / self.ids_map.numel()], 1)
-        rnd_flipped = torch.cat([torch.zeros(n, 1, dtype=torch.float64, device=x.device),
-                                 sizes[seeded["random"][:, :steps]].cumsum(1) / self.ids_map.numel()], 1)
+        ranks = regions.ranks(seeded["random"]).unsqueeze(1)
+        rnd = perturbed_scores(self.score_fn, x, ranks, substrate[:, None], target, done, self.batch_size)[:, 0, 0]
+        real = torch.arange(steps, device=x.device) < counts  # (B, steps): a region was removed at this step
+        chosen = torch.where(real, regions.extend(chosen, steps), -1)
+        first = f0.view(-1, 1)
+        curve = torch.stack([torch.cat([first, regions.extend(scores, steps)], 1),
+                             torch.cat([first, regions.extend(rnd, steps)], 1)], 1)
+        zero = torch.zeros(n, 1, dtype=torch.float64, device=x.device)
+        sizes = regions.sizes.gather(1, chosen.clamp(min=0)) * real
+        flipped = torch.cat([zero, sizes.cumsum(1).double() / (self.image_hw[0] * self.image_hw[1])], 1)
+        rnd_flipped = torch.cat([zero, regions.extend(regions.fraction(seeded["random"], done), steps)], 1)
         fraction = torch.stack([flipped, rnd_flipped], 1).float()
+        rnd_region = torch.where(real, regions.extend(seeded["random"][:, :done], steps), -1)
         region = torch.stack([torch.cat([torch.full((n, 1), -1, device=x.device), chosen], 1),
-                              torch.cat([torch.full((n, 1), -1, device=x.device), seeded["random"][:, :steps]], 1)], 1)
+                              torch.cat([torch.full((n, 1), -1, device=x.device), rnd_region], 1)], 1)
         substrate_name = cfg["substrate"]
 
         def rows():
@@ -364,6 +401,48 @@ class Evaluator:
             table["region"] = region.cpu().numpy().ravel()
             table["pixel_flipping_substrate"] = substrate_name
             return {"pixel_flipping": table}
+        return rows
+
+    def _irof(self, x, raw, heat, target, labels, image_ids) -> Callable[[], dict[str, pd.DataFrame]]:
+        """IROF (Rieger & Hansen 2020; SPEC §9): the image's SLIC superpixels (``irof`` settings) ranked by their
+        mean relevance (ties seeded), removed one after another until none is left — set to the substrate (the
+        image's per-channel mean by default), static so every step is batched like the AOPC curve — with the
+        paired random order of the same superpixels. Rows: steps 0 … R of each image (its own R), the score
+        (class probability by default) and ``relative_score`` f_c(x⁽ᵏ⁾)/f_c(x)."""
+        cfg = self.irof
+        regions = self._superpixels(raw, {**cfg, "score": "mean"})
+        seeded = regions.orders(heat.float(), image_ids, self.seed)
+        orders = {"morf": seeded["morf"], "random": seeded["random"]}
+        ranks = torch.stack([regions.ranks(o) for o in orders.values()], 1)
+        substrate = self._substrate(cfg, x, image_ids)
+        score = cfg["score"]
+
+        def score_fn(inputs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return score_of(self.logits(inputs), t, score)
+
+        with torch.inference_mode():
+            f_x = score_fn(x, target)
+        scores = perturbed_scores(score_fn, x, ranks, substrate[:, None], target, regions.count,
+                                  self.batch_size)[:, :, 0]
+        first = f_x.view(-1, 1, 1).expand(-1, len(orders), 1)
+        curve = torch.cat([first, scores], -1)
+        zero = torch.zeros(len(x), 1, dtype=torch.float32, device=x.device)
+        fraction = torch.stack([torch.cat([zero, regions.fraction(o, regions.count, torch.float32)], 1)
+                                for o in orders.values()], 1)
+        counts = np.asarray(regions.counts)
+        settings = {f"irof_{k}": cfg[k] for k in ("n_segments", "compactness", "sigma", "max_num_iter", "substrate",
+                                                  "score")}
+
+        def rows():
+            table = grid_frame(dict(image_id=image_ids, label=labels.cpu().numpy(), target_class=target.cpu().numpy(),
+                                    irof_regions=counts),
+                               order=list(orders), step=np.arange(regions.count + 1),
+                               values=dict(fraction_perturbed=fraction, score_value=curve,
+                                           relative_score=curve / first))
+            table = table[table.step <= table.irof_regions].reset_index(drop=True)
+            for k, v in settings.items():
+                table[k] = v
+            return {"irof": table}
         return rows
 
     def _faithfulness_correlation(self, x, heat, target, image_ids) -> Callable[[], dict[str, pd.DataFrame]]:

@@ -20,7 +20,6 @@ import torch
 def main(argv: list[str] | None = None) -> None:
     from .engine import sequential_scores
     from .perf_inputs import evaluator_of, prepare
-    from .regions import pixel_ranks, region_scores, seeded_orders
 
     parser = argparse.ArgumentParser(prog="python -m bench.perf_inpaint", description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=32)
@@ -33,9 +32,9 @@ def main(argv: list[str] | None = None) -> None:
     host = evaluator_of([f"n_images={args.images}", "perturbation=inpaint", "perturbation.params.solver=host",
                          *args.overrides])[2]
     evaluators = {"host": host, "device": ev}
-    seeded = seeded_orders(region_scores(heat.float(), ev.ids_map, ev.regions), ids, ev.seed)
-    seeded["lerf"] = seeded["morf"].flip(1)
-    ranks = torch.stack([pixel_ranks(seeded[o], ev.ids_map) for o in ev.orders], 1)
+    regions = ev.batch_regions(ev.normalization.denormalize(x))
+    seeded = regions.orders(heat.float(), ids, ev.seed)
+    ranks = torch.stack([regions.ranks(seeded[o]) for o in ev.orders], 1)
 
     def no_model(inputs, t):
         return inputs.new_zeros(len(inputs))
@@ -49,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
                     torch.cuda.synchronize()
                 t = time.perf_counter()
                 if part == "curves":
-                    rows = e._curves(x, heat, target, f0, target.cpu(), ids)()["curves"]
+                    rows = e._curves(x, heat, target, f0, target.cpu(), ids, regions)()["curves"]
                     curves[solver] = rows["score_value"].to_numpy()
                 else:
                     sequential_scores(no_model, x, ranks, e.replacement.step, target, e.L, e.batch_size)

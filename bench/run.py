@@ -85,7 +85,8 @@ def provenance(spec: RunSpec, evaluator: Evaluator, wall_time_s: float) -> dict[
         method=spec.method.name, method_params=params_json(spec.method.params), pooling=spec.pooling,
         dataset=spec.dataset.name, preprocessing=spec.dataset.obj.preprocessing, model=spec.model.name,
         model_params=params_json(spec.model.params), perturbation=spec.perturbation.name,
-        perturbation_params=params_json(spec.perturbation.params), patch=spec.patch, steps=spec.steps,
+        perturbation_params=params_json(spec.perturbation.params), regions=spec.regions["kind"],
+        regions_params=params_json({k: v for k, v in spec.regions.items() if k != "kind"}), patch=spec.patch, steps=spec.steps,
         L=evaluator.L, n_regions=evaluator.regions, repeats=evaluator.repeats, orders=",".join(evaluator.orders),
         target=spec.target, score=spec.score, precision=evaluator.precision, seed=spec.seed,
         device=str(spec.device), wall_time_s=round(wall_time_s, 3), **versions())

@@ -49,3 +49,15 @@ def randperm_per_image(seed: int, stream: str | tuple[str, ...], keys: list[str]
         return counter_rng.permutation(keys_of(seed, stream, keys), n, device)
     all_keys = torch.cat([keys_of(seed, s, keys) for s in stream])
     return counter_rng.permutation(all_keys, n, device).view(len(stream), len(keys), n)
+
+
+def randperm_ragged(seed: int, stream: str, keys: list[str], counts: list[int], n: int, device="cpu") -> torch.Tensor:
+    """``len(keys) × n``: row i is a random permutation of 0 … counts[i]−1 (``randperm_per_image`` of that size,
+    so it depends only on (seed, stream, keys[i], counts[i])), followed by counts[i] … n−1 in order: per-image
+    superpixels, padded to the batch's largest count."""
+    out = torch.arange(n, device=device).repeat(len(keys), 1)
+    for count in sorted(set(counts)):
+        rows = [i for i, c in enumerate(counts) if c == count]
+        perm = randperm_per_image(seed, stream, [keys[i] for i in rows], count, device)
+        out[torch.tensor(rows, device=device), :count] = perm
+    return out

@@ -23,8 +23,10 @@ from .errors import BenchError
 
 ORDERS = ("morf", "lerf", "random")           # SPEC §4; the random baseline is always evaluated
 METRICS = ("aopc", "complexity", "continuity", "road", "srg", "deletion", "insertion", "faithfulness_correlation",
-           "pixel_flipping")
-SUBSTRATES = ("zero", "mean", "blur")
+           "pixel_flipping", "irof")
+SUBSTRATES = ("zero", "mean", "image_mean", "blur")
+REGION_KINDS = ("tiles", "slic")              # SPEC §3, §9
+REGION_SCORES = ("sum", "mean")
 PRECISIONS = ("fp32", "bf16", "fp16")
 TARGETS = ("predicted", "label")              # SPEC §1
 SCORES = ("logit", "softmax", "log_softmax")
@@ -84,6 +86,8 @@ class RunSpec:
     insertion: dict[str, Any]
     faithfulness_correlation: dict[str, Any]
     pixel_flipping: dict[str, Any]
+    regions: dict[str, Any]
+    irof: dict[str, Any]
     block_size: int
     resume: bool
     shard: int
@@ -164,6 +168,31 @@ def _substrate_checks(block: str) -> dict[str, Callable[[Any], Any]]:
             "blur_kernel": lambda v: _odd(f"{block}.blur_kernel", v)}
 
 
+def _slic_checks(block: str) -> dict[str, Callable[[Any], Any]]:
+    """The checks of SLIC's settings (bench/superpixels.py)."""
+    return {"n_segments": lambda v: checks.integer(f"{block}.n_segments", v, low=2),
+            "compactness": lambda v: checks.number(f"{block}.compactness", v, low=0, low_open=True),
+            "sigma": lambda v: checks.number(f"{block}.sigma", v, low=0),
+            "max_num_iter": lambda v: checks.integer(f"{block}.max_num_iter", v, low=1)}
+
+
+#: The keys of conf/regions/<kind>.yaml, by kind.
+REGION_KEYS = {"tiles": ("kind", "score"), "slic": ("kind", "score", *_slic_checks("regions"))}
+
+
+def _regions(node: Any) -> dict[str, Any]:
+    """The checked regions node (conf/regions/): tiles of ``patch`` (SPEC §3) or per-image SLIC superpixels."""
+    if not isinstance(node, Mapping):
+        raise BenchError(f"regions must be chosen from conf/regions/ (regions=tiles or regions=slic), got {node!r}")
+    kind = checks.choice("regions.kind", node.get("kind"), REGION_KINDS)
+    _unknown("regions", node, REGION_KEYS[kind])
+    _missing("regions", node, REGION_KEYS[kind])
+    out = {"kind": kind, "score": checks.choice("regions.score", node["score"], REGION_SCORES)}
+    if kind == "slic":
+        out.update({k: check(node[k]) for k, check in _slic_checks("regions").items()})
+    return out
+
+
 def _odd(key: str, value: Any) -> int:
     value = checks.integer(key, value, low=1)
     if value % 2 == 0:
@@ -191,6 +220,8 @@ BLOCKS: dict[str, dict[str, Callable[[Any], Any]]] = {
               "score": lambda v, k=kind: checks.choice(f"{k}.score", v, SCORES), **_substrate_checks(kind)}
        for kind in ("deletion", "insertion")},
     "pixel_flipping": {"steps": _optional_count("pixel_flipping.steps", low=1), **_substrate_checks("pixel_flipping")},
+    "irof": {**_slic_checks("irof"), "score": lambda v: checks.choice("irof.score", v, SCORES),
+             **_substrate_checks("irof")},
     "faithfulness_correlation": {
         "subsets": lambda v: checks.integer("faithfulness_correlation.subsets", v, low=2),
         "subset_size": _optional_count("faithfulness_correlation.subset_size", low=1),
@@ -211,7 +242,7 @@ def _fractions(key: str, values: Any) -> tuple[float, ...]:
     return out
 
 
-TOP_KEYS = tuple(SCALARS) + tuple(BLOCKS) + tuple(NODE_KEYS)
+TOP_KEYS = tuple(SCALARS) + tuple(BLOCKS) + tuple(NODE_KEYS) + ("regions",)
 
 
 def _unknown(where: str, keys, valid) -> None:
@@ -335,6 +366,7 @@ def build_spec(conf: Mapping[str, Any], here: bool = True, dataset: Any = None) 
             blocks["continuity"]["max_shift"] >= w:
         raise BenchError(f"continuity.max_shift={blocks['continuity']['max_shift']} must be smaller than the image "
                          f"width {w}")
+    regions = _regions(conf["regions"])
     method = plugins.build("methods", nodes["method"], "method")
     for needs in ("continuity", "pixel_flipping"):
         if needs in metrics and method.fixed_heatmaps:
@@ -360,7 +392,7 @@ def build_spec(conf: Mapping[str, Any], here: bool = True, dataset: Any = None) 
         compile=v["compile"], metrics=metrics, complexity=blocks["complexity"], continuity=blocks["continuity"],
         road=blocks["road"], deletion=blocks["deletion"], insertion=blocks["insertion"],
         faithfulness_correlation=blocks["faithfulness_correlation"], pixel_flipping=blocks["pixel_flipping"],
-        block_size=v["block_size"], resume=v["resume"], shard=v["shard"], num_shards=v["num_shards"], config=conf)
+        regions=regions, irof=blocks["irof"], block_size=v["block_size"], resume=v["resume"], shard=v["shard"], num_shards=v["num_shards"], config=conf)
 
 
 def _plain(conf) -> dict:

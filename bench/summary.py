@@ -38,6 +38,8 @@ def per_image_quantities(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
         out = out.join(srg_quantities(tables["curves"], final))
     if "road" in tables:
         out = out.join(road_quantities(tables["road"]))
+    if "irof" in tables:
+        out = out.join(irof_quantities(tables["irof"]))
     for name in ("pixel_flipping", "faithfulness_correlation", "deletion", "insertion"):  # (the summary's row order)
         if name not in tables:
             continue
@@ -94,6 +96,23 @@ def road_quantities(road: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def irof_quantities(irof: pd.DataFrame) -> pd.DataFrame:
+    """IROF (Rieger & Hansen 2020; SPEC §9) per image, from the relative curve p_k = f_c(x⁽ᵏ⁾)/f_c(x) over its
+    R superpixels: ``irof_morf`` = 1/(R+1) Σ_{k=0..R} (1 − p_k), the AOPC-style area over the curve (and
+    ``irof_random``, ``irof_morf_minus_random``; high = faithful), and ``irof_aoc`` = R − Σ_{k=1..R−1} p_k −
+    ½(p_1 + p_R), Quantus 0.6's un-normalised form (trapezoids of unit width over steps 1 … R)."""
+    from scipy.integrate import trapezoid
+
+    g = irof.sort_values(["image_id", "order", "step"], kind="stable").groupby(["image_id", "order"], sort=False)
+    drop = g.relative_score.agg(lambda p: float(np.mean(1.0 - p.to_numpy(np.float64)))).unstack("order")
+    morf = irof[(irof.order == "morf") & (irof.step > 0)].sort_values(["image_id", "step"], kind="stable")
+    aoc = morf.groupby("image_id", sort=False).relative_score.agg(
+        lambda p: len(p) - float(trapezoid(p.to_numpy(np.float64))))
+    order = irof.image_id.unique()
+    return pd.DataFrame({"irof_morf": drop["morf"], "irof_random": drop["random"],
+                         "irof_morf_minus_random": drop["morf"] - drop["random"], "irof_aoc": aoc}).loc[order]
+
+
 def summarize_run(tables: dict[str, pd.DataFrame], n_boot: int, seed: int) -> pd.DataFrame:
     """The summary rows of one run (AOPC of each order, paired differences with the random baseline,
     and complexity/continuity when present).
@@ -142,7 +161,9 @@ def format_table(summary: pd.DataFrame) -> str:
         if name in q.index:
             row[label] = f"{q.loc[name, 'mean']:.4g}"
     row["images"] = int(first["n_images"])
-    head = (f"{first['dataset']} · {first['model']} · patch {first['patch']} ({first['n_regions']} regions) · "
+    where = (f"patch {first['patch']} ({first['n_regions']} regions)" if first.get("regions", "tiles") == "tiles"
+             else "SLIC superpixels")
+    head = (f"{first['dataset']} · {first['model']} · {where} · "
             f"L={first['L']} · {first['repeats']} repeats · {first['perturbation']} · score={first['score']}"
             f" · mean ± s.e.m. over images")
     return head + "\n" + pd.DataFrame([row]).to_string(index=False)

@@ -2,6 +2,8 @@
 
 Every row carries the run's provenance, so tables from different runs and sweeps concatenate:
 
+(``regions``: tiles | slic, ``regions_params``: its settings as JSON; ``n_regions`` 0: per image, superpixels)
+
 curves.parquet — one row per (image, order, step k = 0..L):
     PROVENANCE + image_id, label, target_class, order (morf | random), step, fraction_perturbed,
     score_value (f_c(x⁽ᵏ⁾) averaged over repeats), score_std (over repeats), aopc (AOPC(k), this image),
@@ -27,7 +29,7 @@ os.umask(_UMASK)
 
 PROVENANCE = [
     "method", "method_params", "pooling", "dataset", "preprocessing", "model", "model_params", "perturbation",
-    "perturbation_params", "patch", "steps", "L", "n_regions", "repeats", "orders", "target", "score", "precision",
+    "perturbation_params", "regions", "regions_params", "patch", "steps", "L", "n_regions", "repeats", "orders", "target", "score", "precision",
     "seed", "device", "bench_version", "torch_version", "torchvision_version", "numpy_version", "python_version",
     "wall_time_s",
 ]

@@ -32,7 +32,7 @@ def provenance(method, dataset="toyset", patch=4, seed=0, L=10, params=None, **k
     prov = dict(method=method, method_params=json.dumps(params or {}, sort_keys=True),
                 pooling="l2" if method.startswith("sensitivity") else "sum", dataset=dataset, preprocessing="",
                 model="toy_cnn", model_params="{}", perturbation="uniform", perturbation_params="{}", patch=patch,
-                steps=L, L=L, n_regions=49, repeats=2, orders="morf,random", target="predicted", score="logit",
+                regions="tiles", regions_params='{"score": "sum"}', steps=L, L=L, n_regions=49, repeats=2, orders="morf,random", target="predicted", score="logit",
                 precision="fp32", seed=seed, device="cpu", bench_version="0.1.0", torch_version="x",
                 torchvision_version="x", numpy_version="x", python_version="x", wall_time_s=1.0)
     prov.update(kw)

@@ -17,7 +17,7 @@ from bench.collect import collect
 from bench.errors import BenchError
 from bench.hydra_app import compose, main
 from bench.plugins import CONF_DIR
-from bench.spec import BLOCKS, SCALARS, TOP_KEYS, build_spec
+from bench.spec import BLOCKS, REGION_KEYS, SCALARS, TOP_KEYS, build_spec
 
 from conftest import FAST_MODEL, bench_main
 
@@ -213,11 +213,14 @@ def test_help_shell_completion_and_stdout_holds_only_the_table(finished_run, cac
 
 def test_schema_covers_every_key_of_the_config():
     conf = yaml.safe_load((CONF_DIR / "config.yaml").read_text())
-    keys = {k for k in conf if k not in ("defaults", "hydra")} | {"method", "dataset", "model", "perturbation"}
+    groups = {"method", "dataset", "model", "perturbation", "regions"}
+    keys = {k for k in conf if k not in ("defaults", "hydra")} | groups
     assert keys == set(TOP_KEYS)
     for block, schema in BLOCKS.items():
         assert set(conf[block]) == set(schema)
-    assert set(SCALARS) | set(BLOCKS) == keys - {"method", "dataset", "model", "perturbation"}
+    assert set(SCALARS) | set(BLOCKS) == keys - groups
+    for kind, valid in REGION_KEYS.items():  # conf/regions/<kind>.yaml has exactly the keys its kind takes
+        assert set(yaml.safe_load((CONF_DIR / "regions" / f"{kind}.yaml").read_text())) == set(valid)
 
 
 def test_every_shipped_choice_builds(cache_dir):

@@ -50,8 +50,10 @@ log = logging.getLogger(__name__)
 
 #: Provenance columns that define what was measured (a run's condition). Device, versions, wall time,
 #: and the derived L / n_regions are not part of it.
-CONDITION = ["method", "method_params", "pooling", "dataset", "model", "perturbation", "patch", "steps",
-             "repeats", "target", "score", "seed"]
+CONDITION = ["method", "method_params", "pooling", "dataset", "model", "perturbation", "regions", "regions_params",
+             "patch", "steps", "repeats", "target", "score", "seed"]
+#: Columns added to the provenance later, with the value every older table meant.
+BACKFILL = {"regions": "tiles", "regions_params": '{"score": "sum"}'}
 #: What a line / a table row is (with whatever else varies among the compared runs).
 SERIES = ["method", "method_params", "pooling"]
 #: What a heatmap depends on (not patch, perturbation, steps or repeats): complexity and heatmap rows of
@@ -202,6 +204,14 @@ def _condition_tuple(row) -> tuple:
     return tuple(str(row[c]) for c in CONDITION)
 
 
+def backfill(df: pd.DataFrame) -> pd.DataFrame:
+    """A table of an older run with the provenance columns added since (:data:`BACKFILL`)."""
+    for column, value in BACKFILL.items():
+        if column not in df.columns:
+            df[column] = value
+    return df
+
+
 def load_results(dirs, duplicates: str = "keep", show_progress: bool | None = None) -> Results:
     """Read every run below ``dirs`` (one folder or a list). See the module docstring."""
     if duplicates not in DUPLICATE_POLICIES:
@@ -215,7 +225,7 @@ def load_results(dirs, duplicates: str = "keep", show_progress: bool | None = No
     parts, rows = [], []
     for folder in progress(folders, desc="report: reading runs", unit="run", enabled=show_progress):
         path = folder / "curves.parquet"
-        df = pd.read_parquet(path)
+        df = backfill(pd.read_parquet(path))
         missing = [c for c in REQUIRED_CURVE_COLUMNS if c not in df.columns]
         if missing:
             raise BenchError(f"{path}: not a curve table of the suite (missing columns {', '.join(missing)})")
@@ -366,7 +376,9 @@ PROTOCOL_TABLES = {"road": ["image_id", "order", "step", "fraction_removed", "sc
                    "deletion": ["image_id", "order", "step", "fraction_changed", "score_value"],
                    "insertion": ["image_id", "order", "step", "fraction_changed", "score_value"],
                    "faithfulness_correlation": ["image_id", "faithfulness_correlation"],
-                   "pixel_flipping": ["image_id", "order", "step", "fraction_perturbed", "score_value"]}
+                   "pixel_flipping": ["image_id", "order", "step", "fraction_perturbed", "score_value"],
+                   "irof": ["image_id", "order", "step", "fraction_perturbed", "score_value", "relative_score",
+                            "irof_regions"]}
 
 
 def _load_protocol(name: str, runs: pd.DataFrame, dirs: set[str], warnings: list[str]) -> pd.DataFrame | None:
@@ -376,7 +388,7 @@ def _load_protocol(name: str, runs: pd.DataFrame, dirs: set[str], warnings: list
         path = Path(d) / f"{name}.parquet"
         if not path.is_file():
             continue
-        df = pd.read_parquet(path)
+        df = backfill(pd.read_parquet(path))
         missing = [c for c in CONDITION + PROTOCOL_TABLES[name] if c not in df.columns]
         if missing:
             _warn(warnings, f"{path}: skipped, not a {name} table of the suite (missing {', '.join(missing)})")
