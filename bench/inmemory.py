@@ -30,7 +30,8 @@ import torch
 from .api import Dataset, Normalization
 from .errors import BenchError
 
-GROUPS = ("perturbation",)  # config groups a keyword may name (method is its own argument)
+GROUPS = ("perturbation", "regions")  # config groups a keyword may name (method is its own argument); regions
+# may also be given as a dict, e.g. regions={"kind": "slic", "n_segments": 50}
 
 
 class InMemoryImages(Dataset):
@@ -95,7 +96,8 @@ def evaluate_explanations(model: torch.nn.Module, images, labels=None, *, method
     data = _images(images, labels, image_ids, mean, std, raw_range)
     with torch.inference_mode():
         data.num_classes = int(model.eval()(data.normalization.normalize(data.images[:1])).shape[1])
-    groups = [f"{g}={settings.pop(g)}" for g in GROUPS if g in settings]
+    groups = [f"{g}={settings[g].get('kind', 'tiles') if isinstance(settings[g], Mapping) else settings.pop(g)}"
+              for g in GROUPS if g in settings]
     work = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="bench-"))
     try:
         if heatmaps is not None:

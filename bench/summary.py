@@ -103,6 +103,7 @@ def irof_quantities(irof: pd.DataFrame) -> pd.DataFrame:
     ½(p_1 + p_R), Quantus 0.6's un-normalised form (trapezoids of unit width over steps 1 … R)."""
     from scipy.integrate import trapezoid
 
+    irof = irof.astype({"relative_score": np.float64})
     g = irof.sort_values(["image_id", "order", "step"], kind="stable").groupby(["image_id", "order"], sort=False)
     drop = g.relative_score.agg(lambda p: float(np.mean(1.0 - p.to_numpy(np.float64)))).unstack("order")
     morf = irof[(irof.order == "morf") & (irof.step > 0)].sort_values(["image_id", "step"], kind="stable")
