@@ -1,12 +1,15 @@
 """Pixel-flipping with recomputed heatmaps (``metrics=[aopc,pixel_flipping]``, tutorial Sec. 7.2, SPEC §9): rows
 against an independent NumPy loop on a linear model, batch-size invariance, refusal for fixed heatmaps."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 import bench
+from bench.collect import collect
 from bench.errors import BenchError
 from bench.run import run
 from bench.spec import build_spec
@@ -59,9 +62,43 @@ def test_rows_equal_an_independent_loop_on_a_linear_model():
     assert {"pixel_flipping_auc", "pixel_flipping_auc_random", "pixel_flipping_auc_minus_random"} <= set(summary.index)
 
 
+def test_agrees_with_quantus_where_the_heatmap_does_not_change(monkeypatch):
+    """Quantus 0.6 ``PixelFlipping`` keeps the first heatmap; ours recomputes it. They coincide where recomputing
+    gives the same ranking: f = W x + b with sensitivity (the gradient W_c, the same at every step), one pixel per
+    step (patch 1, ``features_in_step=1``), the same black (handed to Quantus as the normalised 0) and logits."""
+    import quantus
+    from bench.plugins import build
+
+    monkeypatch.setattr(np, "trapz", np.trapezoid, raising=False)  # (Quantus 0.6 calls np.trapz, gone in NumPy 2.4)
+    data = build("datasets", {"plugin": "mnist_embedded", "params": {}}, "dataset")
+    raw = torch.stack([data.get(i)[1] for i in range(3)]).float()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval()
+    tables = bench.evaluate_explanations(model, raw, method="sensitivity", mean=MEAN, std=STD, patch=1, steps=2,
+                                         repeats=1, bootstrap=20, metrics=["aopc", "pixel_flipping"],
+                                         save_heatmaps=3)
+    t = tables["pixel_flipping"]
+    morf = t[t.order == "morf"].sort_values(["image_id", "step"], kind="stable")
+    ids = list(t.image_id.unique())
+    heat = tables["heatmaps"].set_index("image_id").loc[ids, "heatmap"]
+    a = np.stack(heat.to_list()).reshape(3, 1, 28, 28)
+    x = ((raw.numpy() - MEAN) / STD).astype(np.float32)
+    target = t.groupby("image_id", sort=False).target_class.first().loc[ids].to_numpy()
+    metric = quantus.PixelFlipping(features_in_step=1, perturb_baseline=(0.0 - MEAN) / STD, abs=False,
+                                   normalise=False, return_aggregate=False, disable_warnings=True,
+                                   display_progressbar=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = np.asarray(metric(model=model, x_batch=x, y_batch=target, a_batch=a, device="cpu", softmax=False))
+    ours = morf[morf.step > 0].score_value.to_numpy().reshape(3, 784)
+    diff = np.abs(theirs - ours).max()
+    print(f"largest difference from Quantus PixelFlipping: {diff:.1e} (logits up to {np.abs(theirs).max():.1f})")
+    assert diff <= 1e-4, diff
+
+
 def test_same_numbers_for_any_batch_size(tmp_path):
     job = [*FAST_MODEL, "metrics=[aopc,pixel_flipping]", "n_images=5", "steps=3", "repeats=1", "bootstrap=20",
-           "patch=7", "pixel_flipping.steps=6", "method=lrp_eps"]
+           "patch=7", "pixel_flipping.steps=6", "method=lrp_eps", "block_size=3"]
     got = {}
     for bs in (1, 7, 64):
         run(composed([*job, f"batch_size={bs}"]), tmp_path / f"bs{bs}")
@@ -70,6 +107,13 @@ def test_same_numbers_for_any_batch_size(tmp_path):
     for bs in (1, 7):
         assert list(got[bs].region) == list(got[64].region)
         np.testing.assert_allclose(got[bs].score_value, got[64].score_value, rtol=1e-5, atol=1e-5)
+    for shard in (0, 1):
+        run(composed([*job, "batch_size=64", f"shard={shard}", "num_shards=2"]),
+            tmp_path / "shards" / f"s{shard}")
+    merged = collect(tmp_path / "shards", write=False).tables["pixel_flipping"]
+    keep = [c for c in got[64].columns if c != "wall_time_s"]
+    pd.testing.assert_frame_equal(merged[keep].reset_index(drop=True), got[64][keep].reset_index(drop=True),
+                                  check_exact=True)
 
 
 def test_refused_for_heatmaps_that_cannot_be_recomputed(tmp_path):
