@@ -32,7 +32,8 @@ def provenance(method, dataset="toyset", patch=4, seed=0, L=10, params=None, **k
     prov = dict(method=method, method_params=json.dumps(params or {}, sort_keys=True),
                 pooling="l2" if method.startswith("sensitivity") else "sum", dataset=dataset, preprocessing="",
                 model="toy_cnn", model_params="{}", perturbation="uniform", perturbation_params="{}", patch=patch,
-                regions="tiles", regions_params='{"score": "sum"}', steps=L, L=L, n_regions=49, repeats=2, orders="morf,random", target="predicted", score="logit",
+                regions="tiles", regions_params='{"score": "sum"}', steps=L, L=L, n_regions=49, repeats=2,
+                orders="morf,random", target="predicted", score="logit",
                 precision="fp32", seed=seed, device="cpu", bench_version="0.1.0", torch_version="x",
                 torchvision_version="x", numpy_version="x", python_version="x", wall_time_s=1.0)
     prov.update(kw)
@@ -371,6 +372,16 @@ def make_protocols(run_dir, method, n_images=12):
                        "faithfulness_correlation": np.clip(good + 0.01 * np.arange(n_images), -1, 1),
                        "fc_subsets": 100, "fc_subset_size": 4, "fc_substrate": "zero", "fc_score": "logit"})
     write_parquet(with_provenance(fc, prov), Path(run_dir) / "faithfulness_correlation.parquet")
+    irof = []  # image i has 2 + i % 3 superpixels; relative score 1 − good·k/R along MoRF, 1 along random
+    for i in range(n_images):
+        r = 2 + i % 3
+        for order, drop in (("morf", good), ("random", 0.0)):
+            k = np.arange(r + 1)
+            p = 1 - drop * k / r
+            irof.append(pd.DataFrame(dict(image_id=f"toyset-{i:03d}", label=i % 10, target_class=i % 10, irof_regions=r,
+                                          order=order, step=k, fraction_perturbed=k / r, score_value=0.8 * p,
+                                          relative_score=p)))
+    write_parquet(with_provenance(pd.concat(irof, ignore_index=True), prov), Path(run_dir) / "irof.parquet")
 
 
 def test_deletion_insertion_curves_and_the_family_table(tmp_path):
@@ -382,7 +393,7 @@ def test_deletion_insertion_curves_and_the_family_table(tmp_path):
         make_run(tmp_path / m, m, complexity=False, heatmaps=None)
         make_protocols(tmp_path / m, m)
     res = load_results(tmp_path)
-    assert set(res.protocols) == {"deletion", "insertion", "faithfulness_correlation"}
+    assert set(res.protocols) == {"deletion", "insertion", "faithfulness_correlation", "irof"}
     [(_, fig)] = protocol_figures(res, "deletion_insertion", n_boot=50)
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in axes] == ["Deletion · toyset", "Insertion · toyset"]
@@ -392,15 +403,18 @@ def test_deletion_insertion_curves_and_the_family_table(tmp_path):
     assert list(lines[2].get_xdata()) == pytest.approx([0, 25, 50, 75, 100])
     family = family_table(res, n_boot=100)
     assert list(dict.fromkeys(family.quantity)) == ["aopc_morf_minus_random", "deletion_auc_morf", "insertion_auc_morf",
-                                                   "faithfulness_correlation"]
+                                                   "irof_morf", "faithfulness_correlation"]
     by = family.set_index(["quantity", "method"])
+    # IROF of an image: mean over k = 0 … R of good·k/R = good/2, whatever R
+    assert by.loc[("irof_morf", "lrp_eps"), "mean"] == pytest.approx(SLOPES["lrp_eps"] / 2)
+    assert by.loc[("irof_morf", "lrp_eps"), "is_best"]
     auc = curve_auc(res.protocol_table("deletion", "lrp_eps"), "fraction_changed")["morf"]
     assert by.loc[("deletion_auc_morf", "lrp_eps"), "mean"] == pytest.approx(auc.mean())
     assert by.loc[("deletion_auc_morf", "lrp_eps"), "is_best"]  # lowest deletion AUC
     assert by.loc[("insertion_auc_morf", "lrp_eps"), "is_best"] and by.loc[("faithfulness_correlation", "lrp_eps"),
                                                                             "is_best"]
     text = family_markdown(family)
-    assert text.splitlines()[0] == ("| method | AOPC − random | deletion AUC | insertion AUC | faithfulness "
+    assert text.splitlines()[0] == ("| method | AOPC − random | deletion AUC | insertion AUC | IROF | faithfulness "
                                     "correlation |")
     assert "deletion AUC: lower is better" in text and "over 12 images" in text
     written = make_report(tmp_path, tmp_path / "report", n_boot=50, formats=("png",))
@@ -576,3 +590,13 @@ def test_method_styles_fixed_distinct_and_deterministic():
 def test_figures_are_pyplot_free(results):
     figs = relative_figures(results, FIG4_PANELS, FIG4_FILES, n_boot=20)
     assert all(isinstance(f, Figure) and f.canvas.manager is None for _, f in figs)
+
+
+def test_tables_of_runs_before_superpixels_load_as_tiles(tmp_path):
+    """Tables written before the ``regions`` / ``regions_params`` provenance columns existed still load, as the
+    tiles they were."""
+    make_run(tmp_path / "old", "lrp_eps", complexity=False, heatmaps=None)
+    path = tmp_path / "old" / "curves.parquet"
+    pd.read_parquet(path).drop(columns=["regions", "regions_params"]).to_parquet(path)
+    res = load_results(tmp_path)
+    assert list(res.runs.regions) == ["tiles"] and list(res.runs.regions_params) == ['{"score": "sum"}']

@@ -95,7 +95,8 @@ ROAD_QUANTITIES = ("road_gap", "road_auc_morf", "road_auc_lerf", "road_auc_rando
 #: What the summary table may report besides AOPC, per image as the run's summary computes them (SPEC §9).
 FAMILY_QUANTITIES = (*ROAD_QUANTITIES, "srg", "srg_aopc", "deletion_auc_morf", "deletion_auc_morf_minus_random",
                      "insertion_auc_morf", "insertion_auc_morf_minus_random", "faithfulness_correlation",
-                     "pixel_flipping_auc", "pixel_flipping_auc_minus_random")
+                     "pixel_flipping_auc", "pixel_flipping_auc_minus_random", "irof_morf",
+                     "irof_morf_minus_random", "irof_aoc")
 
 
 def family_values(quantities: pd.DataFrame | None, quantity: str) -> pd.Series | None:

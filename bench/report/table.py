@@ -43,7 +43,8 @@ QUANTITY_TITLES = {"aopc_morf_minus_random": "AOPC − random", "aopc_morf": "AO
                    "deletion_auc_morf": "deletion AUC", "deletion_auc_morf_minus_random": "deletion AUC − random",
                    "insertion_auc_morf": "insertion AUC", "insertion_auc_morf_minus_random": "insertion AUC − random",
                    "faithfulness_correlation": "faithfulness correlation",
-                   "pixel_flipping_auc": "pixel-flipping AUC", "pixel_flipping_auc_minus_random": "pixel-flipping AUC − random"}
+                   "pixel_flipping_auc": "pixel-flipping AUC", "pixel_flipping_auc_minus_random": "pixel-flipping AUC − random",
+                   "irof_morf": "IROF", "irof_morf_minus_random": "IROF − random", "irof_aoc": "IROF (Quantus AOC)"}
 
 
 def wilcoxon_p(d: np.ndarray) -> float:
@@ -211,7 +212,7 @@ def to_latex(table: pd.DataFrame, digits: int | None = None, label: str = "tab:a
 
 #: The family table's columns, in this order, where the runs have them.
 FAMILY_COLUMNS = ("aopc_morf_minus_random", "srg", "pixel_flipping_auc", "deletion_auc_morf", "insertion_auc_morf",
-                  "road_gap", "faithfulness_correlation")
+                  "road_gap", "irof_morf", "faithfulness_correlation")
 
 
 def family_table(results: Results, n_boot: int = 1000, seed: int | None = None) -> pd.DataFrame | None:
