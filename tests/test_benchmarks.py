@@ -86,3 +86,17 @@ def test_inpaint_benchmark_runs_and_the_solvers_agree(cache_dir, capsys):
     out = capsys.readouterr().out
     assert "2 images × 2 orders" in out and "inpainting alone" in out
     assert float(out.rsplit("largest curve difference", 1)[1]) <= 1e-4
+
+
+def test_family_benchmark_runs(cache_dir, capsys):
+    from bench import perf_family
+
+    perf_family.main(["--images", "2", "--rounds", "1", "--only", "aopc,deletion,insertion,faithfulness_correlation,irof",
+                      "model.params.epochs=1", "method=sensitivity", "steps=3", "faithfulness_correlation.subsets=3",
+                      "deletion.steps=4", "insertion.steps=4", "irof.n_segments=8"])
+    out = capsys.readouterr().out
+    assert "the model alone:" in out
+    for name in ("aopc", "deletion", "faithfulness_correlation", "irof"):
+        line = next(ln for ln in out.splitlines() if ln.startswith(name + " "))
+        assert line.count("×") == 2 or (name == "irof" and "×" in line), line
+    assert "no Quantus counterpart" in out
