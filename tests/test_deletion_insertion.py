@@ -14,7 +14,7 @@ from bench.run import run
 from bench.spec import build_spec
 from bench.summary import curve_auc
 
-from conftest import FAST_MODEL, composed
+from conftest import FAST_MODEL, composed, quantus_scores
 
 JOB = [*FAST_MODEL, "metrics=[aopc,deletion,insertion]", "n_images=6", "steps=3", "repeats=1", "bootstrap=50",
        "block_size=2", "deletion.steps=7", "insertion.steps=7"]
@@ -113,12 +113,9 @@ def test_deletion_agrees_with_quantus_pixel_flipping(monkeypatch):
     baseline ``features_in_step`` at a time, the class probability after each step. With 28 pixels per step
     (``deletion.steps=28`` on 28×28 images) and the same black (the normalised 0, handed to Quantus) the curves
     are the same, on a small CNN."""
-    import warnings
-
     import quantus
     from bench.plugins import build
 
-    monkeypatch.setattr(np, "trapz", np.trapezoid, raising=False)  # (Quantus 0.6 calls np.trapz, gone in NumPy 2.4)
     data = build("datasets", {"plugin": "mnist_embedded", "params": {}}, "dataset")
     raw = torch.stack([data.get(i)[1] for i in range(4)]).float()
     torch.manual_seed(2)
@@ -135,9 +132,7 @@ def test_deletion_agrees_with_quantus_pixel_flipping(monkeypatch):
     metric = quantus.PixelFlipping(features_in_step=28, perturb_baseline=(0.0 - MEAN) / STD, abs=False,
                                    normalise=False, return_aggregate=False, disable_warnings=True,
                                    display_progressbar=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        theirs = np.asarray(metric(model=model, x_batch=x, y_batch=target, a_batch=a, device="cpu", softmax=True))
+    theirs = quantus_scores(metric, model, x, target, a, True, monkeypatch)
     morf = t[(t.order == "morf") & (t.step > 0)].sort_values(["image_id", "step"], kind="stable")
     ours = morf.set_index("image_id").loc[ids].score_value.to_numpy().reshape(4, 28)
     diff = np.abs(theirs - ours).max()

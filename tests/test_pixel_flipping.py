@@ -1,8 +1,6 @@
 """Pixel-flipping with recomputed heatmaps (``metrics=[aopc,pixel_flipping]``, tutorial Sec. 7.2, SPEC §9): rows
 against an independent NumPy loop on a linear model, batch-size invariance, refusal for fixed heatmaps."""
 
-import warnings
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,7 +12,7 @@ from bench.errors import BenchError
 from bench.run import run
 from bench.spec import build_spec
 
-from conftest import FAST_MODEL, composed
+from conftest import FAST_MODEL, composed, quantus_scores
 
 MEAN, STD = 0.1307, 0.3081
 
@@ -69,7 +67,6 @@ def test_agrees_with_quantus_where_the_heatmap_does_not_change(monkeypatch):
     import quantus
     from bench.plugins import build
 
-    monkeypatch.setattr(np, "trapz", np.trapezoid, raising=False)  # (Quantus 0.6 calls np.trapz, gone in NumPy 2.4)
     data = build("datasets", {"plugin": "mnist_embedded", "params": {}}, "dataset")
     raw = torch.stack([data.get(i)[1] for i in range(3)]).float()
     torch.manual_seed(0)
@@ -87,9 +84,7 @@ def test_agrees_with_quantus_where_the_heatmap_does_not_change(monkeypatch):
     metric = quantus.PixelFlipping(features_in_step=1, perturb_baseline=(0.0 - MEAN) / STD, abs=False,
                                    normalise=False, return_aggregate=False, disable_warnings=True,
                                    display_progressbar=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        theirs = np.asarray(metric(model=model, x_batch=x, y_batch=target, a_batch=a, device="cpu", softmax=False))
+    theirs = quantus_scores(metric, model, x, target, a, False, monkeypatch)
     ours = morf[morf.step > 0].score_value.to_numpy().reshape(3, 784)
     diff = np.abs(theirs - ours).max()
     print(f"largest difference from Quantus PixelFlipping: {diff:.1e} (logits up to {np.abs(theirs).max():.1f})")

@@ -2,8 +2,6 @@
 scikit-image's, ragged regions by hand, the curves against NumPy on a linear model, IROF against Quantus 0.6,
 batch-size and shard invariance, one-line errors."""
 
-import warnings
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,7 +17,7 @@ from bench.spec import build_spec
 from bench.summary import irof_quantities
 from bench.superpixels import slic_labels
 
-from conftest import FAST_MODEL, composed
+from conftest import FAST_MODEL, composed, quantus_scores
 
 
 @pytest.fixture(autouse=True)
@@ -133,7 +131,6 @@ def test_irof_agrees_with_quantus(irof_case, monkeypatch):
     per-channel mean (one image per call)."""
     import quantus
 
-    monkeypatch.setattr(np, "trapz", np.trapezoid, raising=False)  # (Quantus 0.6 calls np.trapz, gone in NumPy 2.4)
     raw, model, tables = irof_case
     heat = tables["heatmaps"]
     irof = tables["irof"]
@@ -146,10 +143,7 @@ def test_irof_agrees_with_quantus(irof_case, monkeypatch):
         baseline = np.broadcast_to(x[i].mean((1, 2), keepdims=True), x[i:i + 1].shape).copy()
         metric = quantus.IROF(segmentation_method="slic", perturb_baseline=baseline, abs=False, normalise=False,
                               return_aggregate=False, disable_warnings=True, display_progressbar=False)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            theirs = metric(model=model, x_batch=x[i:i + 1], y_batch=np.array([target]), a_batch=a, device="cpu",
-                            softmax=True)
+        theirs = quantus_scores(metric, model, x[i:i + 1], np.array([target]), a, True, monkeypatch)
         diffs.append(abs(theirs[0] - ours.loc[image_id, "irof_aoc"]))
     print(f"largest difference from Quantus IROF: {max(diffs):.1e}")
     assert max(diffs) <= 1e-4 * ours.irof_aoc.abs().max(), diffs
