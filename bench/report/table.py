@@ -243,6 +243,6 @@ def family_markdown(table: pd.DataFrame, digits: int | None = None) -> str:
     better = ", ".join(f"{QUANTITY_TITLES[q]}: lower" for q in FAMILY_COLUMNS if q in LOWER_IS_BETTER
                        and q in set(table.quantity))
     return ("\n".join(lines) + f"\n\nThe faithfulness family per method, mean [95% bootstrap interval] over {n_text}"
-            f" images (SPEC §4, §9). Bold: best per column (higher is better; {better or 'none lower'} is better). "
+            f" images (SPEC §4, §9). Bold: best per column (higher is better{'; ' + better + ' is better' if better else ''}). "
             f"†: not significantly different from the best (two-sided Wilcoxon signed-rank test, Holm-adjusted "
             f"p ≥ {ALPHA}).\n")
