@@ -357,7 +357,7 @@ def make_protocols(run_dir, method, n_images=12):
     prov = provenance(method)
     a = np.linspace(0, 1, 5)
     good = SLOPES.get(method, 0.3)
-    rows = {"deletion": [], "insertion": []}
+    rows = {"deletion": [], "insertion": [], "pixel_flipping": []}
     for i in range(n_images):
         for order, speed in (("morf", 1 + 4 * good), ("random", 1.0)):
             common = dict(image_id=f"toyset-{i:03d}", label=i % 10, target_class=i % 10, order=order,
@@ -366,6 +366,10 @@ def make_protocols(run_dir, method, n_images=12):
                                                   "deletion_substrate": "zero", "deletion_score": "softmax"}))
             rows["insertion"].append(pd.DataFrame({**common, "score_value": 1 - np.exp(-speed * 3 * a) * 0.9,
                                                    "insertion_substrate": "blur", "insertion_score": "softmax"}))
+            flip = {k: v for k, v in common.items() if k != "fraction_changed"}
+            rows["pixel_flipping"].append(pd.DataFrame({**flip, "fraction_perturbed": a, "region": [-1, 3, 0, 2, 1],
+                                                        "score_value": 5 - speed * 4 * a,
+                                                        "pixel_flipping_substrate": "zero"}))
     for name, parts in rows.items():
         write_parquet(with_provenance(pd.concat(parts, ignore_index=True), prov), Path(run_dir) / f"{name}.parquet")
     fc = pd.DataFrame({"image_id": [f"toyset-{i:03d}" for i in range(n_images)],
@@ -393,7 +397,13 @@ def test_deletion_insertion_curves_and_the_family_table(tmp_path):
         make_run(tmp_path / m, m, complexity=False, heatmaps=None)
         make_protocols(tmp_path / m, m)
     res = load_results(tmp_path)
-    assert set(res.protocols) == {"deletion", "insertion", "faithfulness_correlation", "irof"}
+    assert set(res.protocols) == {"deletion", "insertion", "faithfulness_correlation", "irof", "pixel_flipping"}
+    [(_, fig)] = protocol_figures(res, "pixel_flipping", n_boot=50)
+    [ax] = [ax for ax in fig.axes if ax.get_visible()]
+    assert ax.get_title() == "Pixel-flipping · toyset" and ax.get_xlabel() == "pixels flipped (%)"
+    lines = labelled_lines(ax)
+    assert [ln.get_label() for ln in lines] == ["Random", "random order", "Sensitivity (ℓ₂)", "LRP-ε"]
+    assert list(lines[2].get_ydata()) == pytest.approx(5 - (1 + 4 * SLOPES["sensitivity"]) * 4 * np.linspace(0, 1, 5))
     [(_, fig)] = protocol_figures(res, "deletion_insertion", n_boot=50)
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in axes] == ["Deletion · toyset", "Insertion · toyset"]
@@ -402,8 +412,9 @@ def test_deletion_insertion_curves_and_the_family_table(tmp_path):
     assert [ln.get_label() for ln in lines] == ["Random", "random order", "Sensitivity (ℓ₂)", "LRP-ε"]
     assert list(lines[2].get_xdata()) == pytest.approx([0, 25, 50, 75, 100])
     family = family_table(res, n_boot=100)
-    assert list(dict.fromkeys(family.quantity)) == ["aopc_morf_minus_random", "deletion_auc_morf", "insertion_auc_morf",
-                                                   "irof_morf", "faithfulness_correlation"]
+    assert list(dict.fromkeys(family.quantity)) == ["aopc_morf_minus_random", "pixel_flipping_auc", "deletion_auc_morf",
+                                                   "insertion_auc_morf", "irof_morf", "faithfulness_correlation"]
+    assert by_best(family, "pixel_flipping_auc") == "lrp_eps"  # lowest: the steepest fall
     by = family.set_index(["quantity", "method"])
     # IROF of an image: mean over k = 0 … R of good·k/R = good/2, whatever R
     assert by.loc[("irof_morf", "lrp_eps"), "mean"] == pytest.approx(SLOPES["lrp_eps"] / 2)
@@ -414,11 +425,11 @@ def test_deletion_insertion_curves_and_the_family_table(tmp_path):
     assert by.loc[("insertion_auc_morf", "lrp_eps"), "is_best"] and by.loc[("faithfulness_correlation", "lrp_eps"),
                                                                             "is_best"]
     text = family_markdown(family)
-    assert text.splitlines()[0] == ("| method | AOPC − random | deletion AUC | insertion AUC | IROF | faithfulness "
-                                    "correlation |")
-    assert "deletion AUC: lower is better" in text and "over 12 images" in text
+    assert text.splitlines()[0] == ("| method | AOPC − random | pixel-flipping AUC | deletion AUC | insertion AUC | IROF "
+                                    "| faithfulness correlation |")
+    assert "pixel-flipping AUC: lower, deletion AUC: lower is better" in text and "over 12 images" in text
     written = make_report(tmp_path, tmp_path / "report", n_boot=50, formats=("png",))
-    assert {"deletion_insertion_curves", "faithfulness_table"} <= set(written)
+    assert {"deletion_insertion_curves", "pixel_flipping_curves", "faithfulness_table"} <= set(written)
 
 
 def test_no_road_figure_or_table_without_road_tables(results, tmp_path):
@@ -590,6 +601,11 @@ def test_method_styles_fixed_distinct_and_deterministic():
 def test_figures_are_pyplot_free(results):
     figs = relative_figures(results, FIG4_PANELS, FIG4_FILES, n_boot=20)
     assert all(isinstance(f, Figure) and f.canvas.manager is None for _, f in figs)
+
+
+def by_best(table, quantity):
+    rows = table[(table.quantity == quantity) & table.is_best]
+    return rows.method.iloc[0]
 
 
 def test_tables_of_runs_before_superpixels_load_as_tiles(tmp_path):

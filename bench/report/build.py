@@ -82,7 +82,8 @@ def make_report(dirs, out=None, *, baseline: str = "random", patch_baseline: str
              lambda: figures.relative_figures(results, FIG4_PANELS, FIG4_FILES, baseline, n_boot, seed)),
             ("curves", lambda: figures.curve_figures(results, n_boot, seed)),
             ("road_curves", lambda: figures.protocol_figures(results, "road", n_boot, seed)),
-            ("deletion_insertion_curves", lambda: figures.protocol_figures(results, "deletion_insertion", n_boot, seed))]
+            ("deletion_insertion_curves", lambda: figures.protocol_figures(results, "deletion_insertion", n_boot, seed)),
+            ("pixel_flipping_curves", lambda: figures.protocol_figures(results, "pixel_flipping", n_boot, seed))]
     if results.runs.patch.nunique() > 1:
         jobs.append((f"aopc_vs_{patch_baseline}_by_patch",
                      lambda: figures.relative_figures(results, FIG8_PANELS, FIG8_FILES, patch_baseline, n_boot, seed)))

@@ -218,6 +218,7 @@ PROTOCOL_FIGURES = {
              "fraction_removed"),
     "deletion_insertion": ([("deletion", "morf", "Deletion", "pixels deleted (%)"),
                             ("insertion", "morf", "Insertion", "pixels inserted (%)")], "fraction_changed"),
+    "pixel_flipping": ([("pixel_flipping", "morf", "Pixel-flipping", "pixels flipped (%)")], "fraction_perturbed"),
 }
 
 
@@ -226,7 +227,9 @@ def protocol_figures(results: Results, name: str, n_boot: int = 1000, seed: int 
     """Curves of the §9 protocols (PROTOCOL_FIGURES): f_c vs the % of pixels changed, mean and 95% band over
     images, a panel per (protocol, order) and dataset, a line per run that has the table, and the paired random
     order of the first run (grey, dashed). ROAD: MoRF and LeRF (Rong et al. 2022); deletion and insertion
-    (Petsiuk et al. 2018), the heatmap's order. Panels of protocols no run has are left out."""
+    (Petsiuk et al. 2018), the heatmap's order; pixel-flipping with the heatmap recomputed at every step
+    (tutorial Sec. 7.2), at each step's mean fraction over images (regions may differ in size). Panels of
+    protocols no run has are left out."""
     specs, x_col = PROTOCOL_FIGURES[name]
     specs = [p for p in specs if p[0] in results.protocols]
     if not specs:
