@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     n, (c, h, w) = len(x), x.shape[1:]
     raw = ev.normalization.denormalize(x)
     labels = target.cpu()
-    black = float(ev._substrate({"substrate": "zero"}, x[:1], ids[:1]).flatten()[0])  # (1 channel, or per channel)
+    # black in model units; Quantus takes one number, so with several channels it gets channel 0's (same work)
+    black = float(ev._substrate({"substrate": "zero"}, x[:1], ids[:1]).flatten()[0])
     x_np, y_np = x.cpu().numpy(), target.cpu().numpy()
     a_np = np.ascontiguousarray(heat[:, None].expand_as(x).cpu().numpy())
     device, bs = str(spec.device), spec.batch_size
