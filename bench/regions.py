@@ -117,9 +117,7 @@ class Regions:
     def per_image(cls, ids: torch.Tensor, counts: list[int], score: str = "sum") -> "Regions":
         """From (B, H, W) labels with image b's in 0 … counts[b]−1."""
         count = max(counts)
-        ones = torch.ones(ids[0].numel(), dtype=torch.long, device=ids.device)
-        sizes = torch.stack([torch.zeros(count, dtype=torch.long, device=ids.device).index_add_(0, i.flatten(), ones)
-                             for i in ids])
+        sizes = region_scores(torch.ones(ids.shape, dtype=torch.long, device=ids.device), ids, count)
         return cls(ids, count, list(counts), sizes, score)
 
     @property
