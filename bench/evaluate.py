@@ -169,7 +169,8 @@ class Evaluator:
                 return Pending(skipped, [])
 
         regions = self.batch_regions(raw)
-        work = [self._curves(x, heat, target, f0, labels, image_ids, regions)]
+        seeded = regions.orders(heat.float(), image_ids, self.seed)  # MoRF, LeRF, random: once for all protocols
+        work = [self._curves(x, target, f0, labels, image_ids, regions, seeded)]
         if "complexity" in self.metrics:
             work.append(lambda: {"complexity": self._complexity(heat, image_ids)})
         if "continuity" in self.metrics:
@@ -185,9 +186,9 @@ class Evaluator:
         if "faithfulness_correlation" in self.metrics:
             work.append(self._faithfulness_correlation(x, heat, target, image_ids))
         if "pixel_flipping" in self.metrics:
-            work.append(self._pixel_flipping(x, heat, target, f0, labels, image_ids, regions))
+            work.append(self._pixel_flipping(x, heat, target, f0, labels, image_ids, regions, seeded["random"]))
         if "irof" in self.metrics:
-            work.append(self._irof(x, raw, heat, target, labels, image_ids))
+            work.append(self._irof(x, raw, heat, target, labels, image_ids, regions))
         saved = [i for i, index in enumerate(indices) if index < self.save_heatmaps]
         if saved:
             h, w = self.image_hw
@@ -216,12 +217,12 @@ class Evaluator:
         ids, counts = slic_labels(raw, self.normalization.raw_range, **{k: cfg[k] for k in SLIC_DEFAULTS})
         return Regions.per_image(ids, counts, cfg.get("score", "mean"))
 
-    def _curves(self, x, heat, target, f0, labels, image_ids, regions: Regions
+    def _curves(self, x, target, f0, labels, image_ids, regions: Regions, seeded: dict[str, torch.Tensor]
                 ) -> Callable[[], dict[str, pd.DataFrame]]:
         """MoRF (and LeRF) curves of the heatmap and the paired random-baseline curve (SPEC §3–4); the device
         work is done here, the tidy rows are made by the returned function. Superpixels: the first
-        min(L, largest R) steps are computed, and an image's steps after its own R repeat its last value."""
-        seeded = regions.orders(heat.float(), image_ids, self.seed)  # LeRF: the MoRF order from its end
+        min(L, largest R) steps are computed, and an image's steps after its own R repeat its last value.
+        ``seeded``: the heatmap's region orders (``Regions.orders``)."""
         orders = [seeded[o] for o in self.orders]
         ranks = torch.stack([regions.ranks(o) for o in orders], 1)
         steps = min(self.L, regions.count)
@@ -342,7 +343,7 @@ class Evaluator:
         constant = Zero() if cfg["substrate"] == "zero" else Mean()
         return constant.draw(x, image_ids, 1, self.seed, self.normalization)[:, 0]
 
-    def _pixel_flipping(self, x, heat, target, f0, labels, image_ids, regions: Regions
+    def _pixel_flipping(self, x, heat, target, f0, labels, image_ids, regions: Regions, random_order: torch.Tensor
                         ) -> Callable[[], dict[str, pd.DataFrame]]:
         """Pixel-flipping with recomputed heatmaps (tutorial Sec. 7.2, Fig. 8; SPEC §9): at step k the heatmap of
         the current image x⁽ᵏ⁻¹⁾ is computed, its most relevant remaining region (tiles of ``patch`` or the image's
@@ -357,7 +358,6 @@ class Evaluator:
         done = min(steps, regions.count)  # steps computed; the rest repeat each image's last
         n = len(x)
         substrate = self._substrate(cfg, x, image_ids)
-        seeded = regions.orders(heat.float(), image_ids, self.seed)
         tiebreak = randperm_ragged(self.seed, "pixel_flipping_tiebreak", list(image_ids), regions.counts,
                                    regions.count, x.device)
         counts = torch.tensor(regions.counts, device=x.device).view(-1, 1)
@@ -377,7 +377,7 @@ class Evaluator:
             with torch.no_grad():  # (not inference mode: the next step attributes ``current``)
                 scores[:, k] = torch.cat([self.score_fn(current[s:s + self.batch_size], target[s:s + self.batch_size])
                                           for s in range(0, n, self.batch_size)])
-        ranks = regions.ranks(seeded["random"]).unsqueeze(1)
+        ranks = regions.ranks(random_order).unsqueeze(1)
         rnd = perturbed_scores(self.score_fn, x, ranks, substrate[:, None], target, done, self.batch_size)[:, 0, 0]
         real = torch.arange(steps, device=x.device) < counts  # (B, steps): a region was removed at this step
         chosen = torch.where(real, regions.extend(chosen, steps), -1)
@@ -387,9 +387,9 @@ class Evaluator:
         zero = torch.zeros(n, 1, dtype=torch.float64, device=x.device)
         sizes = regions.sizes.gather(1, chosen.clamp(min=0)) * real
         flipped = torch.cat([zero, sizes.cumsum(1).double() / (self.image_hw[0] * self.image_hw[1])], 1)
-        rnd_flipped = torch.cat([zero, regions.extend(regions.fraction(seeded["random"], done), steps)], 1)
+        rnd_flipped = torch.cat([zero, regions.extend(regions.fraction(random_order, done), steps)], 1)
         fraction = torch.stack([flipped, rnd_flipped], 1).float()
-        rnd_region = torch.where(real, regions.extend(seeded["random"][:, :done], steps), -1)
+        rnd_region = torch.where(real, regions.extend(random_order[:, :done], steps), -1)
         region = torch.stack([torch.cat([torch.full((n, 1), -1, device=x.device), chosen], 1),
                               torch.cat([torch.full((n, 1), -1, device=x.device), rnd_region], 1)], 1)
         substrate_name = cfg["substrate"]
@@ -403,14 +403,23 @@ class Evaluator:
             return {"pixel_flipping": table}
         return rows
 
-    def _irof(self, x, raw, heat, target, labels, image_ids) -> Callable[[], dict[str, pd.DataFrame]]:
+    def _irof(self, x, raw, heat, target, labels, image_ids, regions: Regions
+              ) -> Callable[[], dict[str, pd.DataFrame]]:
         """IROF (Rieger & Hansen 2020; SPEC §9): the image's SLIC superpixels (``irof`` settings) ranked by their
         mean relevance (ties seeded), removed one after another until none is left — set to the substrate (the
         image's per-channel mean by default), static so every step is batched like the AOPC curve — with the
         paired random order of the same superpixels. Rows: steps 0 … R of each image (its own R), the score
-        (class probability by default) and ``relative_score`` f_c(x⁽ᵏ⁾)/f_c(x)."""
+        (class probability by default) and ``relative_score`` f_c(x⁽ᵏ⁾)/f_c(x). ``regions``: the run's, whose
+        segments are used when they are superpixels of the same SLIC settings (not segmented twice)."""
+        from dataclasses import replace
+
+        from .superpixels import SLIC_DEFAULTS
+
         cfg = self.irof
-        regions = self._superpixels(raw, {**cfg, "score": "mean"})
+        if self.superpixels and all(cfg[k] == self.regions_cfg[k] for k in SLIC_DEFAULTS):
+            regions = replace(regions, score="mean")
+        else:
+            regions = self._superpixels(raw, {**cfg, "score": "mean"})
         seeded = regions.orders(heat.float(), image_ids, self.seed)
         orders = {"morf": seeded["morf"], "random": seeded["random"]}
         ranks = torch.stack([regions.ranks(o) for o in orders.values()], 1)

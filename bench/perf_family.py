@@ -79,11 +79,13 @@ def main(argv: list[str] | None = None) -> None:
     fc_size = fc["subset_size"] or max(1, round(224 * h * w / 224 ** 2))
     pf_steps = regions.count if not ev.superpixels else ev.L
     work = {
-        "aopc": (lambda: ev._curves(x, heat, target, f0, labels, ids, regions)(),
+        "aopc": (lambda: ev._curves(x, target, f0, labels, ids, regions, regions.orders(heat.float(), ids,
+                                                                                         spec.seed))(),
                  quantus_call(quantus.RegionPerturbation(patch_size=spec.patch, order="morf", regions_evaluation=ev.L,
                                                          perturb_baseline=black, **quiet), spec.score == "softmax"),
                  2 * n * ev.L, n * ev.L, "MoRF + random / MoRF"),
-        "pixel_flipping": (lambda: ev._pixel_flipping(x, heat, target, f0, labels, ids, regions)(),
+        "pixel_flipping": (lambda: ev._pixel_flipping(x, heat, target, f0, labels, ids, regions, regions.orders(
+                               heat.float(), ids, spec.seed)["random"])(),
                            quantus_call(quantus.PixelFlipping(features_in_step=spec.patch ** 2, perturb_baseline=black,
                                                               **quiet), spec.score == "softmax"),
                            2 * n * pf_steps, n * -(-h * w // spec.patch ** 2),
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
                                                          perturb_baseline="black", return_aggregate=False, **quiet),
                          fc["score"] == "softmax"),
             n * fc["subsets"], n * fc["subsets"], f"{fc['subsets']} subsets of {fc_size} pixels"),
-        "irof": (lambda: ev._irof(x, raw, heat, target, labels, ids)(),
+        "irof": (lambda: ev._irof(x, raw, heat, target, labels, ids, regions)(),
                  quantus_call(quantus.IROF(segmentation_method="slic", perturb_baseline="mean",
                                            return_aggregate=False, **quiet), True),
                  None, None, "SLIC + MoRF + random / SLIC + MoRF"),

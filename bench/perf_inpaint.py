@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
                     torch.cuda.synchronize()
                 t = time.perf_counter()
                 if part == "curves":
-                    rows = e._curves(x, heat, target, f0, target.cpu(), ids, regions)()["curves"]
+                    rows = e._curves(x, target, f0, target.cpu(), ids, regions, seeded)()["curves"]
                     curves[solver] = rows["score_value"].to_numpy()
                 else:
                     sequential_scores(no_model, x, ranks, e.replacement.step, target, e.L, e.batch_size)
