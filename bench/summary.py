@@ -99,17 +99,13 @@ def road_quantities(road: pd.DataFrame) -> pd.DataFrame:
 def irof_quantities(irof: pd.DataFrame) -> pd.DataFrame:
     """IROF (Rieger & Hansen 2020; SPEC §9) per image, from the relative curve p_k = f_c(x⁽ᵏ⁾)/f_c(x) over its
     R superpixels: ``irof_morf`` = 1/(R+1) Σ_{k=0..R} (1 − p_k), the AOPC-style area over the curve (and
-    ``irof_random``, ``irof_morf_minus_random``; high = faithful), and ``irof_aoc`` = R − Σ_{k=1..R−1} p_k −
-    ½(p_1 + p_R), Quantus 0.6's un-normalised form (trapezoids of unit width over steps 1 … R)."""
-    from scipy.integrate import trapezoid
-
-    irof = irof.astype({"relative_score": np.float64})
-    g = irof.sort_values(["image_id", "order", "step"], kind="stable").groupby(["image_id", "order"], sort=False)
-    drop = g.relative_score.agg(lambda p: float(np.mean(1.0 - p.to_numpy(np.float64)))).unstack("order")
-    morf = irof[(irof.order == "morf") & (irof.step > 0)].sort_values(["image_id", "step"], kind="stable")
-    aoc = morf.groupby("image_id", sort=False).relative_score.agg(
-        lambda p: len(p) - float(trapezoid(p.to_numpy(np.float64))))
-    order = irof.image_id.unique()
+    ``irof_random``, ``irof_morf_minus_random``; high = faithful), and ``irof_aoc`` = R − Σ_{k=1..R} p_k +
+    ½(p_1 + p_R) = R − trapezoid(p_1 … p_R), Quantus 0.6's un-normalised form (unit-width trapezoids)."""
+    order = irof.image_id.unique()  # (first seen, as every per-image quantity)
+    irof = irof.astype({"relative_score": np.float64}).sort_values(["image_id", "order", "step"], kind="stable")
+    drop = 1.0 - irof.groupby(["image_id", "order"], sort=False).relative_score.mean().unstack("order")
+    p = irof[(irof.order == "morf") & (irof.step > 0)].groupby("image_id", sort=False).relative_score
+    aoc = p.size() - p.sum() + (p.first() + p.last()) / 2
     return pd.DataFrame({"irof_morf": drop["morf"], "irof_random": drop["random"],
                          "irof_morf_minus_random": drop["morf"] - drop["random"], "irof_aoc": aoc}).loc[order]
 
