@@ -23,6 +23,18 @@ def composed(overrides):
         return compose("config", overrides=list(overrides))
 
 
+def heatmaps_and_targets(tables, name: str):
+    """An API run's image ids (in the order of table ``name``), their heatmaps (N, 1, H, W) from its
+    ``heatmaps`` table and their explained classes: what a Quantus metric is handed in the agreement tests."""
+    import numpy as np
+
+    t = tables[name]
+    ids = list(t.image_id.unique())
+    heat = tables["heatmaps"].set_index("image_id").loc[ids]
+    a = np.stack([np.asarray(h).reshape(hh, ww) for h, hh, ww in zip(heat.heatmap, heat.height, heat.width)])
+    return ids, a[:, None], t.groupby("image_id", sort=False).target_class.first().loc[ids].to_numpy()
+
+
 def quantus_scores(metric, model, x, target, heatmaps, softmax: bool, monkeypatch):
     """A Quantus 0.6 metric called on the CPU with its warnings silenced, as a NumPy array (np.trapz, which it
     calls and NumPy 2.4 removed, is np.trapezoid)."""

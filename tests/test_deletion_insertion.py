@@ -14,7 +14,7 @@ from bench.run import run
 from bench.spec import build_spec
 from bench.summary import curve_auc
 
-from conftest import FAST_MODEL, composed, quantus_scores
+from conftest import FAST_MODEL, composed, heatmaps_and_targets, quantus_scores
 
 JOB = [*FAST_MODEL, "metrics=[aopc,deletion,insertion]", "n_images=6", "steps=3", "repeats=1", "bootstrap=50",
        "block_size=2", "deletion.steps=7", "insertion.steps=7"]
@@ -125,10 +125,8 @@ def test_deletion_agrees_with_quantus_pixel_flipping(monkeypatch):
                                          bootstrap=20, metrics=["aopc", "deletion"], deletion={"steps": 28},
                                          save_heatmaps=4)
     t = tables["deletion"]
-    ids = list(t.image_id.unique())
-    a = np.stack(tables["heatmaps"].set_index("image_id").loc[ids, "heatmap"].to_list()).reshape(4, 1, 28, 28)
+    ids, a, target = heatmaps_and_targets(tables, "deletion")
     x = ((raw.numpy() - MEAN) / STD).astype(np.float32)
-    target = t.groupby("image_id", sort=False).target_class.first().loc[ids].to_numpy()
     metric = quantus.PixelFlipping(features_in_step=28, perturb_baseline=(0.0 - MEAN) / STD, abs=False,
                                    normalise=False, return_aggregate=False, disable_warnings=True,
                                    display_progressbar=False)

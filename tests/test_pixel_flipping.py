@@ -12,7 +12,7 @@ from bench.errors import BenchError
 from bench.run import run
 from bench.spec import build_spec
 
-from conftest import FAST_MODEL, composed, quantus_scores
+from conftest import FAST_MODEL, composed, heatmaps_and_targets, quantus_scores
 
 MEAN, STD = 0.1307, 0.3081
 
@@ -76,11 +76,8 @@ def test_agrees_with_quantus_where_the_heatmap_does_not_change(monkeypatch):
                                          save_heatmaps=3)
     t = tables["pixel_flipping"]
     morf = t[t.order == "morf"].sort_values(["image_id", "step"], kind="stable")
-    ids = list(t.image_id.unique())
-    heat = tables["heatmaps"].set_index("image_id").loc[ids, "heatmap"]
-    a = np.stack(heat.to_list()).reshape(3, 1, 28, 28)
+    ids, a, target = heatmaps_and_targets(tables, "pixel_flipping")
     x = ((raw.numpy() - MEAN) / STD).astype(np.float32)
-    target = t.groupby("image_id", sort=False).target_class.first().loc[ids].to_numpy()
     metric = quantus.PixelFlipping(features_in_step=1, perturb_baseline=(0.0 - MEAN) / STD, abs=False,
                                    normalise=False, return_aggregate=False, disable_warnings=True,
                                    display_progressbar=False)

@@ -17,7 +17,7 @@ from bench.spec import build_spec
 from bench.summary import irof_quantities
 from bench.superpixels import slic_labels
 
-from conftest import FAST_MODEL, composed, quantus_scores
+from conftest import FAST_MODEL, composed, heatmaps_and_targets, quantus_scores
 
 
 @pytest.fixture(autouse=True)
@@ -132,18 +132,15 @@ def test_irof_agrees_with_quantus(irof_case, monkeypatch):
     import quantus
 
     raw, model, tables = irof_case
-    heat = tables["heatmaps"]
-    irof = tables["irof"]
-    ours = irof_quantities(irof)
+    ours = irof_quantities(tables["irof"])
+    ids, heat, target = heatmaps_and_targets(tables, "irof")
     x = raw.numpy()
     diffs = []
-    for i, image_id in enumerate(irof.image_id.unique()):
-        a = np.stack(heat.set_index("image_id").loc[image_id, "heatmap"]).reshape(1, 1, 24, 24)
-        target = int(irof[irof.image_id == image_id].target_class.iloc[0])
+    for i, image_id in enumerate(ids):
         baseline = np.broadcast_to(x[i].mean((1, 2), keepdims=True), x[i:i + 1].shape).copy()
         metric = quantus.IROF(segmentation_method="slic", perturb_baseline=baseline, abs=False, normalise=False,
                               return_aggregate=False, disable_warnings=True, display_progressbar=False)
-        theirs = quantus_scores(metric, model, x[i:i + 1], np.array([target]), a, True, monkeypatch)
+        theirs = quantus_scores(metric, model, x[i:i + 1], target[i:i + 1], heat[i:i + 1], True, monkeypatch)
         diffs.append(abs(theirs[0] - ours.loc[image_id, "irof_aoc"]))
     print(f"largest difference from Quantus IROF: {max(diffs):.1e}")
     assert max(diffs) <= 1e-4 * ours.irof_aoc.abs().max(), diffs
@@ -205,3 +202,14 @@ def test_bad_settings_are_one_line(override, message):
     with pytest.raises(BenchError, match=message) as err:
         build_spec(composed([*FAST_MODEL, "regions=slic", "metrics=[aopc,irof]", override]))
     assert "\n" not in str(err.value)
+
+
+def test_irof_uses_the_runs_superpixels_when_the_settings_agree():
+    """With ``regions=slic`` and the same SLIC settings in ``irof`` the run's segments are reused (not computed
+    twice); the IROF table is the one a tiles run computes with its own segmentation."""
+    raw, model = colour_images(), linear_model()
+    common = dict(method="sensitivity", steps=5, repeats=1, bootstrap=20, metrics=["aopc", "irof"], irof=SLIC)
+    tiles = bench.evaluate_explanations(model, raw, **common)["irof"]
+    slic_run = bench.evaluate_explanations(model, raw, regions={"kind": "slic", **SLIC}, **common)["irof"]
+    own = [c for c in tiles.columns if c not in ("regions", "regions_params", "n_regions", "L", "wall_time_s")]
+    pd.testing.assert_frame_equal(slic_run[own], tiles[own], check_exact=True)
