@@ -1,6 +1,6 @@
-"""``python -m bench [overrides]`` — the same as the ``bench`` command (bench/hydra_app.py)."""
+"""``python -m bench [overrides]`` — the same as the ``bench`` command (bench/run/cli.py)."""
 
-from .hydra_app import main
+from .run.cli import main
 
 if __name__ == "__main__":
     main()

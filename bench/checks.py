@@ -1,4 +1,4 @@
-"""Small value checks shared by the run specification (bench/spec.py) and the plug-ins' constructors.
+"""Small value checks shared by the run specification (bench/run/spec.py) and the plug-ins' constructors.
 
 Each returns the value as the type it promises, or raises ``BenchError`` with one line that names the
 setting, shows the value given and says what is allowed. Config values arrive from YAML or the command

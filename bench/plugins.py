@@ -1,4 +1,5 @@
-"""Finds plug-ins by path: ``methods/<file>.py`` and ``datasets/<file>.py`` (benchopt style).
+"""Finds plug-ins by path: ``methods/<file>.py`` and ``datasets/<file>.py`` (benchopt style), and a user's
+``protocols/<file>.py`` (bench/protocols/__init__.py).
 
 Plug-in folders are not Python packages. Loading them by path keeps a top-level ``datasets`` package
 from ever shadowing (or being shadowed by) Hugging Face's ``datasets``: each file is executed as the
@@ -17,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Mapping
 
-from .api import Dataset, Method
+from .interfaces import Dataset, Method
 from .errors import BenchError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,8 +29,9 @@ KINDS = {"methods": Method, "datasets": Dataset}
 PLUGIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(:[A-Za-z_][A-Za-z0-9_]*)?")
 
 
-def plugin_dirs(kind: str) -> list[Path]:
-    roots = [ROOT] + [Path(p) for p in os.environ.get("BENCH_PLUGIN_PATH", "").split(os.pathsep) if p]
+def plugin_dirs(kind: str, shipped: bool = True) -> list[Path]:
+    """``<root>/<kind>/`` of the suite (unless ``shipped=False``) and of every folder on ``BENCH_PLUGIN_PATH``."""
+    roots = [ROOT] * shipped + [Path(p) for p in os.environ.get("BENCH_PLUGIN_PATH", "").split(os.pathsep) if p]
     return [r / kind for r in roots if (r / kind).is_dir()]
 
 

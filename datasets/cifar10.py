@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from bench.errors import BenchError
-from bench.imagefolders import ArrayImages, Preprocess, check_params, make_normalization, need_root
+from bench.data.imagefolders import ArrayImages, Preprocess, check_params, make_normalization, need_root
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 FOLDER = "cifar-10-batches-py"

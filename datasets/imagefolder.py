@@ -20,9 +20,7 @@ import os
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.imagefolders import (IMAGENET_MEAN, IMAGENET_STD, ImageFiles, Preprocess, check_params, label_lookup,
-                                label_token, labelled, labels_by_name, list_images, make_normalization, need_root,
-                                read_label_file, read_lines, relpath, relpath_id, unlabeled_error)
+from bench.data.imagefolders import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, Preprocess, check_params, label_lookup, label_token, labelled, labels_by_name, list_images, make_normalization, need_root, read_label_file, read_lines, relpath, relpath_id, unlabeled_error
 
 LAYOUT = ("<root>/<class>/*.jpg (class folders), or any images with a label file dataset.params.labels "
           "('<relative path> <class index or name>' a line)")

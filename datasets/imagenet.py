@@ -22,10 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.imagefolders import (IMAGENET_MEAN, IMAGENET_STD, ImageFiles, Preprocess, check_params, devkit_wnids,
-                                first_existing, label_lookup, label_token, labelled, labels_by_name, list_images,
-                                make_normalization, need_root, read_label_file, read_lines, relpath, stem_id,
-                                unlabeled_error)
+from bench.data.imagefolders import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, Preprocess, check_params, devkit_wnids, first_existing, label_lookup, label_token, labelled, labels_by_name, list_images, make_normalization, need_root, read_label_file, read_lines, relpath, stem_id, unlabeled_error
 
 
 WNIDS_FILE = Path(__file__).resolve().parent / "imagenet_wnids.txt"

@@ -18,7 +18,7 @@ import numpy as np
 import torchvision
 
 from bench.errors import BenchError
-from bench.imagefolders import ArrayImages, Preprocess, check_params, make_normalization, need_root
+from bench.data.imagefolders import ArrayImages, Preprocess, check_params, make_normalization, need_root
 
 
 LAYOUT = ("<root>/MNIST/raw/t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (unpacked from the .gz files; "

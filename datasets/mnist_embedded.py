@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.api import Dataset, Normalization
+from bench.interfaces import Dataset, Normalization
 from bench.errors import BenchError
 
 SPLIT_SEED = 2017

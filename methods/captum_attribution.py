@@ -17,10 +17,10 @@ import inspect
 import numpy as np
 import torch
 
-from bench.api import Context, Method
+from bench.interfaces import Context, Method
 from bench.checks import integer, text
 from bench.errors import BenchError
-from bench.seeding import derive_seed
+from bench.engine.seeding import derive_seed
 
 RANDOM = {"GradientShap", "LayerGradientShap", "ShapleyValueSampling", "FeaturePermutation", "Lime", "KernelShap",
           "LayerFeaturePermutation"}

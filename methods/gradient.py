@@ -4,7 +4,7 @@ sensitivity_sq.yaml with the squared norm Σ_c (∂f/∂x_c)² (tutorial Sec. 4.
 
 import torch
 
-from bench.api import Context, Method
+from bench.interfaces import Context, Method
 
 
 def input_gradient(model, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

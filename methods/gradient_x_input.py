@@ -2,7 +2,7 @@
 
 import torch
 
-from bench.api import Method
+from bench.interfaces import Method
 
 
 class GradientXInput(Method):

@@ -10,11 +10,11 @@ All images × steps are evaluated in chunks of ``chunk`` inputs; pooled signed (
 import numpy as np
 import torch
 
-from bench.api import Context, Method
+from bench.interfaces import Context, Method
 from bench.checks import choice, integer
 from bench.errors import BenchError
 from bench.plugins import load_module
-from bench.seeding import rand_per_image
+from bench.engine.seeding import rand_per_image
 
 BASELINES = ("zero", "black", "uniform")
 QUADRATURES = ("gausslegendre", "riemann_middle", "riemann_trapezoid")

@@ -17,7 +17,7 @@ Relevance at the output is f_c(x) on the explained class and 0 elsewhere; BatchN
 layer before it; average pooling uses the z-rule. See bench/lrp/ for the mechanism.
 """
 
-from bench.api import Context, Method
+from bench.interfaces import Context, Method
 from bench.checks import choice, number
 from bench.errors import BenchError
 from bench.lrp import Composite, WeightCache, lrp, make_rule

@@ -10,7 +10,7 @@ that the default sum pooling gives that average. All images × windows are evalu
 
 import torch
 
-from bench.api import Context, Method
+from bench.interfaces import Context, Method
 from bench.checks import number
 from bench.errors import BenchError
 

@@ -1,5 +1,5 @@
 """Heatmaps computed elsewhere (a notebook, another library, an earlier run), read by image id:
-``method=precomputed method.params.path=…`` (formats: bench/heatmap_files.py). Everything is read and
+``method=precomputed method.params.path=…`` (formats: bench/data/heatmap_files.py). Everything is read and
 checked against the run's images when the run spec is built; the method then only looks them up.
 
 An H×W heatmap is returned as relevance in the first channel (zeros in the others), so the default
@@ -11,7 +11,7 @@ import hashlib
 
 import torch
 
-from bench.api import Context, Method
+from bench.interfaces import Context, Method
 from bench.checks import text
 from bench.errors import BenchError
 
@@ -27,10 +27,10 @@ class Precomputed(Method):
         self.path = text("method.params.path", path)
         self.source_method = None if source_method is None else text("method.params.source_method", source_method)
         self.heatmaps: dict | None = None
-        self.inputs_sha: str | None = None  # of the heatmaps read: part of the job's identity (bench/identity.py)
+        self.inputs_sha: str | None = None  # of the heatmaps read: part of the job's identity (bench/run/identity.py)
 
     def prepare(self, dataset, n_images: int, what: str) -> None:
-        from bench.heatmap_files import read_heatmaps
+        from bench.data.heatmap_files import read_heatmaps
 
         ids = [dataset.image_id(i) for i in range(n_images)]
         self.heatmaps = read_heatmaps(self.path, ids, tuple(dataset.image_shape), what, self.source_method)

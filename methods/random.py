@@ -1,13 +1,13 @@
 """Random heatmaps: i.i.d. U[0, 1) per input element, seeded per image (SPEC §2 random baseline).
 
 Note: every run also evaluates the exact uniform random *order* of regions as its paired baseline
-(bench/regions.py); this method exists so that "random" can also be swept like any other method.
+(bench/engine/regions.py); this method exists so that "random" can also be swept like any other method.
 """
 
 import torch
 
-from bench.api import Context, Method
-from bench.seeding import rand_per_image
+from bench.interfaces import Context, Method
+from bench.engine.seeding import rand_per_image
 
 
 class RandomHeatmap(Method):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.api import Context, Method
+from bench.interfaces import Context, Method
 from bench.checks import choice
 from bench.errors import BenchError
 from bench.lrp.propagate import unhooked_nodes

@@ -9,11 +9,11 @@ channels by default, like sensitivity.
 
 import torch
 
-from bench.api import Context, Method
+from bench.interfaces import Context, Method
 from bench.checks import integer, number
-from bench.counter_rng import fold, normal
+from bench.engine.counter_rng import fold, normal
 from bench.plugins import load_module
-from bench.seeding import keys_of
+from bench.engine.seeding import keys_of
 
 
 class SmoothGrad(Method):

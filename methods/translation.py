@@ -13,7 +13,7 @@ is attributed under the id ``id~t<dy>,<dx>`` so that seeded methods draw fresh r
 import torch
 
 from bench import plugins
-from bench.api import Context, Method
+from bench.interfaces import Context, Method
 from bench.checks import integer
 from bench.errors import BenchError
 

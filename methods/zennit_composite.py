@@ -10,7 +10,7 @@ import inspect
 
 import torch
 
-from bench.api import Context, Method
+from bench.interfaces import Context, Method
 from bench.checks import text
 from bench.errors import BenchError
 

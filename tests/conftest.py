@@ -15,10 +15,10 @@ def composed(overrides):
     """conf/config.yaml with Hydra overrides, as the CLI composes it (a DictConfig)."""
     from hydra import compose, initialize_config_dir
 
-    from bench.models import register_input_resolver
     from bench.plugins import CONF_DIR
+    from bench.run.config import register_resolvers
 
-    register_input_resolver()  # ${bench_torchvision_input:…} and its siblings in conf/model/
+    register_resolvers()  # ${bench_torchvision_input:…} and its siblings in conf/model/, the protocols' blocks
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=list(overrides))
 
@@ -71,7 +71,7 @@ def run_cli(cache_dir, tmp_path):
 
 def bench_main(args, capsys) -> tuple[int, str, str]:
     """The real entry point (``bench`` / ``python -m bench``) in this process: (exit status, stdout, stderr)."""
-    from bench.hydra_app import main
+    from bench.run.cli import main
 
     capsys.readouterr()
     try:

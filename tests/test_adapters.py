@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from bench import plugins
-from bench.api import Context, Normalization
+from bench.interfaces import Context, Normalization
 from bench.errors import BenchError
-from bench.seeding import derive_seed
+from bench.engine.seeding import derive_seed
 
 NORM = Normalization((0.0, 1.0), (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench import perf, perf_methods
+from bench.perf import engine as perf, methods as perf_methods
 
 
 def test_engine_benchmark_runs_and_reports_every_figure(capsys):
@@ -61,7 +61,7 @@ def test_freed_memory_is_kept_for_reuse_on_glibc_and_can_be_switched_off():
 
 
 def test_imputation_benchmark_runs_and_agrees_with_quantus(capsys):
-    from bench import perf_imputation
+    from bench.perf import imputation as perf_imputation
 
     perf_imputation.main(["--size", "9", "--images", "2", "--channels", "2", "--fractions", "0.5", "--rounds", "1"])
     rows = capsys.readouterr().out.strip().splitlines()
@@ -71,7 +71,7 @@ def test_imputation_benchmark_runs_and_agrees_with_quantus(capsys):
 
 
 def test_road_benchmark_runs(cache_dir, capsys):
-    from bench import perf_road
+    from bench.perf import road as perf_road
 
     perf_road.main(["--images", "3", "--rounds", "1", "model.params.epochs=1", "repeats=1", "road.fractions=[0.5]",
                     "method=sensitivity"])
@@ -80,7 +80,7 @@ def test_road_benchmark_runs(cache_dir, capsys):
 
 
 def test_inpaint_benchmark_runs_and_the_solvers_agree(cache_dir, capsys):
-    from bench import perf_inpaint
+    from bench.perf import inpaint as perf_inpaint
 
     perf_inpaint.main(["--images", "2", "--rounds", "1", "model.params.epochs=1", "method=sensitivity", "steps=5"])
     out = capsys.readouterr().out
@@ -89,7 +89,7 @@ def test_inpaint_benchmark_runs_and_the_solvers_agree(cache_dir, capsys):
 
 
 def test_family_benchmark_runs(cache_dir, capsys):
-    from bench import perf_family
+    from bench.perf import family as perf_family
 
     perf_family.main(["--images", "2", "--rounds", "1", "--only", "aopc,deletion,insertion,faithfulness_correlation,irof",
                       "model.params.epochs=1", "method=sensitivity", "steps=3", "faithfulness_correlation.subsets=3",

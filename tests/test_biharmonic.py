@@ -1,4 +1,4 @@
-"""Biharmonic inpainting on the device (bench/biharmonic.py) against scikit-image's ``inpaint_biharmonic``,
+"""Biharmonic inpainting on the device (bench/engine/biharmonic.py) against scikit-image's ``inpaint_biharmonic``,
 its stencils against ``scipy.ndimage.laplace``, batch invariance, the sparse fallback, and
 ``perturbation=inpaint`` with both solvers in the engine."""
 
@@ -8,10 +8,10 @@ import torch
 from scipy.ndimage import laplace
 from skimage.restoration import inpaint_biharmonic as skimage_inpaint
 
-import bench.biharmonic as bh
-from bench.engine import sequential_scores
+import bench.engine.biharmonic as bh
+from bench.engine.curves import sequential_scores
 from bench.errors import BenchError
-from bench.perturbation import make_replacement
+from bench.engine.replacement import make_replacement
 from test_imputation import masks as road_masks
 
 

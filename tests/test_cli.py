@@ -6,7 +6,10 @@ import textwrap
 import pandas as pd
 import pytest
 
-from bench.tables import CURVE_COLUMNS, SUMMARY_COLUMNS
+from bench.protocols.aopc import CURVE_COLUMNS as OWN_CURVE_COLUMNS
+from bench.run.tables import PROVENANCE, SUMMARY_COLUMNS
+
+CURVE_COLUMNS = PROVENANCE + OWN_CURVE_COLUMNS
 
 SMALL = ["n_images=4", "steps=5", "repeats=2", "batch_size=16", "bootstrap=200"]
 
@@ -99,7 +102,7 @@ def test_nan_heatmaps_are_skipped_and_reported(run_cli, tmp_path):
     (plugin / "conf" / "method").mkdir(parents=True)
     (plugin / "methods" / "half_nan.py").write_text(textwrap.dedent("""
         import torch
-        from bench.api import Method
+        from bench.interfaces import Method
 
         class HalfNaN(Method):
             def attribute(self, model, x, target, ctx):

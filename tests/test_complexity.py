@@ -8,8 +8,8 @@ import pytest
 import torch
 from skimage.measure import shannon_entropy
 
-from bench.complexity import complexity, entropy_bits, summarize, to_gray_uint8
-from bench.render import render_heatmaps
+from bench.protocols.complexity import complexity, entropy_bits, summarize, to_gray_uint8
+from bench.engine.render import render_heatmaps
 
 
 def _gauss(yy, xx, cy, cx, s):

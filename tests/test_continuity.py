@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.continuity import continuity, continuity_ratio, shift_right
+from bench.protocols.continuity import continuity, continuity_ratio, shift_right
 
 # ---------------------------------------------------------------------------------------------------
 # Tutorial Sec. 7.1: max(x1, x2) on R²₊ as the two-layer ReLU network

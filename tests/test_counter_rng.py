@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench import counter_rng as crng
-from bench.seeding import derive_seed, keys_of
+from bench.engine import counter_rng as crng
+from bench.engine.seeding import derive_seed, keys_of
 
 U32 = np.uint64(0xFFFFFFFF)
 KEYS = [0, 1, 12345, 0x243F6A8885A308D3 >> 1, (1 << 63) - 2, (1 << 63) - 1]
@@ -256,7 +256,7 @@ def test_streams_and_keys_uncorrelated():
 
 
 def test_several_streams_in_one_call_are_each_streams_own_draws():
-    from bench.seeding import randperm_per_image
+    from bench.engine.seeding import randperm_per_image
 
     ids = ["a", "b", "c"]
     both = randperm_per_image(4, ("tiebreak", "random_order"), ids, 37)

@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from bench import plugins
-from bench.api import Context, Normalization
+from bench.interfaces import Context, Normalization
 from bench.plugins import ROOT
 
 NORM = Normalization(raw_range=(0.0, 1.0), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
@@ -122,11 +122,11 @@ def test_agrees_with_captum(name, config):
 
 def zennit_attribution(model, name, x, target, f, config=None, low=None, high=None, composite=None):
     """Zennit's relevance for our LRP ``config`` (its rules layer by layer: ``zennit_composite`` of the method
-    benchmark, bench/perf_methods.py, so the benchmark times what is checked here) or a named ``composite``."""
+    benchmark, bench/perf/methods.py, so the benchmark times what is checked here) or a named ``composite``."""
     from zennit.attribution import Gradient
     from zennit.torchvision import ResNetCanonizer, VGGCanonizer
 
-    from bench.perf_methods import zennit_composite
+    from bench.perf.methods import zennit_composite
 
     canonizers = [VGGCanonizer() if name == "vgg11" else ResNetCanonizer()]
     composite = zennit_composite(config, low, high, canonizers) if composite is None else composite(canonizers=canonizers)

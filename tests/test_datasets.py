@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.api import Dataset, UnreadableImage
+from bench.interfaces import Dataset, UnreadableImage
 from bench.errors import BenchError
 from bench import plugins
 from bench.plugins import CONF_DIR, ROOT, load_class

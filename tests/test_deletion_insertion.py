@@ -8,11 +8,11 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 import bench
-from bench.collect import collect
+from bench.run.collect import collect
 from bench.errors import BenchError
-from bench.run import run
-from bench.spec import build_spec
-from bench.summary import curve_auc
+from bench.run.job import run
+from bench.run.spec import build_spec
+from bench.protocols.base import curve_auc
 
 from conftest import FAST_MODEL, composed, heatmaps_and_targets, quantus_scores
 

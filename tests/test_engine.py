@@ -2,10 +2,11 @@
 
 import torch
 
-from bench.api import Normalization
-from bench.engine import aopc_curve, perturbed_scores
-from bench.perturbation import Uniform
-from bench.regions import n_regions, pixel_ranks, region_scores, seeded_orders, tile_ids
+from bench.interfaces import Normalization
+from bench.engine.curves import perturbed_scores
+from bench.protocols.aopc import aopc_curve
+from bench.engine.replacement import Uniform
+from bench.engine.regions import n_regions, pixel_ranks, region_relevance, seeded_orders, tile_ids
 
 
 def sum_model(inputs, target):
@@ -17,7 +18,7 @@ def test_aopc_equals_hand_computed_value():
     x = torch.tensor([[1.0, 1, 0.75, 0.75], [1, 1, 0.75, 0.75], [0.5, 0.5, 0.25, 0.25], [0.5, 0.5, 0.25, 0.25]])
     x = x.view(1, 1, 4, 4)
     ids = tile_ids(4, 4, 2)
-    order = seeded_orders(region_scores(x[:, 0], ids, 4), ["a"], seed=0)["morf"]
+    order = seeded_orders(region_relevance(x[:, 0], ids, 4), ["a"], seed=0)["morf"]
     assert order.tolist() == [[0, 1, 2, 3]]
     ranks = pixel_ranks(order, ids).unsqueeze(1)
     zeros = torch.zeros(1, 1, 1, 4, 4)
@@ -59,7 +60,7 @@ def test_step_k_replaces_exactly_the_first_k_regions_with_fixed_draws():
 
 def test_chunk_inputs_are_the_same_bits_per_group_and_gathered(monkeypatch):
     """bench.engine.chunk_inputs: broadcast where per (image, order, repeat) group, or one gathered where."""
-    import bench.engine as engine
+    import bench.engine.curves as engine
 
     torch.manual_seed(2)
     b, c, h, w, m = 3, 2, 6, 5, 2
@@ -127,7 +128,7 @@ def test_morf_curve_equals_quantus_region_perturbation():
     import quantus
 
     from bench.models import embedded_cnn
-    from bench.scoring import score_of
+    from bench.engine.scoring import score_of
 
     torch.manual_seed(0)
     model = embedded_cnn().eval()
@@ -138,7 +139,7 @@ def test_morf_curve_equals_quantus_region_perturbation():
         target = model(x).argmax(1)
     ids = tile_ids(h, w, patch)
     count = n_regions(h, w, patch)
-    order = seeded_orders(region_scores(heat, ids, count), [str(i) for i in range(b)], seed=0)["morf"]
+    order = seeded_orders(region_relevance(heat, ids, count), [str(i) for i in range(b)], seed=0)["morf"]
     ranks = pixel_ranks(order, ids).unsqueeze(1)
     L = 20
 

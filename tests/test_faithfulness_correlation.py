@@ -11,11 +11,11 @@ import torch
 from scipy.stats import pearsonr
 
 import bench
-from bench.collect import collect
+from bench.run.collect import collect
 from bench.errors import BenchError
-from bench.run import run
-from bench.seeding import rand_per_image
-from bench.spec import build_spec
+from bench.run.job import run
+from bench.engine.seeding import rand_per_image
+from bench.run.spec import build_spec
 
 from conftest import FAST_MODEL, composed
 

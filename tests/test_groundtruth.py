@@ -1,4 +1,4 @@
-"""Ground truth: the share of positive relevance inside the true region (bench/groundtruth.py) on the
+"""Ground truth: the share of positive relevance inside the true region (bench/run/groundtruth.py) on the
 two-digit dataset whose relevant region is known (datasets/mnist_twodigit.py)."""
 
 import math
@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.api import Method
-from bench.groundtruth import groundtruth_table, main, relevance_inside
+from bench.interfaces import Method
+from bench.run.groundtruth import groundtruth_table, main, relevance_inside
 from bench.models import embedded_cnn
 from bench.plugins import load_class
 

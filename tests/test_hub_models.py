@@ -1,4 +1,4 @@
-"""``model=timm`` and ``model=huggingface`` (bench/hub_models.py): local files only, the preprocessing from the
+"""``model=timm`` and ``model=huggingface`` (bench/models/hub.py): local files only, the preprocessing from the
 model's own configuration, end-to-end runs of tiny random models, one-line errors for missing files."""
 
 import json
@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 
 from bench.errors import BenchError
-from bench.hub_models import hf_input, timm_input
+from bench.models.hub import hf_input, timm_input
 from bench.models import load_model
-from bench.run import run
-from bench.spec import build_spec
+from bench.run.job import run
+from bench.run.spec import build_spec
 
 from conftest import composed
 

@@ -1,4 +1,4 @@
-"""ROAD's linear imputation on the device (bench/imputation.py) against a sparse direct solve of the same
+"""ROAD's linear imputation on the device (bench/engine/imputation.py) against a sparse direct solve of the same
 system (SciPy, float64), hand-known answers, batch invariance; ``perturbation=road`` in the engine."""
 
 import numpy as np
@@ -8,10 +8,10 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
 
-from bench.engine import imputed_scores
+from bench.engine.curves import imputed_scores
 from bench.errors import BenchError
-from bench.imputation import linear_imputation
-from bench.perturbation import make_replacement
+from bench.engine.imputation import linear_imputation
+from bench.engine.replacement import make_replacement
 
 NEIGHBOURS = {(-1, -1): 1 / 12, (-1, 0): 1 / 6, (-1, 1): 1 / 12, (0, -1): 1 / 6, (0, 1): 1 / 6, (1, -1): 1 / 12,
               (1, 0): 1 / 6, (1, 1): 1 / 12}
@@ -160,7 +160,7 @@ def test_a_road_run_end_to_end_at_two_batch_sizes(cache_dir, tmp_path, monkeypat
     from hydra import compose, initialize_config_dir
 
     from bench.plugins import CONF_DIR
-    from bench.run import run
+    from bench.run.job import run
 
     from conftest import FAST_MODEL
 

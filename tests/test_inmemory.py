@@ -1,4 +1,4 @@
-"""The Python API (``bench.evaluate_explanations``, bench/inmemory.py): the same tables as the CLI for the same
+"""The Python API (``bench.evaluate_explanations``, bench/run/python_api.py): the same tables as the CLI for the same
 settings, heatmaps given in memory, one-line errors as exceptions, and the README's example, executed."""
 
 import re
@@ -12,8 +12,8 @@ import torch
 import bench
 from bench.errors import BenchError
 from bench.models import load_model
-from bench.run import run
-from bench.spec import build_spec
+from bench.run.job import run
+from bench.run.spec import build_spec
 
 from conftest import FAST_MODEL, composed
 

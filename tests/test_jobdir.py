@@ -1,4 +1,4 @@
-"""The job folder's owner (bench/jobdir.py): one process per folder (a second is refused at once, a killed
+"""The job folder's owner (bench/run/jobdir.py): one process per folder (a second is refused at once, a killed
 holder's lock is taken over and the rerun ends with the tables of an uninterrupted run), non-finite model
 outputs never give a finished run over NaN, and a full or read-only disk ends in one line with the finished
 blocks kept."""
@@ -15,15 +15,15 @@ import time
 import pandas as pd
 import pytest
 
-from bench import identity, jobdir
-from bench.collect import collect
+from bench.run import identity, jobdir
+from bench.run.collect import collect
 
 from conftest import FAST_MODEL, bench_main
 
 SLOW_METHOD = textwrap.dedent("""
     import os, time
-    from bench.api import Method
-    from bench.seeding import rand_per_image
+    from bench.interfaces import Method
+    from bench.engine.seeding import rand_per_image
 
     class Slow(Method):
         def attribute(self, model, x, target, ctx):
@@ -154,10 +154,10 @@ def test_a_model_returning_nan_for_all_images(nan_model, tmp_path, capsys, cache
 
 
 def test_a_full_disk_keeps_the_finished_blocks(slow, tmp_path, capsys, monkeypatch):
-    import bench.tables
+    import bench.run.tables
 
     run_dir = tmp_path / "job"
-    real = bench.tables.atomic_write
+    real = bench.run.tables.atomic_write
     written = []
 
     def full_after_first_block(path, write):
@@ -166,13 +166,13 @@ def test_a_full_disk_keeps_the_finished_blocks(slow, tmp_path, capsys, monkeypat
         written.append(path)
         return real(path, write)
 
-    monkeypatch.setattr(bench.tables, "atomic_write", full_after_first_block)
+    monkeypatch.setattr(bench.run.tables, "atomic_write", full_after_first_block)
     code, out, err = bench_main([*slow, f"hydra.run.dir={run_dir}"], capsys)
     lines = err.strip().splitlines()
     assert code == 2 and lines[-1].startswith("error: cannot write ") and "block-000001" in lines[-1]
     assert "No space left on device" in lines[-1] and "Traceback" not in err
     assert jobdir.finished_block(run_dir, 0, 0, 2) is not None and not (run_dir / ".lock").exists()
-    monkeypatch.setattr(bench.tables, "atomic_write", real)
+    monkeypatch.setattr(bench.run.tables, "atomic_write", real)
     code, out, err = bench_main([*slow, f"hydra.run.dir={run_dir}"], capsys)
     assert code == 0 and "4 image(s) to compute, 2 already done" in err
     reference = tmp_path / "reference"
@@ -182,12 +182,12 @@ def test_a_full_disk_keeps_the_finished_blocks(slow, tmp_path, capsys, monkeypat
 
 
 def test_a_read_only_folder_is_one_line(slow, tmp_path, capsys, monkeypatch):
-    import bench.lock
+    import bench.run.lock
 
     def read_only(self, token):
         raise OSError(errno.EROFS, "Read-only file system", str(self.folder / f".lock.tmp-{token}"))
 
-    monkeypatch.setattr(bench.lock.JobLock, "_create", read_only)
+    monkeypatch.setattr(bench.run.lock.JobLock, "_create", read_only)
     code, out, err = bench_main([*slow, f"hydra.run.dir={tmp_path / 'ro'}"], capsys)
     assert code == 2 and err.startswith(f"error: cannot write {tmp_path / 'ro'}") and err.count("\n") == 1, err
     assert "Read-only file system" in err
@@ -205,13 +205,14 @@ def test_report_errors_are_one_line(tmp_path, capsys):
 def test_code_identity_follows_the_imports_of_the_code_that_computes_numbers():
     from bench.plugins import ROOT
 
-    names = {str(f.relative_to(ROOT)) for f in identity.number_files([ROOT / "methods" / "lrp.py"])}
-    assert {"bench/engine.py", "bench/regions.py", "bench/perturbation.py", "bench/seeding.py", "bench/counter_rng.py",
-            "bench/evaluate.py",
-            "bench/summary.py", "bench/models.py", "bench/lrp/propagate.py", "bench/lrp/rules.py",
+    aopc = ROOT / "bench" / "protocols" / "aopc.py"  # every run computes it (its file is among the run's plug-ins)
+    names = {str(f.relative_to(ROOT)) for f in identity.number_files([ROOT / "methods" / "lrp.py", aopc])}
+    assert {"bench/engine/curves.py", "bench/engine/regions.py", "bench/engine/replacement.py", "bench/engine/seeding.py", "bench/engine/counter_rng.py",
+            "bench/run/evaluate.py",
+            "bench/run/summary.py", "bench/models/__init__.py", "bench/lrp/propagate.py", "bench/lrp/rules.py",
             "methods/lrp.py"} <= names
-    orchestration = {"bench/hydra_app.py", "bench/collect.py", "bench/run.py", "bench/jobdir.py", "bench/lock.py",
-                     "bench/progress.py", "bench/report/build.py", "bench/perf.py"}
+    orchestration = {"bench/run/cli.py", "bench/run/collect.py", "bench/run/job.py", "bench/run/jobdir.py", "bench/run/lock.py",
+                     "bench/run/progress.py", "bench/report/build.py", "bench/perf/engine.py"}
     assert not names & orchestration
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.errors import BenchError
-from bench.lock import JobLock, LockHeld, _start_time
+from bench.run.lock import JobLock, LockHeld, _start_time
 
 ROOT = Path(__file__).resolve().parent.parent
 

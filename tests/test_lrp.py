@@ -126,8 +126,7 @@ def test_module_used_twice_is_refused():
 
 import torchvision  # noqa: E402
 
-from bench.lrp import (AlphaBeta, Composite, Gamma, WeightCache, WSquare, ZBox, ZPlus,  # noqa: E402
-                       deep_taylor, epsilon_gamma_box)
+from bench.lrp import AlphaBeta, Composite, Gamma, WeightCache, WSquare, ZBox, ZPlus, deep_taylor, epsilon_gamma_box
 from bench.lrp.canonizers import batchnorm_pairs, merged_parameters  # noqa: E402
 
 SIZES = {"alexnet": 64, "vgg11": 32, "vgg11_bn": 32, "resnet18": 32, "resnet50": 32}

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench.lrp import (AlphaBeta, Composite, Epsilon, Flat, Gamma, WSquare, ZBox, Zero, ZPlus, lrp)
+from bench.lrp import AlphaBeta, Composite, Epsilon, Flat, Gamma, WSquare, ZBox, Zero, ZPlus, lrp
 
 F64 = torch.float64
 

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from bench import plugins
-from bench.api import Context, Normalization
+from bench.interfaces import Context, Normalization
 from bench.errors import BenchError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,7 +99,7 @@ SEEDED = {"smoothgrad": dict(samples=5, chunk=4), "integrated_gradients": dict(s
 @pytest.mark.parametrize("name", list(SEEDED))
 def test_results_do_not_depend_on_the_batch(name):
     """An image's heatmap is the same alone or in a batch, in any position and chunking (per-image
-    seeding, bench/seeding.py)."""
+    seeding, bench/engine/seeding.py)."""
     model = tiny()
     x = images(4)
     target = torch.tensor([1, 2, 3, 4])

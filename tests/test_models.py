@@ -13,11 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.api import Dataset, Normalization
+from bench.interfaces import Dataset, Normalization
 from bench.errors import BenchError
-from bench.models import _embedded_setup, build_model, load_embedded_cnn, main, train_embedded_cnn
+from bench.models import build_model, load_embedded_cnn, train_embedded_cnn
+from bench.models.__main__ import main
+from bench.models.embedded import _embedded_setup
 from bench.plugins import CONF_DIR
-from bench.run import run
+from bench.run.job import run
 
 
 def params_of(node):
@@ -120,7 +122,7 @@ def test_any_torchvision_architecture_with_its_published_preprocessing(tmp_path,
     mean and std that torchvision publishes with its weights (recorded in the preprocessing column), end to end
     for two architectures outside the named configs."""
     from bench.models import torchvision_input
-    from bench.spec import build_spec
+    from bench.run.spec import build_spec
 
     assert [torchvision_input("convnext_tiny", "IMAGENET1K_V1", k) for k in ("resize", "crop")] == [236, 224]
     assert torchvision_input("efficientnet_b0", "IMAGENET1K_V1", "mean") == pytest.approx([0.485, 0.456, 0.406])

@@ -6,7 +6,7 @@ import sys
 
 import pandas as pd
 
-from bench.network_quality import network_quality_table
+from bench.run.network_quality import network_quality_table
 
 
 def test_network_quality_table_joins_accuracy(tmp_path):
@@ -19,7 +19,8 @@ def test_network_quality_table_joins_accuracy(tmp_path):
         "mean": [2.0, 1.0, 0.5, 9.0], "ci_low": [1.5, 0.5, 0.2, 8.0], "ci_high": [2.5, 1.5, 0.8, 10.0],
         "sem": 0.1, "n_images": 5})
     table = network_quality_table(summary)
-    assert table[["iteration", "test_accuracy", "aopc_mean"]].values.tolist() == [[0, 0.1, 0.5], [10, 0.8, 2.0]]
+    assert table[["iteration", "test_accuracy", "mean"]].values.tolist() == [[0, 0.1, 0.5], [10, 0.8, 2.0]]
+    assert set(table.quantity) == {"aopc_morf"} and set(table.label) == {"AOPC"}
     assert network_quality_table(summary[summary.model_params == '{"epochs": 6}']) is None
 
 

@@ -1,8 +1,8 @@
-"""Smoke test of the command-line benchmark (bench/perf_cli.py): one tiny real CLI run on CPU."""
+"""Smoke test of the command-line benchmark (bench/perf/cli.py): one tiny real CLI run on CPU."""
 
 import re
 
-from bench import perf_cli
+from bench.perf import cli as perf_cli
 
 
 def test_perf_cli_reports_wall_time_rate_and_cpu_cores(capsys, tmp_path):

@@ -1,10 +1,10 @@
-"""bench.perf_methods times Zennit's composites next to ours (by default) and pairs the matching ones."""
+"""bench.perf.methods times Zennit's composites next to ours (by default) and pairs the matching ones."""
 
 import sys
 
 import pytest
 
-from bench import perf_methods
+from bench.perf import methods as perf_methods
 
 FAST = ["--model", "resnet18", "--size", "32", "--batch", "2", "--repeats", "1"]
 PAIR_HEADER = "| ours | Zennit composite (same rules) |"

@@ -1,6 +1,6 @@
-"""bench.perf_suite runs the benchmark scripts, keeps each one's output and tabulates their key figures."""
+"""bench.perf.suite runs the benchmark scripts, keeps each one's output and tabulates their key figures."""
 
-from bench import perf_suite
+from bench.perf import suite as perf_suite
 
 
 def test_lists_every_profile_and_refuses_an_unknown_step(capsys):
@@ -38,7 +38,7 @@ def test_runs_a_step_and_keeps_its_output(tmp_path, monkeypatch, capsys):
 
 
 def test_perf_compare_alternates_a_commit_and_this_checkout(capsys):
-    from bench import perf_compare
+    from bench.perf import compare as perf_compare
 
     assert perf_compare.main(["--base", "HEAD", "--rounds", "1", "--", "bench.perf", "--images", "2", "--steps",
                               "2", "--repeats", "1", "--rounds", "1", "--batch-size", "8"]) == 0

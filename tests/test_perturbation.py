@@ -7,12 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from bench.api import Method, Normalization
-from bench.engine import aopc_curve, perturbed_scores, sequential_scores
+from bench.interfaces import Method, Normalization
+from bench.engine.curves import perturbed_scores, sequential_scores
+from bench.protocols.aopc import aopc_curve
 from bench.errors import BenchError
-from bench.evaluate import Evaluator
-from bench.perturbation import Blur, Inpaint, Mean, Uniform, Zero, make_replacement
-from bench.regions import n_regions, pixel_ranks, region_scores, seeded_orders, tile_ids
+from bench.run.evaluate import Evaluator
+from bench.engine.replacement import Blur, Inpaint, Mean, Uniform, Zero, make_replacement
+from bench.engine.regions import n_regions, pixel_ranks, region_relevance, seeded_orders, tile_ids
 
 NORM = Normalization((0.0, 1.0), (0.5, 0.4), (0.25, 0.2))
 
@@ -105,7 +106,7 @@ def test_oracle_morf_on_a_linear_model_beats_random(seed, m):
 
     ids, count = tile_ids(h, w, m), n_regions(h, w, m)
     heat = (x[:, 0] * weight.view(h, w))
-    orders = seeded_orders(region_scores(heat, ids, count), ["a", "b", "c"], seed)
+    orders = seeded_orders(region_relevance(heat, ids, count), ["a", "b", "c"], seed)
     ranks = torch.stack([pixel_ranks(orders[o], ids) for o in ("morf", "random")], 1)
     scores = perturbed_scores(linear, x, ranks, torch.zeros(3, 1, 1, h, w), torch.zeros(3, dtype=torch.long),
                               count, batch_size=16)
@@ -182,8 +183,10 @@ def test_bf16_precision_and_channels_last_agree_with_fp32():
 
 def test_complexity_and_continuity_tables():
     raw = torch.rand(3, 2, 10, 10, generator=torch.Generator().manual_seed(3))
-    ev = evaluator(8, metrics=("aopc", "complexity", "continuity"), continuity=dict(kind="noise", sigma=0.1,
-                                                                                       n_samples=3))
+    from bench.protocols import protocol_class
+
+    ev = evaluator(8, protocols=(protocol_class("aopc")(), protocol_class("complexity")(),
+                                 protocol_class("continuity").from_config(dict(kind="noise", sigma=0.1, n_samples=3))))
     tables, _ = ev.evaluate(["a", "b", "c"], raw, torch.tensor([0, 1, 2]))
     assert list(tables["complexity"].image_id) == ["a", "b", "c"]
     assert (tables["complexity"].png_bytes > 0).all() and (tables["complexity"].entropy_bits > 0).all()
@@ -193,7 +196,7 @@ def test_complexity_and_continuity_tables():
 
 
 def test_compiled_forward_sees_one_static_shape_and_gives_the_same_rows():
-    """compile=true pads a short chunk to batch_size (bench/evaluate.py Evaluator.logits): the compiled graph
+    """compile=true pads a short chunk to batch_size (bench/run/evaluate.py Evaluator.logits): the compiled graph
     is never recompiled for the last chunk, and the padding never reaches a number."""
     raw = torch.rand(3, 2, 10, 10, generator=torch.Generator().manual_seed(1))
     labels = torch.tensor([0, 1, 2])

@@ -1,4 +1,4 @@
-"""bench/pipeline.py and its use in bench/run.py: order kept, errors raised in the main thread, and work
+"""bench/run/pipeline.py and its use in bench/run/job.py: order kept, errors raised in the main thread, and work
 already finished is written before an error ends the run."""
 
 import threading
@@ -7,11 +7,11 @@ import time
 import pandas as pd
 import pytest
 
-from bench import run as run_mod
-from bench.evaluate import Evaluator
-from bench.hydra_app import compose
-from bench.jobdir import FAILED, finished_block
-from bench.pipeline import HostQueue, prefetched
+from bench.run import job as run_mod
+from bench.run.evaluate import Evaluator
+from bench.run.config import compose
+from bench.run.jobdir import FAILED, finished_block
+from bench.run.pipeline import HostQueue, prefetched
 
 from conftest import FAST_MODEL
 
@@ -128,7 +128,7 @@ def test_a_failing_batch_keeps_the_blocks_before_it_and_resume_gives_the_uninter
 
 
 def test_a_failing_block_write_ends_the_run_with_that_error(tmp_path, cache_dir, monkeypatch):
-    from bench.jobdir import JobDir
+    from bench.run.jobdir import JobDir
 
     write = JobDir.write_block
 
@@ -172,8 +172,8 @@ def test_batches_read_in_slices_by_several_workers_give_the_same_tables(tmp_path
 def test_joined_slices_keep_order_and_unreadable_images():
     import torch
 
-    from bench.api import UnreadableImage
-    from bench.run import Batch, _joined
+    from bench.interfaces import UnreadableImage
+    from bench.run.job import Batch, _joined
 
     def batch(positions, bad=()):
         good = [p for p in positions if p not in bad]

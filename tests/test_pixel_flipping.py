@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import bench
-from bench.collect import collect
+from bench.run.collect import collect
 from bench.errors import BenchError
-from bench.run import run
-from bench.spec import build_spec
+from bench.run.job import run
+from bench.run.spec import build_spec
 
 from conftest import FAST_MODEL, composed, heatmaps_and_targets, quantus_scores
 

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from bench import plugins
 from bench.errors import BenchError
-from bench.perturbation import make_replacement
+from bench.engine.replacement import make_replacement
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
@@ -65,7 +65,7 @@ BAD = [
     ("methods", "translation", dict(shift="1"), "method.params.shift"),
     ("methods", "translation", dict(method="../model/resnet18"), "method.params.method"),
     ("methods", "translation", dict(method=5), "method.params.method"),
-    # bench/perturbation.py
+    # bench/engine/replacement.py
     ("perturbation", "blur", dict(sigma=0), "perturbation.params.sigma"),
     ("perturbation", "blur", dict(sigma=-1.0), "perturbation.params.sigma"),
     ("perturbation", "blur", dict(sigma="abc"), "perturbation.params.sigma"),
@@ -95,7 +95,7 @@ BAD = [
 
 
 def construct(kind: str, plugin: str, params: dict):
-    """The plug-in built the way the run builds it (bench/run.py)."""
+    """The plug-in built the way the run builds it (bench/run/job.py)."""
     if kind == "perturbation":
         return make_replacement(plugin, **params)
     return plugins.load_class(kind, plugin)(**params)
@@ -173,5 +173,5 @@ def test_integers_where_numbers_are_expected_and_the_values_kept():
 def test_unknown_names_stay_one_line():
     with pytest.raises(BenchError, match=r"unknown perturbation \['blur'\]"):
         make_replacement(["blur"])
-    with pytest.raises(TypeError):  # unknown parameter names: Python's TypeError, turned into one line by bench/run.py
+    with pytest.raises(TypeError):  # unknown parameter names: Python's TypeError, turned into one line by bench/run/job.py
         construct("methods", "lrp", dict(epsilom=1.0))

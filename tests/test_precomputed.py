@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from bench.errors import BenchError
-from bench.identity import incompatibility
-from bench.run import run
-from bench.spec import build_spec
+from bench.run.identity import incompatibility
+from bench.run.job import run
+from bench.run.spec import build_spec
 
 from conftest import FAST_MODEL, composed
 
@@ -91,7 +91,7 @@ def test_bad_heatmap_files_are_one_line(source, tmp_path):
 
 
 def test_the_heatmaps_read_are_part_of_the_jobs_identity(source, tmp_path):
-    from bench.identity import manifest_of
+    from bench.run.identity import manifest_of
     from bench.models import load_model
 
     root, arrays = source

@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from bench.progress import Progress, progress, should_draw
+from bench.run.progress import Progress, progress, should_draw
 
 
 class Tty(io.StringIO):

@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.regions import morf_order, n_regions, pixel_ranks, region_scores, seeded_orders, tile_ids
+from bench.engine.regions import morf_order, n_regions, pixel_ranks, region_relevance, seeded_orders, tile_ids
 
 
 @settings(max_examples=60, deadline=None)
@@ -32,7 +32,7 @@ def test_non_divisible_border_tiles_are_smaller():
 def test_region_score_is_sum_of_heatmap():
     ids = tile_ids(4, 4, 2)
     h = torch.arange(16.0).view(1, 4, 4)
-    assert region_scores(h, ids, 4).tolist() == [[0 + 1 + 4 + 5, 2 + 3 + 6 + 7, 8 + 9 + 12 + 13, 10 + 11 + 14 + 15]]
+    assert region_relevance(h, ids, 4).tolist() == [[0 + 1 + 4 + 5, 2 + 3 + 6 + 7, 8 + 9 + 12 + 13, 10 + 11 + 14 + 15]]
 
 
 def test_ties_are_broken_by_the_seeded_permutation_not_by_position():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.render import COLORMAP, centre_colour, normalize_heatmap, render_heatmap, render_heatmaps
+from bench.engine.render import COLORMAP, centre_colour, normalize_heatmap, render_heatmap, render_heatmaps
 
 
 def _cmap_bytes(v):

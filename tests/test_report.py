@@ -13,16 +13,20 @@ import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
-from bench import style
+from bench.report import style
 from bench.errors import BenchError
 from bench.report import load_results, make_report, network_quality_figure
 from bench.report.aggregate import bootstrap_band, mean_band, relative_to_random
 from bench.report.build import FIG4_FILES, FIG4_PANELS, FIG8_FILES, FIG8_PANELS
-from bench.report.figures import (complexity_scatter_figures, curve_figures, entropy_figures,
-                                  heatmap_grid_figures, relative_figures, road_figures)
+from bench.protocols import Figure as Declared
+from bench.protocols.aopc import CURVE_COLUMNS as OWN_CURVE_COLUMNS
+from bench.report.figures import (box_figures, curve_figures, fraction_figures, heatmap_grid_figures, relative_figures,
+                                  scatter_figures)
 from bench.report.table import holm, summary_table, to_latex, to_markdown, wilcoxon_p
-from bench.stats import bootstrap_ci
-from bench.tables import CURVE_COLUMNS, with_provenance, write_parquet
+from bench.engine.stats import bootstrap_ci
+from bench.run.tables import PROVENANCE, with_provenance, write_parquet
+
+CURVE_COLUMNS = PROVENANCE + OWN_CURVE_COLUMNS
 
 # Method → per-step drop of the MoRF curve (random order drops 0.2 per step); bigger = better heatmap.
 SLOPES = {"random": 0.2, "sensitivity": 0.5, "lrp_eps": 0.8, "my_method": 0.35}
@@ -67,7 +71,7 @@ def make_run(run_dir, method, dataset="toyset", patch=4, seed=0, n_images=12, L=
     write_parquet(curves, run_dir / "curves.parquet")
     hm = np.random.default_rng([seed, sum(map(ord, method))]).normal(0, 1, (n_images, *hw))
     if complexity:
-        from bench.complexity import complexity as cx
+        from bench.protocols.complexity import complexity as cx
         table = cx(hm, image_keys=ids).rename(columns={"image": "image_id"})
         write_parquet(with_provenance(table, prov), run_dir / "complexity.parquet")
     if heatmaps == "parquet":
@@ -120,7 +124,7 @@ def test_load_finds_every_run_with_keys_and_side_tables(sweep, results):
     assert set(results.curves.run) == set(results.runs.run)
     assert not results.runs.duplicate.any() and results.warnings == []
     # complexity: 6 runs (patch-2 runs have none); heatmaps: parquet and npz both read
-    assert results.complexity.run.nunique() == 6
+    assert results.tables["complexity"].run.nunique() == 6
     h = results.heatmaps
     assert h.run.nunique() == 6 and all(a.shape == (8, 8) for a in h.heatmap)
     npz_run = "5_method=lrp_eps,dataset=otherset"
@@ -192,7 +196,7 @@ def test_labels_name_what_differs(tmp_path):
 def test_relative_curve_is_paired_difference_with_bootstrap_band(results):
     run = "2_method=lrp_eps,dataset=toyset"
     curves = results.run_table(run)
-    diff = relative_to_random(curves)
+    diff = relative_to_random(curves, "aopc")
     morf = curves[curves.order == "morf"].pivot(index="image_id", columns="step", values="aopc")
     rnd = curves[curves.order == "random"].pivot(index="image_id", columns="step", values="aopc")
     np.testing.assert_allclose(diff.values, (morf - rnd).loc[list(diff.image_ids)].to_numpy())
@@ -316,15 +320,15 @@ def make_road(run_dir, method, n_images=12, fractions=(0.1, 0.3, 0.5)):
 
 
 def test_road_curves_and_road_table(tmp_path):
-    from bench.summary import road_quantities
+    from bench.protocols.road import road_quantities
 
     for m in ("random", "sensitivity", "lrp_eps"):
         make_run(tmp_path / m, m, complexity=False, heatmaps=None)
         make_road(tmp_path / m, m)
     make_run(tmp_path / "no_road", "my_method", complexity=False, heatmaps=None)  # a run without ROAD
     res = load_results(tmp_path)
-    assert set(res.road.run) == {"random", "sensitivity", "lrp_eps"} and len(res.road) == 3 * 12 * 3 * 4
-    [(suffix, fig)] = road_figures(res, n_boot=50)
+    assert set(res.tables["road"].run) == {"random", "sensitivity", "lrp_eps"} and len(res.tables["road"]) == 3 * 12 * 3 * 4
+    [(suffix, fig)] = fraction_figures(res, "road_curves", n_boot=50)
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in axes] == ["ROAD MoRF · toyset", "ROAD LeRF · toyset"]
     for ax, sign in zip(axes, (-1, 1)):
@@ -338,7 +342,7 @@ def test_road_curves_and_road_table(tmp_path):
     table = summary_table(res, "road_gap", n_boot=200)
     assert list(table.method) == ["random", "sensitivity", "lrp_eps"]  # the run without ROAD is not a row
     for _, r in table.iterrows():
-        gap = road_quantities(res.road_table(r.run))["road_gap"].to_numpy()
+        gap = road_quantities(res.run_table(r.run, "road"))["road_gap"].to_numpy()
         # trapezoid of a line over [0, 0.5]: (LeRF − MoRF) slope × 0.5² / 2
         assert r["mean"] == pytest.approx(gap.mean()) and r.n_images == 12
         assert (r.ci_low, r.ci_high) == pytest.approx(bootstrap_ci(gap, n_boot=200, seed=0))
@@ -389,22 +393,21 @@ def make_protocols(run_dir, method, n_images=12):
 
 
 def test_deletion_insertion_curves_and_the_family_table(tmp_path):
-    from bench.report.figures import protocol_figures
     from bench.report.table import family_markdown, family_table
-    from bench.summary import curve_auc
+    from bench.protocols.base import curve_auc
 
     for m in ("random", "sensitivity", "lrp_eps"):
         make_run(tmp_path / m, m, complexity=False, heatmaps=None)
         make_protocols(tmp_path / m, m)
     res = load_results(tmp_path)
-    assert set(res.protocols) == {"deletion", "insertion", "faithfulness_correlation", "irof", "pixel_flipping"}
-    [(_, fig)] = protocol_figures(res, "pixel_flipping", n_boot=50)
+    assert set(res.tables) == {"deletion", "insertion", "faithfulness_correlation", "irof", "pixel_flipping"}
+    [(_, fig)] = fraction_figures(res, "pixel_flipping_curves", n_boot=50)
     [ax] = [ax for ax in fig.axes if ax.get_visible()]
     assert ax.get_title() == "Pixel-flipping · toyset" and ax.get_xlabel() == "pixels flipped (%)"
     lines = labelled_lines(ax)
     assert [ln.get_label() for ln in lines] == ["Random", "random order", "Sensitivity (ℓ₂)", "LRP-ε"]
     assert list(lines[2].get_ydata()) == pytest.approx(5 - (1 + 4 * SLOPES["sensitivity"]) * 4 * np.linspace(0, 1, 5))
-    [(_, fig)] = protocol_figures(res, "deletion_insertion", n_boot=50)
+    [(_, fig)] = fraction_figures(res, "deletion_insertion_curves", n_boot=50)
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in axes] == ["Deletion · toyset", "Insertion · toyset"]
     assert [ax.get_ylabel() for ax in axes] == ["$f_c$ (softmax)"] * 2
@@ -412,32 +415,32 @@ def test_deletion_insertion_curves_and_the_family_table(tmp_path):
     assert [ln.get_label() for ln in lines] == ["Random", "random order", "Sensitivity (ℓ₂)", "LRP-ε"]
     assert list(lines[2].get_xdata()) == pytest.approx([0, 25, 50, 75, 100])
     family = family_table(res, n_boot=100)
-    assert list(dict.fromkeys(family.quantity)) == ["aopc_morf_minus_random", "pixel_flipping_auc", "deletion_auc_morf",
-                                                   "insertion_auc_morf", "irof_morf", "faithfulness_correlation"]
+    assert list(dict.fromkeys(family.quantity)) == ["aopc_morf_minus_random", "irof_morf", "pixel_flipping_auc",
+                                                   "faithfulness_correlation", "deletion_auc_morf", "insertion_auc_morf"]
     assert by_best(family, "pixel_flipping_auc") == "lrp_eps"  # lowest: the steepest fall
     by = family.set_index(["quantity", "method"])
     # IROF of an image: mean over k = 0 … R of good·k/R = good/2, whatever R
     assert by.loc[("irof_morf", "lrp_eps"), "mean"] == pytest.approx(SLOPES["lrp_eps"] / 2)
     assert by.loc[("irof_morf", "lrp_eps"), "is_best"]
-    auc = curve_auc(res.protocol_table("deletion", "lrp_eps"), "fraction_changed")["morf"]
+    auc = curve_auc(res.run_table("lrp_eps", "deletion"), "fraction_changed")["morf"]
     assert by.loc[("deletion_auc_morf", "lrp_eps"), "mean"] == pytest.approx(auc.mean())
     assert by.loc[("deletion_auc_morf", "lrp_eps"), "is_best"]  # lowest deletion AUC
     assert by.loc[("insertion_auc_morf", "lrp_eps"), "is_best"] and by.loc[("faithfulness_correlation", "lrp_eps"),
                                                                             "is_best"]
     text = family_markdown(family)
-    assert text.splitlines()[0] == ("| method | AOPC − random | pixel-flipping AUC | deletion AUC | insertion AUC | IROF "
-                                    "| faithfulness correlation |")
+    assert text.splitlines()[0] == ("| method | AOPC − random | IROF | pixel-flipping AUC | faithfulness correlation "
+                                    "| deletion AUC | insertion AUC |")
     assert "pixel-flipping AUC: lower, deletion AUC: lower is better" in text and "over 12 images" in text
     written = make_report(tmp_path, tmp_path / "report", n_boot=50, formats=("png",))
     assert {"deletion_insertion_curves", "pixel_flipping_curves", "faithfulness_table"} <= set(written)
 
 
 def test_no_road_figure_or_table_without_road_tables(results, tmp_path):
-    assert results.road is None and road_figures(results) == []
+    assert "road" not in results.tables and fraction_figures(results, "road_curves") == []
 
 
 def test_complexity_scatter_and_entropy_boxes(results):
-    [(_, fig)] = complexity_scatter_figures(results)
+    [(_, fig)] = scatter_figures(results)
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert len(axes) == 4  # 2 datasets × (random, lrp_eps) against the reference, sensitivity
     for ax in axes:
@@ -449,9 +452,10 @@ def test_complexity_scatter_and_entropy_boxes(results):
         assert len(pts.get_offsets()) == 12
         diag = [ln for ln in ax.get_lines() if ln.get_label() == "_diagonal"][0]
         assert list(diag.get_xdata()) == list(diag.get_ydata())
-    [(_, fig)] = complexity_scatter_figures(results, reference="lrp_eps", metric="jpeg_bytes")
+    jpeg = Declared("complexity_scatter", "scatter", table="complexity", value="jpeg_bytes", label="JPEG size (bytes)")
+    [(_, fig)] = scatter_figures(results, jpeg, reference="lrp_eps")
     assert all("LRP-ε" in ax.get_xlabel() and "JPEG" in ax.get_xlabel() for ax in fig.axes if ax.get_visible())
-    [(_, fig)] = entropy_figures(results)
+    [(_, fig)] = box_figures(results)
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in axes] == ["otherset", "toyset"]
     for ax in axes:
@@ -461,7 +465,7 @@ def test_complexity_scatter_and_entropy_boxes(results):
 
 
 def test_heatmap_grid_uses_the_suite_rendering(results):
-    from bench.render import render_heatmap
+    from bench.engine.render import render_heatmap
     figs = heatmap_grid_figures(results, n_images=5)
     assert [s for s, _ in figs] == ["__dataset-otherset", "__dataset-toyset"]
     fig = dict(figs)["__dataset-toyset"]
@@ -493,7 +497,7 @@ def test_figures_name_datasets_and_say_what_the_bands_are(results):
     assert style.dataset_name("mnist_embedded") == "MNIST (embedded sample)" and style.dataset_name("x1") == "x1"
     for _, fig in relative_figures(results, FIG4_PANELS, FIG4_FILES, n_boot=20):
         assert fig.texts[0].get_text() == "mean over 12 images; band: 95% bootstrap interval"
-    fig = entropy_figures(results)[0][1]
+    fig = box_figures(results)[0][1]
     assert all(t.get_rotation() == 0 for ax in fig.axes for t in ax.get_xticklabels())
 
 
@@ -501,16 +505,16 @@ def test_network_quality_figure_two_axes_and_correlations():
     it = np.array([100, 200, 400, 800, 1600, 3200])
     acc = np.array([0.3, 0.5, 0.62, 0.7, 0.74, 0.76])
     df = pd.DataFrame({"iteration": np.tile(it, 2), "test_accuracy": np.tile(acc, 2),
-                       "aopc_mean": np.r_[acc * 10 + [0, .1, -.1, .05, 0, .02], -acc],
+                       "mean": np.r_[acc * 10 + [0, .1, -.1, .05, 0, .02], -acc], "label": "AOPC",
                        "method": ["lrp_eps"] * 6 + ["sensitivity"] * 6})
-    df["aopc_ci_low"], df["aopc_ci_high"] = df.aopc_mean - 0.2, df.aopc_mean + 0.2
+    df["ci_low"], df["ci_high"] = df["mean"] - 0.2, df["mean"] + 0.2
     fig, corr = network_quality_figure(df[df.method == "lrp_eps"].drop(columns="method"))
     ax, ax2 = fig.axes
     assert ax.get_ylabel() == "test accuracy" and ax2.get_ylabel() == "AOPC" and "training" in ax.get_xlabel()
     assert list(labelled_lines(ax)[0].get_ydata()) == list(acc) and len(bands(ax2)) == 1
     r = corr.iloc[0]
     from scipy.stats import pearsonr, spearmanr
-    assert r.pearson_r == pytest.approx(pearsonr(acc, df.aopc_mean[:6]).statistic) and r.spearman_rho == 1.0
+    assert r.pearson_r == pytest.approx(pearsonr(acc, df["mean"][:6]).statistic) and r.spearman_rho == 1.0
     assert f"Pearson r = {r.pearson_r:.2f}" in ax.get_title() and "Spearman ρ = 1.00" in ax.get_title()
     fig, corr = network_quality_figure(df)
     assert list(corr.method) == ["sensitivity", "lrp_eps"] and corr.pearson_r.iloc[0] < 0 < corr.pearson_r.iloc[1]

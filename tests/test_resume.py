@@ -13,7 +13,7 @@ import time
 import pandas as pd
 import pytest
 
-from bench.collect import collect
+from bench.run.collect import collect
 from bench.errors import BenchError
 
 from conftest import FAST_MODEL
@@ -22,8 +22,8 @@ from conftest import FAST_MODEL
 # images it explained (to show that a resumed job does not recompute the finished blocks).
 SLOW_METHOD = textwrap.dedent("""
     import os, time
-    from bench.api import Method
-    from bench.seeding import rand_per_image
+    from bench.interfaces import Method
+    from bench.engine.seeding import rand_per_image
 
     class Slow(Method):
         def attribute(self, model, x, target, ctx):
@@ -114,7 +114,7 @@ def test_sigkilled_job_resumes_to_the_uninterrupted_result(cache_dir, slow, tmp_
     # an uninterrupted run of the same job (in-process) gives identical tables
     monkeypatch.setenv("BENCH_PLUGIN_PATH", str(slow))
     monkeypatch.setenv("SLOW_LOG", str(tmp_path / "reference.log"))
-    from bench.run import run
+    from bench.run.job import run
 
     run(_compose(slow), tmp_path / "reference")
     resumed, reference = _tables(run_dir), _tables(tmp_path / "reference")
@@ -141,8 +141,8 @@ def test_sigkilled_job_resumes_to_the_uninterrupted_result(cache_dir, slow, tmp_
 def test_runtime_keys_do_not_block_resume_and_blocks_never_cross(cache_dir, slow, tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_PLUGIN_PATH", str(slow))
     monkeypatch.setenv("SLOW_LOG", str(tmp_path / "log"))
-    from bench.run import run
-    from bench.spec import build_spec as spec_of
+    from bench.run.job import run
+    from bench.run.spec import build_spec as spec_of
 
     job = spec_of(_compose(slow, "n_images=7", "block_size=3", "shard=1", "num_shards=2"))
     assert job.blocks() == [(1, 3, 6), (2, 6, 7)]  # 3 blocks; shard 1 of 2 takes the last two
@@ -152,16 +152,16 @@ def test_runtime_keys_do_not_block_resume_and_blocks_never_cross(cache_dir, slow
         spec_of(_compose(slow, "shard=2", "num_shards=2"))
     # an attempt that dies after its last block but before DONE; started again with other runtime keys
     # (batch_size, num_workers), it only assembles the blocks
-    import bench.run
+    import bench.run.job
 
     def crash(*args, **kwargs):
         raise RuntimeError("killed before the end")
 
-    run_dir, finish = tmp_path / "job", bench.run._finish
-    monkeypatch.setattr(bench.run, "_finish", crash)
+    run_dir, finish = tmp_path / "job", bench.run.job._finish
+    monkeypatch.setattr(bench.run.job, "_finish", crash)
     with pytest.raises(RuntimeError):
         run(_compose(slow, "batch_size=1"), run_dir)
-    monkeypatch.setattr(bench.run, "_finish", finish)
+    monkeypatch.setattr(bench.run.job, "_finish", finish)
     explained = (tmp_path / "log").read_text()
     assert len(explained.split()) == 6 and not (run_dir / "DONE").exists()
     # blocks computed by other code are never continued

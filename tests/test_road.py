@@ -7,13 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.collect import collect
+from bench.run.collect import collect
 from bench.errors import BenchError
-from bench.evaluate import Evaluator
-from bench.regions import seeded_orders
-from bench.run import run
-from bench.spec import build_spec
-from bench.summary import road_auc, road_quantities
+from bench.run.evaluate import Evaluator
+from bench.engine.regions import seeded_orders
+from bench.run.job import run
+from bench.run.spec import build_spec
+from bench.protocols.road import road_auc, road_quantities
 
 from conftest import FAST_MODEL, composed
 
@@ -141,7 +141,7 @@ def test_agrees_with_quantus_road_where_the_definitions_coincide():
         target = model(x).argmax(1)
         f0 = model(x).gather(1, target.view(-1, 1))[:, 0]
     ids = [f"img{i}" for i in range(6)]
-    ours = evaluator._road(x, seeded_orders(heat.reshape(6, -1), ids, spec.seed), target, f0, target, ids)()["road"]
+    ours = evaluator.run_protocol(spec.protocol("road"), x, heat, target, ids)["road"]
     ours = ours[(ours.order == "morf") & (ours.step > 0)].sort_values(["image_id", "step"])
     metric = quantus.ROAD(noise=0.0, percentages=[25, 50, 75], abs=False, normalise=False, disable_warnings=True,
                           display_progressbar=False)

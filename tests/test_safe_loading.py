@@ -12,7 +12,8 @@ import torch
 
 from bench import plugins
 from bench.errors import BenchError
-from bench.models import _load_state, load_checkpoint, load_torchvision, load_user
+from bench.models import load_checkpoint, load_torchvision, load_user
+from bench.models.weights import _load_state
 
 
 class Payload:

@@ -1,4 +1,4 @@
-"""Sweeps through a real Slurm (hydra/launcher=slurm_cpu, bench/slurm.py): a grid collected through the
+"""Sweeps through a real Slurm (hydra/launcher=slurm_cpu, bench/run/slurm.py): a grid collected through the
 callback; a job cancelled after its first block, then the same command; a job requeued after its time
 limit; a refused request; a job that fails. Tables are compared with the same sweep run here without Slurm.
 
@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import slurm
-from bench.collect import collect
+from bench.run import slurm
+from bench.run.collect import collect
 
 from conftest import FAST_MODEL
 
@@ -286,7 +286,7 @@ def test_limits_are_named_from_sinfo(monkeypatch):
 
 
 def test_ended_jobs_are_named_in_the_collected_report(tmp_path):
-    from bench.hydra_app import CollectCallback, SWEEP
+    from bench.run.cli import CollectCallback, SWEEP
     from omegaconf import OmegaConf
 
     (tmp_path / "method=random").mkdir()

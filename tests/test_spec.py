@@ -1,6 +1,6 @@
 """Bad input, tried as a new user and as an attacker would: every case ends in exit status 2 and one line on
 stderr, no traceback, and a finished run living in the same folder is byte-identical afterwards and still
-collects as finished. Most cases run in-process (the real entry point, ``bench.hydra_app.main``); a dozen go
+collects as finished. Most cases run in-process (the real entry point, ``bench.run.cli.main``); a dozen go
 through the installed ``bench`` command. The schema of the run specification is checked against
 conf/config.yaml key by key."""
 
@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.collect import collect
+from bench.run.collect import collect
 from bench.errors import BenchError
-from bench.hydra_app import compose, main
+from bench.run.cli import main
+from bench.run.config import compose
 from bench.plugins import CONF_DIR
-from bench.spec import BLOCKS, REGION_KEYS, SCALARS, TOP_KEYS, build_spec
+from bench import protocols
+from bench.run.spec import REGION_KEYS, SCALARS, build_spec, top_keys
 
 from conftest import FAST_MODEL, bench_main
 
@@ -212,13 +214,18 @@ def test_help_shell_completion_and_stdout_holds_only_the_table(finished_run, cac
 # ------------------------------------------------------------------------------ the schema
 
 def test_schema_covers_every_key_of_the_config():
+    """conf/config.yaml holds the scalars; every protocol's block comes from its declaration (bench/protocols/),
+    composed with its defaults, and nowhere else."""
     conf = yaml.safe_load((CONF_DIR / "config.yaml").read_text())
     groups = {"method", "dataset", "model", "perturbation", "regions"}
     keys = {k for k in conf if k not in ("defaults", "hydra")} | groups
-    assert keys == set(TOP_KEYS)
-    for block, schema in BLOCKS.items():
-        assert set(conf[block]) == set(schema)
-    assert set(SCALARS) | set(BLOCKS) == keys - groups
+    blocks = protocols.settings_blocks()
+    assert set(SCALARS) == keys - groups and not set(blocks) & keys
+    assert set(top_keys()) == keys | set(blocks)
+    composed_conf = compose([])
+    for name, defaults in blocks.items():
+        assert composed_conf[name] == defaults
+        assert protocols.protocol_class(name).from_config(composed_conf[name]) == protocols.protocol_class(name)()
     for kind, valid in REGION_KEYS.items():  # conf/regions/<kind>.yaml has exactly the keys its kind takes
         assert set(yaml.safe_load((CONF_DIR / "regions" / f"{kind}.yaml").read_text())) == set(valid)
 
@@ -234,7 +241,7 @@ def test_every_shipped_choice_builds(cache_dir):
             assert spec.method.obj is not None and spec.perturbation.obj is not None
     import torch
 
-    from bench.evaluate import Evaluator
+    from bench.run.evaluate import Evaluator
 
     spec = build_spec(compose(["perturbation=blur"]))
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10))

@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 
 from bench.errors import BenchError
-from bench.run import run
-from bench.spec import build_spec
-from bench.summary import per_image_quantities, srg_quantities
+from bench.run.job import run
+from bench.run.spec import build_spec
+from bench.protocols.srg import SRG
+from bench.run.summary import per_image_quantities
 
 from conftest import FAST_MODEL, composed
 
@@ -36,7 +37,7 @@ def test_srg_by_hand():
 
 
 def test_srg_needs_lerf_in_one_line():
-    with pytest.raises(BenchError, match=r"metrics=\[…, srg\] compares the LeRF and MoRF curves: add lerf to orders"):
+    with pytest.raises(BenchError, match=r"metrics=\[…, srg\] needs the lerf order: add lerf to orders"):
         build_spec(composed([*FAST_MODEL, "metrics=[aopc,srg]"]))
 
 
@@ -45,8 +46,7 @@ def test_a_runs_srg_is_its_curves_srg(tmp_path):
                   "bootstrap=50", "method=gradient_x_input"]), tmp_path)
     curves = pd.read_parquet(tmp_path / "curves.parquet")
     summary = pd.read_csv(tmp_path / "summary.csv").set_index("quantity")
-    final = curves[curves.step == 6].pivot(index="image_id", columns="order", values="aopc")
-    expected = srg_quantities(curves, final.loc[curves.image_id.unique()])
+    expected = SRG.per_image({"curves": curves})
     for name in ("srg", "srg_aopc"):
         assert summary.loc[name, "mean"] == pytest.approx(expected[name].mean(), rel=1e-6)  # (float32 tables)
         assert summary.loc[name, "n_images"] == 5

@@ -9,13 +9,13 @@ import torch
 from skimage.segmentation import slic
 
 import bench
-from bench.collect import collect
+from bench.run.collect import collect
 from bench.errors import BenchError
-from bench.regions import Regions
-from bench.run import run
-from bench.spec import build_spec
-from bench.summary import irof_quantities
-from bench.superpixels import slic_labels
+from bench.engine.regions import Regions
+from bench.run.job import run
+from bench.run.spec import build_spec
+from bench.protocols.irof import irof_quantities
+from bench.engine.superpixels import slic_labels
 
 from conftest import FAST_MODEL, composed, heatmaps_and_targets, quantus_scores
 
@@ -52,10 +52,10 @@ def test_slic_labels_are_scikit_images_segments_and_do_not_depend_on_the_batch()
 
 def test_ragged_regions_by_hand():
     ids = torch.tensor([[[0, 0, 1], [2, 2, 1]], [[0, 1, 2], [3, 4, 4]]])  # 3 and 5 regions
-    regions = Regions.per_image(ids, [3, 5], score="mean")
+    regions = Regions.per_image(ids, [3, 5], aggregate="mean")
     heat = torch.tensor([[[1.0, 3.0, 5.0], [0.0, 2.0, 7.0]], [[4.0, 1.0, 9.0], [2.0, 3.0, 5.0]]])
     expected = torch.tensor([[2.0, 6.0, 1.0, 0, 0], [4.0, 1.0, 9.0, 2.0, 4.0]])
-    assert torch.equal(regions.scores(heat), expected)
+    assert torch.equal(regions.relevance(heat), expected)
     assert regions.sizes.tolist() == [[2, 2, 2, 0, 0], [1, 1, 1, 1, 2]]
     orders = regions.orders(heat, ["a", "b"], seed=0)
     assert orders["morf"][0].tolist()[:3] == [1, 0, 2] and sorted(orders["morf"][0, 3:].tolist()) == [3, 4]

@@ -10,9 +10,9 @@ import sys
 import pandas as pd
 import pytest
 
-from bench.collect import collect
-from bench.hydra_app import dirname_of, sweep_name
-from bench.tables import PROVENANCE
+from bench.run.collect import collect
+from bench.run.config import dirname_of, sweep_name
+from bench.run.tables import PROVENANCE
 
 from conftest import FAST_MODEL
 
@@ -35,7 +35,7 @@ def in_process(overrides, out_dir):
     from hydra import compose, initialize_config_dir
 
     from bench.plugins import CONF_DIR
-    from bench.run import run
+    from bench.run.job import run
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return run(compose("config", overrides=[*FAST_MODEL, *overrides]), out_dir)
@@ -46,7 +46,7 @@ def without_wall_time(df):
 
 
 BOOM = """
-from bench.api import Method
+from bench.interfaces import Method
 
 class Boom(Method):
     def attribute(self, model, x, target, ctx):
@@ -198,7 +198,7 @@ def test_experiments_and_launcher_configs_compose():
         assert (launcher.partition, launcher.timeout_min, launcher.cpus_per_task, launcher.mem_gb) == \
             ("gpu", 240, 8, 32)
         assert launcher.array_parallelism == 64 and launcher.max_num_timeout == 3
-        assert launcher._target_ == "hydra_plugins.bench_slurm.SlurmLauncher"  # bench/slurm.py, registered
+        assert launcher._target_ == "hydra_plugins.bench_slurm.SlurmLauncher"  # bench/run/slurm.py, registered
         cpu = compose("config", overrides=["hydra/launcher=slurm_cpu"], return_hydra_config=True).hydra.launcher
         assert cpu._target_ == launcher._target_ and cpu.gpus_per_node is None and (cpu.cpus_per_task, cpu.mem_gb) == (2, 4)
         for name in ("joblib", "submitit_local", "submitit_slurm"):
@@ -206,8 +206,8 @@ def test_experiments_and_launcher_configs_compose():
 
 
 def _finished_job(job_dir, key, curves):
-    """A finished unsharded job folder as bench/run.py leaves it (markers, manifest, tables)."""
-    from bench.tables import write_json
+    """A finished unsharded job folder as bench/run/job.py leaves it (markers, manifest, tables)."""
+    from bench.run.tables import write_json
 
     job_dir.mkdir(parents=True)
     curves.to_parquet(job_dir / "curves.parquet", index=False)

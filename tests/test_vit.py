@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from bench.errors import BenchError
-from bench.run import run
-from bench.spec import build_spec
+from bench.run.job import run
+from bench.run.spec import build_spec
 
 from conftest import composed
 
@@ -72,7 +72,7 @@ def test_a_vit_runs_every_protocol(method, tmp_path):
     ("guided_backprop", "defined for ReLU networks; layer 'vit.encoder"),
 ])
 def test_lrp_and_modified_relu_backward_refuse_the_vits_layers_by_name(method, message):
-    from bench.evaluate import Evaluator
+    from bench.run.evaluate import Evaluator
     from bench.models import load_model
 
     spec = build_spec(composed([*VIT, f"method={method}"]))

@@ -3,8 +3,7 @@ composites mapping layers to rules (composites.py), BatchNorm merging (canonizer
 
 from .composites import Composite, as_composite, deep_taylor, epsilon_gamma_box
 from .propagate import WeightCache, lrp, lrp_hooks
-from .rules import (AlphaBeta, Epsilon, Flat, Gamma, Part, Rule, Term, WSquare, ZBox, Zero, ZPlus, make_rule,
-                    stabilize)
+from .rules import AlphaBeta, Epsilon, Flat, Gamma, Part, Rule, Term, WSquare, ZBox, Zero, ZPlus, make_rule, stabilize
 
 __all__ = ["lrp", "lrp_hooks", "WeightCache", "Rule", "Term", "Part", "Epsilon", "Zero", "Gamma", "AlphaBeta", "ZPlus", "ZBox",
            "WSquare", "Flat", "make_rule", "stabilize", "Composite", "as_composite", "deep_taylor",

@@ -18,15 +18,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("dirs", nargs="+", help="results folders (a run, a sweep, or any folder above them)")
     p.add_argument("--out", help="output folder (default: <first DIR>/report)")
     p.add_argument("--baseline", default="random",
-                   help="AOPC figure relative to: 'random' (the random order of each run, TNNLS Fig. 4) or a "
+                   help="the relative figure (AOPC) relative to: 'random' (the random order of each run, TNNLS Fig. 4) or a "
                         "method name (its run of the same setting, paired by image)")
     p.add_argument("--patch-baseline", default="random",
                    help="the same for the per-patch-size figure (TNNLS Fig. 8 uses sensitivity)")
-    p.add_argument("--quantity", default="aopc_morf_minus_random", choices=["aopc_morf_minus_random", "aopc_morf", "road_gap",
-                                                                     "road_auc_morf_minus_random"],
-                   help="what the summary table reports per image (AOPC at the last step L, or a ROAD quantity; "
-                        "road_table.* always reports the ROAD gap)")
-    p.add_argument("--reference", help="method on the x axis of the complexity scatter (default: the first "
+    from .. import protocols
+
+    p.add_argument("--quantity", default=None, choices=list(protocols.quantities()), metavar="QUANTITY",
+                   help="what the summary table reports per image: any quantity of summary.csv ("
+                        + ", ".join(protocols.quantities()) + "); default: the headline of the protocol every run "
+                        "computes, AOPC − random. Tables of a protocol's own (road_table.*) report its headline")
+    p.add_argument("--reference", help="method on the x axis of the scatter figures (default: the first "
                                        "non-random method in catalogue order)")
     p.add_argument("--grid-images", type=int, default=8, help="images (columns) in the heatmap grid")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% bands")

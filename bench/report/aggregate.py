@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..stats import bootstrap_ci, sem
+from ..engine.stats import bootstrap_ci, sem
 
 #: Bound on n_boot × n_images × steps values resampled at once (bootstrap over steps in chunks).
 MAX_BOOT_VALUES = 1 << 23
@@ -27,7 +27,7 @@ class PerImage:
     values: np.ndarray
 
 
-def per_image(curves: pd.DataFrame, order: str, value: str = "aopc") -> PerImage | None:
+def per_image(curves: pd.DataFrame, order: str, value: str) -> PerImage | None:
     """Images × steps matrix of ``value`` for one run's rows of ``order``; images in order of first
     appearance (as summary.csv), only images with every step. None if the order is absent."""
     sub = curves[curves.order == order]
@@ -73,51 +73,30 @@ def mean_band(m: PerImage, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
                          "ci_low": low, "ci_high": high, "n_images": len(m.image_ids)})
 
 
-def relative_to_random(curves: pd.DataFrame) -> PerImage | None:
-    """Per image and step: AOPC(MoRF) − AOPC(random order) of the same run (paired: same replacement
-    draws). None when the run has no random-order rows."""
-    morf, rnd = per_image(curves, "morf"), per_image(curves, "random")
+def relative_to_random(curves: pd.DataFrame, value: str) -> PerImage | None:
+    """Per image and step: ``value`` (e.g. AOPC) of MoRF − the same of the random order of the same run (paired:
+    same replacement draws). None when the run has no random-order rows."""
+    morf, rnd = per_image(curves, "morf", value), per_image(curves, "random", value)
     if morf is None or rnd is None:
         return None
     return paired_difference(morf, rnd)
 
 
-def relative_to_run(curves: pd.DataFrame, baseline: pd.DataFrame) -> PerImage | None:
-    """Per image and step: AOPC(MoRF) of this run − AOPC(MoRF) of a baseline run (e.g. sensitivity, as
-    TNNLS Fig. 8), over the images and steps both have."""
-    a, b = per_image(curves, "morf"), per_image(baseline, "morf")
+def relative_to_run(curves: pd.DataFrame, baseline: pd.DataFrame, value: str) -> PerImage | None:
+    """Per image and step: ``value`` of MoRF of this run − the same of a baseline run (e.g. sensitivity, as TNNLS
+    Fig. 8), over the images and steps both have."""
+    a, b = per_image(curves, "morf", value), per_image(baseline, "morf", value)
     if a is None or b is None:
         return None
     return paired_difference(a, b)
 
 
-ROAD_QUANTITIES = ("road_gap", "road_auc_morf", "road_auc_lerf", "road_auc_random", "road_auc_morf_minus_random")
-#: What the summary table may report besides AOPC, per image as the run's summary computes them (SPEC §9).
-FAMILY_QUANTITIES = (*ROAD_QUANTITIES, "srg", "srg_aopc", "deletion_auc_morf", "deletion_auc_morf_minus_random",
-                     "insertion_auc_morf", "insertion_auc_morf_minus_random", "faithfulness_correlation",
-                     "pixel_flipping_auc", "pixel_flipping_auc_minus_random", "irof_morf",
-                     "irof_morf_minus_random", "irof_aoc")
-
-
-def family_values(quantities: pd.DataFrame | None, quantity: str) -> pd.Series | None:
-    """Per image (index image_id, order of appearance) one of FAMILY_QUANTITIES from a run's per-image
-    quantities (``Results.run_quantities``: as its summary computes them); None when the run does not have it."""
+def quantity_values(results, run: str, quantity: str) -> pd.Series | None:
+    """Per image (index image_id, order of appearance) one declared quantity of one run, exactly as its summary
+    computes it (``Results.run_quantities``), the images where it is finite; None when the run does not have it."""
+    quantities = results.run_quantities(run)
     if quantities is None or quantity not in quantities:
         return None
-    out = quantities[quantity].rename(quantity)
+    out = quantities[quantity].astype(np.float64).rename(quantity)
     out.index.name = "image_id"
-    return out
-
-
-def final_values(curves: pd.DataFrame, quantity: str) -> pd.Series | None:
-    """Per image (index image_id, order of appearance), at the run's last step: ``aopc_morf``,
-    ``aopc_random`` or ``aopc_morf_minus_random``. None when the needed order is absent."""
-    if quantity == "aopc_morf_minus_random":
-        m = relative_to_random(curves)
-    elif quantity in ("aopc_morf", "aopc_random"):
-        m = per_image(curves, quantity.split("_")[1])
-    else:
-        raise ValueError(f"unknown quantity {quantity!r}")
-    if m is None or m.values.size == 0:
-        return None
-    return pd.Series(m.values[:, -1], index=pd.Index(m.image_ids, name="image_id"), name=quantity)
+    return out[np.isfinite(out.to_numpy())]

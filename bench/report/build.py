@@ -1,38 +1,45 @@
-"""``make_report``: tables of one or many runs → every figure (PDF + PNG) and the summary table (MD, TeX, CSV).
+"""``make_report``: tables of one or many runs → every figure (PDF + PNG) and the summary tables (MD, TeX, CSV).
 
-Files written to ``out`` (a name gets ``__<setting>`` appended when the setting that is neither a panel
-nor a line varies, e.g. ``aopc_vs_random__patch-4``):
+Which figures and tables there are follows from the protocols' declarations (bench/protocols/: ``figures``,
+``quantities``, ``own_table``) and the tables the runs have. Files written to ``out`` (a name gets
+``__<setting>`` appended when the setting that is neither a panel nor a line varies, e.g.
+``aopc_vs_random__patch-4``):
 
-=================================  =====================================================================
-``aopc_vs_random``                 AOPC − AOPC(random order) vs L, a panel per dataset (TNNLS Fig. 4)
-``aopc_vs_<baseline>_by_patch``    the same, a panel per patch size, when several (Fig. 8)
-``curves``                         MoRF (and LeRF) curves f_c(x⁽ᵏ⁾) vs k with the random order
-``road_curves``                    ROAD MoRF and LeRF curves vs the fraction removed (runs with a road table)
-``deletion_insertion_curves``      deletion and insertion curves vs the % of pixels changed (runs with them)
-``complexity_scatter``             per-image PNG size, method vs reference, with the diagonal (Fig. 5 top)
-``complexity_entropy``             entropy box plots per method (Fig. 5 bottom)
-``heatmap_grid``                   images × methods heatmaps (Fig. 6), from heatmaps.parquet / .npz
-``network_quality``                accuracy and AOPC vs training iterations (Fig. 7), when a table exists,
-                                   and ``network_quality_correlations.csv`` (Pearson, Spearman)
-``summary_table.{md,tex,csv}``     AOPC [95% CI] per method × dataset/patch, best marked, paired tests
-``road_table.{md,tex,csv}``        the same for the ROAD gap AUC(LeRF) − AUC(MoRF) (runs with a road table)
-``faithfulness_table.{md,csv}``    every protocol the runs have (AOPC − random, SRG, deletion and insertion AUC,
-                                   ROAD gap, faithfulness correlation): mean [95% CI] per method, best marked
-``runs.csv``                       the runs read: key, folder, condition, L, images, duplicate flag
-``warnings.txt``                   what was left out or ambiguous (duplicates, missing baselines), if any
-=================================  =====================================================================
+=====================================  =================================================================
+a protocol's ``relative`` figure       its value relative to the random order vs L, a panel per dataset
+(``aopc_vs_random``)                   (TNNLS Fig. 4); ``…_by_patch`` a panel per patch size, when several (Fig. 8)
+a protocol's ``orders`` figure         MoRF (and LeRF) curves f_c(x⁽ᵏ⁾) vs k with the random order
+(``curves``)
+``fraction`` figures (``road_curves``, curves vs the % of pixels changed, a panel per declared table and order
+``deletion_insertion_curves``, …)
+``scatter`` / ``box`` figures          per image one method against a reference, box plots per method (Fig. 5)
+(``complexity_scatter``, …)
+``heatmap_grid``                       images × methods heatmaps (Fig. 6), from heatmaps.parquet / .npz
+``network_quality``                    test accuracy and a quantity vs training iterations (Fig. 7), when a table
+                                       exists, and ``network_quality_correlations.csv`` (Pearson, Spearman)
+``summary_table.{md,tex,csv}``         one quantity (``--quantity``, default AOPC − random) per method ×
+                                       dataset/patch, best marked, paired tests
+``<protocol>_table.{md,tex,csv}``      the same for the headline of a protocol that asks for it (``own_table``;
+                                       ``road_table``: the ROAD gap), when the runs have it
+``faithfulness_table.{md,csv}``        the headline of every protocol of the faithfulness family the runs have:
+                                       mean [95% CI] per method, best marked (by each quantity's direction)
+``runs.csv``                           the runs read: key, folder, condition, L, images, duplicate flag
+``warnings.txt``                       what was left out or ambiguous (duplicates, missing baselines), if any
+=====================================  =================================================================
 """
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
-from .. import style
+from .. import protocols
 from ..errors import BenchError
-from ..progress import progress
-from ..tables import atomic_write, write_csv
-from . import figures, table
+from ..run.progress import progress
+from ..run.tables import atomic_write, write_csv
+from . import figures, style, table
 from .load import Results, load_results
 from .network import network_quality_figure
 
@@ -40,6 +47,34 @@ log = logging.getLogger(__name__)
 
 FIG4_PANELS, FIG4_FILES = ["dataset", "model"], ["perturbation", "patch", "target", "score"]
 FIG8_PANELS, FIG8_FILES = ["patch"], ["dataset", "model", "perturbation", "target", "score"]
+
+
+def figure_jobs(results: Results, baseline: str, patch_baseline: str, reference: str | None, grid_images: int,
+                n_boot: int, seed: int | None) -> list[tuple[str, Callable[[], list]]]:
+    """(file name, a function drawing its figures) for every figure the protocols declare (catalogue order; the
+    ``fraction`` figures of one file once), then the heatmap grid."""
+    jobs, seen = [], set()
+    for cls in protocols.catalogue():
+        for f in cls.figures:
+            if f.kind == "relative":
+                base = "random" if baseline == "random" else baseline
+                jobs.append((f.file.format(baseline=base), partial(figures.relative_figures, results, FIG4_PANELS,
+                                                                   FIG4_FILES, baseline, n_boot, seed, f)))
+                if results.runs.patch.nunique() > 1:
+                    jobs.append((f.file.format(baseline=patch_baseline) + "_by_patch",
+                                 partial(figures.relative_figures, results, FIG8_PANELS, FIG8_FILES, patch_baseline,
+                                         n_boot, seed, f)))
+            elif f.kind == "orders":
+                jobs.append((f.file, partial(figures.curve_figures, results, n_boot, seed, f)))
+            elif f.kind == "fraction" and f.file not in seen:
+                seen.add(f.file)
+                jobs.append((f.file, partial(figures.fraction_figures, results, f.file, n_boot, seed)))
+            elif f.kind == "scatter":
+                jobs.append((f.file, partial(figures.scatter_figures, results, f, reference)))
+            elif f.kind == "box":
+                jobs.append((f.file, partial(figures.box_figures, results, f)))
+    jobs.append(("heatmap_grid", partial(figures.heatmap_grid_figures, results, grid_images)))
+    return jobs
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -61,12 +96,13 @@ def check_formats(formats) -> None:
 
 
 def make_report(dirs, out=None, *, baseline: str = "random", patch_baseline: str = "random",
-                quantity: str = "aopc_morf_minus_random", reference: str | None = None, grid_images: int = 8,
+                quantity: str | None = None, reference: str | None = None, grid_images: int = 8,
                 n_boot: int = 1000, seed: int | None = None, duplicates: str = "keep",
                 formats=("pdf", "png"), digits: int | None = None, show_progress: bool | None = None,
                 results: Results | None = None) -> dict[str, list[Path]]:
     """Read the runs below ``dirs`` and write the report to ``out`` (default ``<first dir>/report``).
-    Returns {figure or table name: [files written]}. ``seed=None``: each run's own seed for its bootstrap."""
+    Returns {figure or table name: [files written]}. ``seed=None``: each run's own seed for its bootstrap.
+    ``quantity``: what ``summary_table`` reports (default: the headline of the protocol every run computes)."""
     check_formats(formats)
     results = results if results is not None else load_results(dirs, duplicates, show_progress)
     first = Path(dirs if isinstance(dirs, (str, Path)) else list(dirs)[0])
@@ -78,18 +114,7 @@ def make_report(dirs, out=None, *, baseline: str = "random", patch_baseline: str
                              f"{', '.join(style.sort_methods(methods))}")
     out.mkdir(parents=True, exist_ok=True)
 
-    jobs = [("aopc_vs_" + ("random" if baseline == "random" else baseline),
-             lambda: figures.relative_figures(results, FIG4_PANELS, FIG4_FILES, baseline, n_boot, seed)),
-            ("curves", lambda: figures.curve_figures(results, n_boot, seed)),
-            ("road_curves", lambda: figures.protocol_figures(results, "road", n_boot, seed)),
-            ("deletion_insertion_curves", lambda: figures.protocol_figures(results, "deletion_insertion", n_boot, seed)),
-            ("pixel_flipping_curves", lambda: figures.protocol_figures(results, "pixel_flipping", n_boot, seed))]
-    if results.runs.patch.nunique() > 1:
-        jobs.append((f"aopc_vs_{patch_baseline}_by_patch",
-                     lambda: figures.relative_figures(results, FIG8_PANELS, FIG8_FILES, patch_baseline, n_boot, seed)))
-    jobs += [("complexity_scatter", lambda: figures.complexity_scatter_figures(results, reference)),
-             ("complexity_entropy", lambda: figures.entropy_figures(results)),
-             ("heatmap_grid", lambda: figures.heatmap_grid_figures(results, grid_images))]
+    jobs = figure_jobs(results, baseline, patch_baseline, reference, grid_images, n_boot, seed)
     correlations = []
     if results.network is not None:
         def network_job():
@@ -106,9 +131,11 @@ def make_report(dirs, out=None, *, baseline: str = "random", patch_baseline: str
         write_csv(correlations[0], out / "network_quality_correlations.csv")
         written["network_quality_correlations"] = [out / "network_quality_correlations.csv"]
 
-    tables = [("summary_table", quantity, "tab:aopc")]
-    if results.road is not None:
-        tables.append(("road_table", "road_gap", "tab:road"))
+    quantity = quantity or table.default_quantity()
+    tables = [("summary_table", quantity, "tab:summary")]
+    for cls in protocols.catalogue():
+        if cls.own_table and cls.headline() and any(t.name in results.tables for t in cls.tables):
+            tables.append((f"{cls.name}_table", cls.headline().name, f"tab:{cls.name}"))
     for name, q, label in tables:
         summary = table.summary_table(results, q, n_boot, seed)
         if not summary.empty:

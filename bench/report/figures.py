@@ -1,15 +1,17 @@
-"""The figures of the TNNLS paper, drawn from the tidy tables (each function returns matplotlib Figures).
+"""The report's figures, drawn from the tidy tables (each function returns matplotlib Figures). Which figures a
+report has is declared by the protocols (bench/protocols/, ``figures``: a file name, a kind and the table and
+column it draws); this module draws the kinds:
 
-* :func:`relative_figures` — AOPC vs perturbation steps relative to a baseline, one panel per dataset
-  (Fig. 4, baseline = the random order of the same run) or one panel per patch size (Fig. 8);
-* :func:`curve_figures` — the MoRF (and LeRF, when present) curves f_c(x⁽ᵏ⁾) themselves;
-* :func:`protocol_figures` — the §9 protocols' curves over the % of pixels changed: ROAD's MoRF and LeRF,
-  deletion and insertion (SPEC §9);
-* :func:`complexity_scatter_figures`, :func:`entropy_figures` — file size of one method against another
-  per image with the diagonal, and entropy box plots (Fig. 5);
-* :func:`heatmap_grid_figures` — images × methods, rendered by :mod:`bench.render` (Fig. 6).
+* ``relative`` — :func:`relative_figures`: a value per perturbation step relative to a baseline, one panel per
+  dataset (TNNLS Fig. 4, baseline = the random order of the same run) or one panel per patch size (Fig. 8);
+* ``orders`` — :func:`curve_figures`: the MoRF (and LeRF, when present) curves f_c(x⁽ᵏ⁾) themselves;
+* ``fraction`` — :func:`fraction_figures`: curves over the % of pixels changed (ROAD's MoRF and LeRF, deletion
+  and insertion, pixel-flipping; SPEC §9), a panel per declared (table, order);
+* ``scatter``, ``box`` — :func:`scatter_figures`, :func:`box_figures`: a per-image value of one method against
+  another with the diagonal, and box plots per method (TNNLS Fig. 5, file size and entropy);
+* :func:`heatmap_grid_figures` — images × methods, rendered by :mod:`bench.engine.render` (Fig. 6), for every run.
 
-Every line is a run: its method's colour and marker (:mod:`bench.style`), a line style telling apart
+Every line is a run: its method's colour and marker (:mod:`bench.report.style`), a line style telling apart
 runs of one method; mean over images with a shaded 95% bootstrap band. Functions return a list of
 ``(name_suffix, Figure)``: one figure per combination of the settings that are neither panels nor lines
 (suffix ``""`` when there is only one).
@@ -26,10 +28,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .. import style
-from ..render import COLORMAP, render_heatmap
+from .. import protocols
+from ..engine.render import COLORMAP, render_heatmap
+from ..run.tables import HEATMAP_KEY, PAIRING_KEY
+from . import style
 from .aggregate import mean_band, per_image, relative_to_random, relative_to_run
-from .load import HEATMAP_KEY, Results, linestyle_index, series_labels, series_order
+from .load import Results, linestyle_index, series_labels, series_order
 
 PANEL_HEIGHT_IN = 1.9
 MAX_COLS = 3
@@ -115,10 +119,15 @@ def _seed(run_meta, seed: int | None) -> int:
     return int(run_meta.seed if seed is None else seed)
 
 
+def declared(kind: str) -> list[protocols.Figure]:
+    """The figures of ``kind`` the protocols declare, in catalogue order."""
+    return [f for cls in protocols.catalogue() for f in cls.figures if f.kind == kind]
+
+
 def _baseline_runs(panel: pd.DataFrame, baseline: str, warnings: list[str]) -> dict[str, str]:
-    """Run → the run of method ``baseline`` with the same dataset, model, perturbation, patch, target,
-    score and seed (the first such in sorted order)."""
-    key = ["dataset", "model", "perturbation", "patch", "target", "score", "seed"]
+    """Run → the run of method ``baseline`` with the same setting and seed (``PAIRING_KEY``; the first such in
+    sorted order)."""
+    key = PAIRING_KEY
     base = panel[panel.method == baseline].sort_values("run")
     out = {}
     for _, r in panel.iterrows():
@@ -133,10 +142,13 @@ def _baseline_runs(panel: pd.DataFrame, baseline: str, warnings: list[str]) -> d
 
 
 def relative_figures(results: Results, panel_cols: list[str], file_cols: list[str], baseline: str = "random",
-                     n_boot: int = 1000, seed: int | None = None) -> list[tuple[str, Figure]]:
-    """AOPC(MoRF) − AOPC(baseline) per image vs L: mean and 95% band over images, a line per run.
-    ``baseline="random"``: the random order of the same run (TNNLS Fig. 4); a method name: that method's
-    run of the same setting, paired by image (TNNLS Fig. 8 uses sensitivity)."""
+                     n_boot: int = 1000, seed: int | None = None, figure: protocols.Figure | None = None
+                     ) -> list[tuple[str, Figure]]:
+    """``figure.value`` (default: the declared ``relative`` figure's, AOPC) of MoRF − that of the baseline per image
+    vs L: mean and 95% band over images, a line per run. ``baseline="random"``: the random order of the same run
+    (TNNLS Fig. 4); a method name: that method's run of the same setting, paired by image (TNNLS Fig. 8 uses
+    sensitivity)."""
+    figure = figure or declared("relative")[0]
     out = []
     base_title = "random" if baseline == "random" else style.display_name(baseline)
     with style.paper():
@@ -150,20 +162,22 @@ def relative_figures(results: Results, panel_cols: list[str], file_cols: list[st
                 ax.axhline(0.0, color="0.5", linewidth=0.6, zorder=0, label="_zero")
                 for run in [r for r in order if r in set(prun.run)]:
                     meta = prun.set_index("run").loc[run]
-                    curves = results.run_table(run)
+                    rows = results.run_table(run, figure.table)
+                    if rows is None:
+                        continue
                     if pairs is None:
-                        diff = relative_to_random(curves)
+                        diff = relative_to_random(rows, figure.value)
                     elif run not in pairs or meta.method == baseline:
                         continue
                     else:
-                        diff = relative_to_run(curves, results.run_table(pairs[run]))
+                        diff = relative_to_run(rows, results.run_table(pairs[run], figure.table), figure.value)
                     if diff is None or diff.values.size == 0:
                         results.warnings.append(f"{run}: no rows to compare with the {base_title} baseline")
                         continue
                     _line(ax, meta, labels[run], ls[run], mean_band(diff, n_boot, _seed(meta, seed)))
                 ax.set_title(title)
                 ax.set_xlabel("perturbation steps L")
-                ax.set_ylabel(f"AOPC − AOPC({base_title})")
+                ax.set_ylabel(f"{figure.label} − {figure.label}({base_title})")
             _band_note(fig, frun.n_images)
             _legend(fig, axes)
             out.append((suffix, fig))
@@ -173,11 +187,17 @@ def relative_figures(results: Results, panel_cols: list[str], file_cols: list[st
 ORDER_TITLES = {"morf": "MoRF", "lerf": "LeRF"}
 
 
-def curve_figures(results: Results, n_boot: int = 1000, seed: int | None = None) -> list[tuple[str, Figure]]:
-    """f_c(x⁽ᵏ⁾) vs step k, mean and 95% band over images: a row of panels for MoRF (and one for LeRF when
-    present), a panel per dataset, a line per run, and the random order of the first run (grey, dashed)."""
+def curve_figures(results: Results, n_boot: int = 1000, seed: int | None = None,
+                  figure: protocols.Figure | None = None) -> list[tuple[str, Figure]]:
+    """f_c(x⁽ᵏ⁾) vs step k of ``figure.table`` (default: the declared ``orders`` figure's, the curves), mean and 95%
+    band over images: a row of panels for MoRF (and one for LeRF when present), a panel per dataset, a line per
+    run, and the random order of the first run (grey, dashed)."""
+    figure = figure or declared("orders")[0]
+    table = results.table(figure.table)
+    if table is None:
+        return []
     panel_cols, file_cols = ["dataset", "model"], ["perturbation", "patch", "target", "score"]
-    orders = [o for o in ("morf", "lerf") if (results.curves.order == o).any()]
+    orders = [o for o in ("morf", "lerf") if (table.order == o).any()]
     out = []
     with style.paper():
         for suffix, frun, panels in facets(results.runs, panel_cols, file_cols):
@@ -193,11 +213,11 @@ def curve_figures(results: Results, n_boot: int = 1000, seed: int | None = None)
                     ax = axes[i * len(panels) + j]
                     runs = [r for r in order if r in set(prun.run)]
                     for run in runs:
-                        m = per_image(results.run_table(run), o, "score_value")
+                        m = per_image(results.run_table(run, figure.table), o, "score_value")
                         if m is not None and m.values.size:
                             meta = prun.set_index("run").loc[run]
                             _line(ax, meta, labels[run], ls[run], mean_band(m, n_boot, _seed(meta, seed)))
-                    rnd = per_image(results.run_table(runs[0]), "random", "score_value") if runs else None
+                    rnd = per_image(results.run_table(runs[0], figure.table), "random", "score_value") if runs else None
                     if rnd is not None and rnd.values.size:
                         b = mean_band(rnd, n_boot, _seed(prun.set_index("run").loc[runs[0]], seed))
                         ax.fill_between(b.step, b.ci_low, b.ci_high, color="0.6", alpha=BAND_ALPHA, linewidth=0,
@@ -212,29 +232,19 @@ def curve_figures(results: Results, n_boot: int = 1000, seed: int | None = None)
     return out
 
 
-#: The §9 protocols' curve figures: per figure, its panels (table, order, title, x label) and the x column.
-PROTOCOL_FIGURES = {
-    "road": ([("road", "morf", "ROAD MoRF", "pixels removed (%)"), ("road", "lerf", "ROAD LeRF", "pixels removed (%)")],
-             "fraction_removed"),
-    "deletion_insertion": ([("deletion", "morf", "Deletion", "pixels deleted (%)"),
-                            ("insertion", "morf", "Insertion", "pixels inserted (%)")], "fraction_changed"),
-    "pixel_flipping": ([("pixel_flipping", "morf", "Pixel-flipping", "pixels flipped (%)")], "fraction_perturbed"),
-}
-
-
-def protocol_figures(results: Results, name: str, n_boot: int = 1000, seed: int | None = None
+def fraction_figures(results: Results, file: str, n_boot: int = 1000, seed: int | None = None
                      ) -> list[tuple[str, Figure]]:
-    """Curves of the §9 protocols (PROTOCOL_FIGURES): f_c vs the % of pixels changed, mean and 95% band over
-    images, a panel per (protocol, order) and dataset, a line per run that has the table, and the paired random
-    order of the first run (grey, dashed). ROAD: MoRF and LeRF (Rong et al. 2022); deletion and insertion
-    (Petsiuk et al. 2018), the heatmap's order; pixel-flipping with the heatmap recomputed at every step
-    (tutorial Sec. 7.2), at each step's mean fraction over images (regions may differ in size). Panels of
-    protocols no run has are left out."""
-    specs, x_col = PROTOCOL_FIGURES[name]
-    specs = [p for p in specs if p[0] in results.protocols]
+    """The ``fraction`` figures the protocols declare under the name ``file``: f_c vs the % of pixels changed,
+    mean and 95% band over images, a panel per declared (table, order) and dataset, a line per run that has the
+    table, and the paired random order of the first run (grey, dashed) — e.g. ROAD's MoRF and LeRF (Rong et al.
+    2022), deletion and insertion (Petsiuk et al. 2018), pixel-flipping with the heatmap recomputed at every step
+    (tutorial Sec. 7.2), at each step's mean fraction over images (regions may differ in size). Panels of tables
+    no run has are left out. A table's ``<table>_score`` column names the score it tracks (the run's otherwise)."""
+    specs = [(*panel, f.x) for f in declared("fraction") if f.file == file for panel in f.panels]
+    specs = [p for p in specs if p[0] in results.tables]
     if not specs:
         return []
-    have = set().union(*(set(results.protocols[t].run) for t, *_ in specs))
+    have = set().union(*(set(results.tables[t].run) for t, *_ in specs))
     panel_cols, file_cols = ["dataset", "model"], ["perturbation", "patch", "target", "score"]
     runs = results.runs[results.runs.run.isin(have)]
     out = []
@@ -246,14 +256,14 @@ def protocol_figures(results: Results, name: str, n_boot: int = 1000, seed: int 
             fig, axes = panel_grid(len(specs) * len(panels), ncols=len(specs) if len(panels) == 1 else len(panels),
                                    extra_height=0.75)
             n_images = set()
-            for i, (table, o, heading, xlabel) in enumerate(specs):
+            for i, (table, o, heading, xlabel, x_col) in enumerate(specs):
                 for j, (title, prun) in enumerate(panels):
                     ax = axes[i * len(panels) + j] if len(panels) > 1 else axes[i]
                     runs_here = [r for r in order if r in set(prun.run)]
                     score = frun.score.iloc[0]
                     first = True
                     for run in runs_here:
-                        rows = results.protocol_table(table, run)
+                        rows = results.run_table(run, table)
                         if rows is None:
                             continue
                         meta = prun.set_index("run").loc[run]
@@ -284,13 +294,7 @@ def protocol_figures(results: Results, name: str, n_boot: int = 1000, seed: int 
     return out
 
 
-def road_figures(results: Results, n_boot: int = 1000, seed: int | None = None) -> list[tuple[str, Figure]]:
-    """ROAD's MoRF and LeRF curves (:func:`protocol_figures`)."""
-    return protocol_figures(results, "road", n_boot, seed)
-
-
-HEATMAP_GROUP = ["dataset", "model", "target", "score"]
-METRIC_TITLES = {"png_bytes": "PNG size (bytes)", "jpeg_bytes": "JPEG size (bytes)", "entropy_bits": "entropy (bits)"}
+HEATMAP_GROUP = [c for c in HEATMAP_KEY if c not in ("method", "method_params", "pooling", "seed")]
 
 
 def _heatmap_series(results: Results, table: pd.DataFrame):
@@ -303,12 +307,15 @@ def _heatmap_series(results: Results, table: pd.DataFrame):
     return [(title, series_order(prun, labels), labels, methods) for title, prun in panels]
 
 
-def complexity_scatter_figures(results: Results, reference: str | None = None, metric: str = "png_bytes"
-                               ) -> list[tuple[str, Figure]]:
-    """Per image, ``metric`` of each method (y) against a reference method (x; default: the first method
-    in catalogue order other than random), with the diagonal: points below it are images where the
-    method's heatmap is smaller (less complex) than the reference's. A panel per method and dataset."""
-    table = results.complexity
+def scatter_figures(results: Results, figure: protocols.Figure | None = None, reference: str | None = None
+                    ) -> list[tuple[str, Figure]]:
+    """Per image, ``figure.value`` (default: the declared ``scatter`` figure's, PNG size) of each method (y) against
+    a reference method (x; default: the first method in catalogue order other than random), with the diagonal:
+    points below it are images where the method's value is smaller (e.g. less complex) than the reference's. A
+    panel per method and dataset."""
+    figure = figure or declared("scatter")[0]
+    metric = figure.value
+    table = results.table(figure.table)
     if table is None or table.empty:
         return []
     groups = _heatmap_series(results, table)
@@ -350,14 +357,17 @@ def complexity_scatter_figures(results: Results, reference: str | None = None, m
             ax.set_aspect("equal", adjustable="box")
             if len(groups) > 1:
                 ax.set_title(title)
-            ax.set_xlabel(f"{labels[ref]}: {METRIC_TITLES.get(metric, metric)}")
-            ax.set_ylabel(f"{labels[run]}: {METRIC_TITLES.get(metric, metric)}")
+            ax.set_xlabel(f"{labels[ref]}: {figure.label or metric}")
+            ax.set_ylabel(f"{labels[run]}: {figure.label or metric}")
     return [("", fig)]
 
 
-def entropy_figures(results: Results, metric: str = "entropy_bits") -> list[tuple[str, Figure]]:
-    """Box plots of ``metric`` per method, a panel per dataset (TNNLS Fig. 5, bottom)."""
-    table = results.complexity
+def box_figures(results: Results, figure: protocols.Figure | None = None) -> list[tuple[str, Figure]]:
+    """Box plots of ``figure.value`` (default: the declared ``box`` figure's, entropy) per method, a panel per
+    dataset (TNNLS Fig. 5, bottom)."""
+    figure = figure or declared("box")[0]
+    metric = figure.value
+    table = results.table(figure.table)
     if table is None or table.empty:
         return []
     groups = list(_heatmap_series(results, table))
@@ -374,7 +384,7 @@ def entropy_figures(results: Results, metric: str = "entropy_bits") -> list[tupl
             ax.set_xticks(range(1, len(runs) + 1), [textwrap.fill(labels[r], 12) for r in runs])
             ax.grid(False, axis="x")
             ax.set_title(title)
-            ax.set_ylabel(METRIC_TITLES.get(metric, metric))
+            ax.set_ylabel(figure.label or metric)
     return [("", fig)]
 
 

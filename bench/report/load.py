@@ -15,12 +15,13 @@ to the common parent of the given folders, with ``/<method>,<what varies>=<value
 when one file holds several runs (e.g. ``collected/lrp_eps,patch=7``). Next to each ``curves.parquet``
 the report also reads, when present:
 
-* ``complexity.parquet`` — ``image_id`` (or ``image``), ``png_bytes``, ``jpeg_bytes``, ``entropy_bits`` and
-  the provenance columns (missing provenance is taken from the run in the same folder);
+* every table a protocol declares (bench/protocols/<name>.py, ``tables``), ``<table>.parquet``, with the columns
+  it declares: rows given to the run of the same condition in that folder. A table whose rows depend on the
+  heatmaps only (``per_heatmap``: complexity, continuity) may lack the provenance when its folder holds one run
+  (it is taken from that run; ``image`` is read as ``image_id``), and of runs that share heatmaps the first
+  run's rows are kept;
 * ``heatmaps.parquet`` — ``image_id``, ``height``, ``width``, ``heatmap`` (flat row-major array) + provenance,
   as runs write it; or ``heatmaps.npz`` — one H×W array per key, the key being the image id;
-* ``road.parquet``, ``deletion.parquet``, ``insertion.parquet``, ``faithfulness_correlation.parquet`` — the
-  §9 protocols' tables (``metrics=[…]``, SPEC §9), rows given to the run of the same condition in that folder;
 
 and anywhere below the folders ``network_quality.parquet`` / ``network_quality.csv`` (TNNLS Fig. 7).
 
@@ -42,81 +43,69 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BenchError
-from .. import jobdir
-from ..progress import progress
-from ..style import display_name, method_sort_key
+from .. import protocols
+from ..run import jobdir
+from ..run.tables import CONDITION, HEATMAP_KEY
+from ..run.progress import progress
+from .style import display_name, method_sort_key
 
 log = logging.getLogger(__name__)
 
-#: Provenance columns that define what was measured (a run's condition). Device, versions, wall time,
-#: and the derived L / n_regions are not part of it.
-CONDITION = ["method", "method_params", "pooling", "dataset", "model", "perturbation", "regions", "regions_params",
-             "patch", "steps", "repeats", "target", "score", "seed"]
 #: Columns added to the provenance later, with the value every older table meant.
 BACKFILL = {"regions": "tiles", "regions_params": '{"score": "sum"}'}
-#: What a line / a table row is (with whatever else varies among the compared runs).
-SERIES = ["method", "method_params", "pooling"]
-#: What a heatmap depends on (not patch, perturbation, steps or repeats): complexity and heatmap rows of
-#: runs that differ only elsewhere are the same heatmaps; the first run's rows are used.
-HEATMAP_KEY = ["dataset", "model", "target", "score", "method", "method_params", "pooling", "seed"]
-REQUIRED_CURVE_COLUMNS = CONDITION + ["image_id", "order", "step", "score_value", "aopc"]
 DUPLICATE_POLICIES = ("keep", "last", "error")
 
 
 @dataclass
 class Results:
     """All tables of a report. ``runs``: one row per run (``run``, ``dir``, CONDITION, ``L``, ``n_images``,
-    ``duplicate``); the other tables carry a ``run`` column."""
+    ``duplicate``); ``curves``: the rows of the table every run writes (the required protocol's, ``protocols.anchor()``);
+    ``tables``: every other table a protocol declares (bench/protocols/), by name. All carry a ``run`` column."""
 
     runs: pd.DataFrame
     curves: pd.DataFrame
-    complexity: pd.DataFrame | None = None
     heatmaps: pd.DataFrame | None = None  # run, image_id, heatmap (H×W), image (H×W×C in [0, 1] or None) + HEATMAP_KEY
     network: pd.DataFrame | None = None
-    protocols: dict[str, pd.DataFrame] = field(default_factory=dict)  # PROTOCOL_TABLES name → rows + run
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     _by_run: dict | None = field(default=None, repr=False, compare=False)
-    _protocol_by_run: dict = field(default_factory=dict, repr=False, compare=False)
+    _table_by_run: dict = field(default_factory=dict, repr=False, compare=False)
     _quantities: dict = field(default_factory=dict, repr=False, compare=False)
 
-    @property
-    def road(self) -> pd.DataFrame | None:
-        return self.protocols.get("road")
+    def table(self, name: str) -> pd.DataFrame | None:
+        """The rows of table ``name`` of every run (the anchor's too); None when no run has it."""
+        return self.curves if name == protocols.anchor() else self.tables.get(name)
 
-    def run_table(self, run: str) -> pd.DataFrame:
-        """The curve rows of one run (split once, then looked up)."""
-        if self._by_run is None:
-            self._by_run = {k: g for k, g in self.curves.groupby("run", sort=False)}
-        return self._by_run.get(run, self.curves.iloc[:0])
-
-    def protocol_table(self, name: str, run: str) -> pd.DataFrame | None:
-        """The rows of protocol table ``name`` (road, deletion, …) of one run; None when it has none."""
-        if name not in self.protocols:
+    def run_table(self, run: str, name: str | None = None) -> pd.DataFrame | None:
+        """The rows of one run in table ``name`` (default: the anchor, the curves; split once, then looked up);
+        None when the run has no such table (the anchor: no rows)."""
+        if name is None or name == protocols.anchor():
+            if self._by_run is None:
+                self._by_run = {k: g for k, g in self.curves.groupby("run", sort=False)}
+            return self._by_run.get(run, self.curves.iloc[:0])
+        if name not in self.tables:
             return None
-        if name not in self._protocol_by_run:
-            self._protocol_by_run[name] = {k: g for k, g in self.protocols[name].groupby("run", sort=False)}
-        return self._protocol_by_run[name].get(run)
-
-    def road_table(self, run: str) -> pd.DataFrame | None:
-        return self.protocol_table("road", run)
+        if name not in self._table_by_run:
+            self._table_by_run[name] = {k: g for k, g in self.tables[name].groupby("run", sort=False)}
+        return self._table_by_run[name].get(run)
 
     def run_tables(self, run: str) -> dict[str, pd.DataFrame]:
-        """Every table of one run, as its summary reads them (bench/summary.py): curves and the §9 tables."""
-        out = {"curves": self.run_table(run)}
-        for name in self.protocols:
-            t = self.protocol_table(name, run)
+        """Every table of one run, as its summary reads them (bench/run/summary.py)."""
+        out = {protocols.anchor(): self.run_table(run)}
+        for name in self.tables:
+            t = self.run_table(run, name)
             if t is not None:
                 out[name] = t
         return out
 
     def run_quantities(self, run: str) -> pd.DataFrame | None:
         """One run's per-image quantities, exactly as its summary computes them
-        (``bench.summary.per_image_quantities`` of :meth:`run_tables`), computed once; None without curves."""
+        (``bench.run.summary.per_image_quantities`` of :meth:`run_tables`), computed once; None without curves."""
         if run not in self._quantities:
-            from ..summary import per_image_quantities
+            from ..run.summary import per_image_quantities
 
             tables = self.run_tables(run)
-            self._quantities[run] = None if tables["curves"].empty else per_image_quantities(tables)
+            self._quantities[run] = None if tables[protocols.anchor()].empty else per_image_quantities(tables)
         return self._quantities[run]
 
 
@@ -148,12 +137,13 @@ def find_files(roots: list[Path], name: str) -> list[Path]:
     return sorted(found)
 
 
-COLLECTION = "collection.json"   # the marker of bench/collect.py's output; job folders: bench/jobdir.py
+COLLECTION = "collection.json"   # the marker of bench/run/collect.py's output; job folders: bench/run/jobdir.py
 
 
 def table_folders(roots: list[Path], warnings: list[str]) -> list[Path]:
     """The folders whose curves.parquet to read (see the module docstring), sorted."""
-    collections = {p.parent for p in find_files(roots, COLLECTION) if (p.parent / "curves.parquet").is_file()}
+    anchor = f"{protocols.anchor()}.parquet"
+    collections = {p.parent for p in find_files(roots, COLLECTION) if (p.parent / anchor).is_file()}
     covered = {}
     for c in collections:
         try:
@@ -162,7 +152,7 @@ def table_folders(roots: list[Path], warnings: list[str]) -> list[Path]:
             root = c.parent
         covered[c] = root
     folders, stale, skipped = [], [], []
-    for d in sorted({p.parent for p in find_files(roots, "curves.parquet")}):
+    for d in sorted({p.parent for p in find_files(roots, anchor)}):
         if d in collections:
             folders.append(d)
             continue
@@ -219,16 +209,17 @@ def load_results(dirs, duplicates: str = "keep", show_progress: bool | None = No
     roots, base = _roots(dirs)
     warnings: list[str] = []
     folders = table_folders(roots, warnings)
+    anchor = declared_tables()[protocols.anchor()]
     if not folders:
-        raise BenchError(f"no curves.parquet of a finished run below {', '.join(map(str, roots))}: "
+        raise BenchError(f"no {anchor.name}.parquet of a finished run below {', '.join(map(str, roots))}: "
                          f"nothing to report")
     parts, rows = [], []
     for folder in progress(folders, desc="report: reading runs", unit="run", enabled=show_progress):
-        path = folder / "curves.parquet"
+        path = folder / f"{anchor.name}.parquet"
         df = backfill(pd.read_parquet(path))
-        missing = [c for c in REQUIRED_CURVE_COLUMNS if c not in df.columns]
+        missing = [c for c in CONDITION + list(anchor.columns) if c not in df.columns]
         if missing:
-            raise BenchError(f"{path}: not a curve table of the suite (missing columns {', '.join(missing)})")
+            raise BenchError(f"{path}: not a {anchor.name} table of the suite (missing columns {', '.join(missing)})")
         df["image_id"] = df["image_id"].astype(str)
         for key, g in _split_runs(df, _key(folder, base)):
             g = g.copy()
@@ -243,12 +234,20 @@ def load_results(dirs, duplicates: str = "keep", show_progress: bool | None = No
     curves = pd.concat(parts, ignore_index=True)
     curves = curves[curves.run.isin(runs.run)].reset_index(drop=True)
     kept_dirs = set(runs.dir)
+    tables = {}
+    for name, declared in declared_tables().items():
+        if name != anchor.name:
+            load = _load_per_heatmap if declared.per_heatmap else _load_table
+            if (rows_of_table := load(declared, runs, kept_dirs, warnings)) is not None:
+                tables[name] = rows_of_table
     return Results(runs=runs.reset_index(drop=True), curves=curves,
-                   complexity=_load_complexity(runs, kept_dirs, warnings),
                    heatmaps=_load_heatmaps(runs, kept_dirs, warnings),
-                   network=_load_network(roots), warnings=warnings,
-                   protocols={name: t for name in PROTOCOL_TABLES
-                              if (t := _load_protocol(name, runs, kept_dirs, warnings)) is not None})
+                   network=_load_network(roots), warnings=warnings, tables=tables)
+
+
+def declared_tables() -> dict[str, "protocols.Table"]:
+    """Every table the protocols declare (bench/protocols/), by name, the anchor (the curves) first."""
+    return {t.name: t for cls in protocols.catalogue() for t in cls.tables}
 
 
 def _apply_duplicates(runs: pd.DataFrame, policy: str, warnings: list[str]) -> pd.DataFrame:
@@ -300,18 +299,19 @@ def _first_run_only(df: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     return df[rank == first].drop_duplicates(["run", "image_id"]).reset_index(drop=True)
 
 
-def _load_complexity(runs: pd.DataFrame, dirs: set[str], warnings: list[str]) -> pd.DataFrame | None:
+def _load_per_heatmap(table: "protocols.Table", runs: pd.DataFrame, dirs: set[str], warnings: list[str]
+                      ) -> pd.DataFrame | None:
+    """<table>.parquet of rows that depend on the heatmaps only (``per_heatmap``; module docstring)."""
     parts = []
     for d in sorted(dirs):
-        path = Path(d) / "complexity.parquet"
+        path = Path(d) / f"{table.name}.parquet"
         if not path.is_file():
             continue
         df = pd.read_parquet(path)
         if "image_id" not in df.columns and "image" in df.columns:
             df = df.rename(columns={"image": "image_id"})
-        need = ["image_id", "png_bytes", "jpeg_bytes", "entropy_bits"]
-        if any(c not in df.columns for c in need):
-            _warn(warnings, f"{path}: skipped, it lacks one of the columns {', '.join(need)}")
+        if any(c not in df.columns for c in table.columns):
+            _warn(warnings, f"{path}: skipped, it lacks one of the columns {', '.join(table.columns)}")
             continue
         df["image_id"] = df["image_id"].astype(str)
         df = _fill_provenance(df, runs[runs.dir == d])
@@ -371,25 +371,17 @@ def _load_heatmaps(runs: pd.DataFrame, dirs: set[str], warnings: list[str]) -> p
     return _first_run_only(pd.concat([p.reindex(columns=keep) for p in parts], ignore_index=True), runs)
 
 
-#: The §9 protocols' tables and the columns a table of the suite has (besides the CONDITION ones).
-PROTOCOL_TABLES = {"road": ["image_id", "order", "step", "fraction_removed", "score_value"],
-                   "deletion": ["image_id", "order", "step", "fraction_changed", "score_value"],
-                   "insertion": ["image_id", "order", "step", "fraction_changed", "score_value"],
-                   "faithfulness_correlation": ["image_id", "faithfulness_correlation"],
-                   "pixel_flipping": ["image_id", "order", "step", "fraction_perturbed", "score_value"],
-                   "irof": ["image_id", "order", "step", "fraction_perturbed", "score_value", "relative_score",
-                            "irof_regions"]}
-
-
-def _load_protocol(name: str, runs: pd.DataFrame, dirs: set[str], warnings: list[str]) -> pd.DataFrame | None:
-    """<name>.parquet next to the curve tables; each row to the run of its folder with the same condition."""
+def _load_table(table: "protocols.Table", runs: pd.DataFrame, dirs: set[str], warnings: list[str]
+                ) -> pd.DataFrame | None:
+    """<table>.parquet next to the curve tables; each row to the run of its folder with the same condition."""
+    name = table.name
     parts = []
     for d in sorted(dirs):
         path = Path(d) / f"{name}.parquet"
         if not path.is_file():
             continue
         df = backfill(pd.read_parquet(path))
-        missing = [c for c in CONDITION + PROTOCOL_TABLES[name] if c not in df.columns]
+        missing = [c for c in CONDITION + list(table.columns) if c not in df.columns]
         if missing:
             _warn(warnings, f"{path}: skipped, not a {name} table of the suite (missing {', '.join(missing)})")
             continue
@@ -403,18 +395,29 @@ def _load_protocol(name: str, runs: pd.DataFrame, dirs: set[str], warnings: list
             df.loc[g.index, "run"] = first.get(tuple(str(v) for v in key))
         if df.run.isna().any():
             _warn(warnings, f"{path}: {int(df.run.isna().sum())} row(s) of a condition without curves, left out")
-        parts.append(df[df.run.notna()].drop_duplicates(["run"] + [c for c in ("image_id", "order", "step")
-                                                                    if c in df.columns]))
+        parts.append(df[df.run.notna()].drop_duplicates(["run"] + [c for c in table.keys if c in df.columns]))
     return pd.concat(parts, ignore_index=True) if parts else None
 
 
-NETWORK_COLUMNS = ["iteration", "test_accuracy", "aopc_mean", "aopc_ci_low", "aopc_ci_high"]
+NETWORK_COLUMNS = ["iteration", "test_accuracy", "mean", "ci_low", "ci_high"]
+
+
+def network_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """A network-quality table with the value columns named as bench/run/network_quality.py writes them; an older
+    table's ``<quantity>_mean``, ``<quantity>_ci_low``, ``<quantity>_ci_high`` (``_sem``) are read as those."""
+    if "mean" in df.columns:
+        return df
+    prefixes = [c[:-len("_mean")] for c in df.columns if c.endswith("_mean")]
+    for prefix in prefixes:
+        if {f"{prefix}_ci_low", f"{prefix}_ci_high"} <= set(df.columns):
+            return df.rename(columns={f"{prefix}_{s}": s for s in ("mean", "ci_low", "ci_high", "sem")})
+    return df
 
 
 def _load_network(roots: list[Path]) -> pd.DataFrame | None:
     parts = []
     for path in find_files(roots, "network_quality.parquet") + find_files(roots, "network_quality.csv"):
-        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        df = network_columns(pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path))
         missing = [c for c in NETWORK_COLUMNS if c not in df.columns]
         if missing:
             raise BenchError(f"{path}: a network-quality table needs columns {', '.join(NETWORK_COLUMNS)} "

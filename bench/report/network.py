@@ -1,10 +1,11 @@
 """Heatmap quality vs network quality (SPEC §7, TNNLS Fig. 7): test accuracy and AOPC along training.
 
-Input: a tidy table with columns ``iteration``, ``test_accuracy``, ``aopc_mean``, ``aopc_ci_low``,
-``aopc_ci_high`` and optionally ``method`` — one row per checkpoint (and method). Output: a figure with
-test accuracy (left axis, black) and AOPC with its 95% band (right axis, the method's colour) against
-training iterations, and the Pearson and Spearman correlations between accuracy and mean AOPC over the
-checkpoints (per method), shown in the title (one method) or the legend (several), and returned.
+Input: a tidy table with columns ``iteration``, ``test_accuracy``, ``mean``, ``ci_low``, ``ci_high`` (of a
+quantity, AOPC in the paper) and optionally ``method`` and ``label`` — one row per checkpoint (and method), as
+bench/run/network_quality.py writes it. Output: a figure with test accuracy (left axis, black) and the quantity
+with its 95% band (right axis, the method's colour) against training iterations, and the Pearson and Spearman
+correlations between accuracy and the quantity's mean over the checkpoints (per method), shown in the title (one
+method) or the legend (several), and returned.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .. import style
-from .load import NETWORK_COLUMNS
+from . import style
+from .load import NETWORK_COLUMNS, network_columns
 
 CORRELATION_COLUMNS = ["method", "n", "pearson_r", "pearson_p", "spearman_rho", "spearman_p"]
 
@@ -51,17 +52,21 @@ def _p(p: float) -> str:
 
 
 def network_quality_figure(df: pd.DataFrame, *, title: str | None = None, logx: bool = False,
-                           accuracy_label: str = "test accuracy", aopc_label: str = "AOPC"
+                           accuracy_label: str = "test accuracy", value_label: str | None = None
                            ) -> tuple[Figure, pd.DataFrame]:
-    """Two-axis figure of test accuracy and AOPC (mean, 95% band) vs training iterations, and the table of
+    """Two-axis figure of test accuracy and the quantity (mean, 95% band) vs training iterations, and the table of
     correlations (columns ``method, n, pearson_r, pearson_p, spearman_rho, spearman_p``; one row per method).
+    ``value_label``: the quantity's name on its axis (default: the table's ``label`` column, else "value").
 
     Accuracy is drawn once per iteration (its mean if several methods repeat it). The correlations are
-    between ``test_accuracy`` and ``aopc_mean`` over the checkpoints of each method.
+    between ``test_accuracy`` and ``mean`` over the checkpoints of each method.
     """
+    df = network_columns(df)
     missing = [c for c in NETWORK_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"network-quality table lacks columns {', '.join(missing)}")
+    if value_label is None:
+        value_label = str(df["label"].iloc[0]) if "label" in df.columns and len(df) else "value"
     df = df.copy()
     if "method" not in df.columns:
         df["method"] = "method"
@@ -80,16 +85,16 @@ def network_quality_figure(df: pd.DataFrame, *, title: str | None = None, logx: 
         ax2.grid(False)
         for m in methods:
             g = df[df.method.astype(str) == m]
-            c = correlations(g.test_accuracy, g.aopc_mean)
+            c = correlations(g.test_accuracy, g["mean"])
             rows.append({"method": m, **c})
             st = style.method_style(m)
-            label = f"{aopc_label}: {st.display}"
+            label = f"{value_label}: {st.display}"
             if len(methods) > 1 and np.isfinite(c["pearson_r"]):
                 label += f" (r = {c['pearson_r']:.2f}, ρ = {c['spearman_rho']:.2f})"
-            ax2.fill_between(g.iteration, g.aopc_ci_low, g.aopc_ci_high, color=st.color, alpha=0.2, linewidth=0,
+            ax2.fill_between(g.iteration, g.ci_low, g.ci_high, color=st.color, alpha=0.2, linewidth=0,
                              label=f"_band {m}")
-            ax2.plot(g.iteration, g.aopc_mean, color=st.color, marker=st.marker, label=label)
-        ax2.set_ylabel(aopc_label)
+            ax2.plot(g.iteration, g["mean"], color=st.color, marker=st.marker, label=label)
+        ax2.set_ylabel(value_label)
         ax.set_zorder(ax2.get_zorder() + 1)  # accuracy in front of the AOPC bands
         ax.patch.set_visible(False)
         if np.issubdtype(np.asarray(df.iteration).dtype, np.integer):
@@ -98,7 +103,7 @@ def network_quality_figure(df: pd.DataFrame, *, title: str | None = None, logx: 
             ax.set_xscale("log")
         corr = pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
         head = title + "\n" if title else ""
-        ax.set_title(head + (_corr_text(rows[0]) if len(rows) == 1 else "accuracy vs AOPC, per method"),
+        ax.set_title(head + (_corr_text(rows[0]) if len(rows) == 1 else f"accuracy vs {value_label}, per method"),
                      fontsize=6.5)
         handles = [h for a in (ax, ax2) for h in a.get_legend_handles_labels()[0]]
         labels = [lab for a in (ax, ax2) for lab in a.get_legend_handles_labels()[1]]

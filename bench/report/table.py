@@ -1,13 +1,11 @@
-"""The summary table for papers: AOPC per method × column (dataset, patch, …) with 95% intervals, the best
-method per column marked, and a paired test of every method against that best over the same images.
+"""The summary table for papers: one quantity per method × column (dataset, patch, …) with 95% intervals, the
+best method per column marked, and a paired test of every method against that best over the same images.
 
-* Quantity (default ``aopc_morf_minus_random``): per image, AOPC(L) of MoRF minus AOPC(L) of the random
-  order of the same run (SPEC §4); or ``aopc_morf``. Mean, s.e.m. and a 95% percentile bootstrap interval
-  over images (the run's seed, so they equal the run's ``summary.csv``).
-* Best per column: the highest mean (higher AOPC = the heatmap found more of what the model relies on; higher
-  ROAD gap = its MoRF and LeRF orders separate better), the lowest for the ROAD AUCs of MoRF (LOWER_IS_BETTER).
-* ROAD quantities (``road_gap``, ``road_auc_morf_minus_random``, …; ``road_table.*``): per image from the
-  run's ``road.parquet``, as in its summary (SPEC §9).
+* Quantity (default: the headline of the protocol every run computes, AOPC − random): any quantity a protocol
+  declares (bench/protocols/), per image exactly as the run's summary computes it (so the mean and the interval
+  equal the run's ``summary.csv``: the run's seed, the images where it is finite). Mean, s.e.m. and a 95%
+  percentile bootstrap interval over images.
+* Best per column: the highest mean, or the lowest for a quantity declared lower-is-better (direction −1).
 * Test: two-sided **Wilcoxon signed-rank test** (``scipy.stats.wilcoxon``, zero differences dropped,
   exact for small samples without ties, normal approximation otherwise) on the per-image differences
   method − best over the images both runs evaluated; p-values Holm-adjusted over the methods of a column.
@@ -15,7 +13,9 @@ method per column marked, and a paired test of every method against that best ov
   All differences zero → p = 1; fewer than 2 paired images → p = NaN (not marked).
 
 Outputs: ``summary_table.csv`` (long, one row per run, every number), ``summary_table.md`` and
-``summary_table.tex`` (rows = methods, columns = conditions; cells ``mean [ci_low, ci_high]``).
+``summary_table.tex`` (rows = methods, columns = conditions; cells ``mean [ci_low, ci_high]``); the same for a
+protocol that asks for a table of its own (``own_table``: ``<name>_table.*``); and ``faithfulness_table`` — the
+headline quantity of every protocol of the faithfulness family side by side.
 """
 
 from __future__ import annotations
@@ -26,25 +26,37 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .aggregate import FAMILY_QUANTITIES, ROAD_QUANTITIES, family_values, final_values
+from .. import protocols
+from ..engine.stats import bootstrap_ci, sem
+from ..run.tables import COLUMN_KEY
+from .aggregate import quantity_values
 from .load import Results, series_labels, series_order
-from ..stats import bootstrap_ci, sem
 
-#: The columns a table column is made of (those that vary are shown in its header; dataset and patch always).
-COLUMN_KEY = ["dataset", "model", "perturbation", "patch", "steps", "target", "score"]
 ALPHA = 0.05
-LOWER_IS_BETTER = {"road_auc_morf", "road_auc_morf_minus_random", "deletion_auc_morf",
-                   "deletion_auc_morf_minus_random", "pixel_flipping_auc", "pixel_flipping_auc_minus_random"}
 TEST_NAME = "Wilcoxon signed-rank, two-sided, Holm-adjusted within column"
-QUANTITY_TITLES = {"aopc_morf_minus_random": "AOPC − random", "aopc_morf": "AOPC (MoRF)",
-                   "aopc_random": "AOPC (random order)", "road_gap": "ROAD gap AUC(LeRF) − AUC(MoRF)",
-                   "road_auc_morf_minus_random": "ROAD AUC(MoRF) − AUC(random)",
-                   "srg": "SRG AUC(LeRF) − AUC(MoRF)", "srg_aopc": "SRG AOPC(MoRF) − AOPC(LeRF)",
-                   "deletion_auc_morf": "deletion AUC", "deletion_auc_morf_minus_random": "deletion AUC − random",
-                   "insertion_auc_morf": "insertion AUC", "insertion_auc_morf_minus_random": "insertion AUC − random",
-                   "faithfulness_correlation": "faithfulness correlation",
-                   "pixel_flipping_auc": "pixel-flipping AUC", "pixel_flipping_auc_minus_random": "pixel-flipping AUC − random",
-                   "irof_morf": "IROF", "irof_morf_minus_random": "IROF − random", "irof_aoc": "IROF (Quantus AOC)"}
+
+
+def declaration(quantity: str) -> protocols.Quantity | None:
+    """The quantity's declaration in its protocol's file (None: not a declared quantity)."""
+    found = protocols.quantities().get(quantity)
+    return found[1] if found else None
+
+
+def title(quantity: str) -> str:
+    """The quantity's label for people (its declaration's ``label``)."""
+    q = declaration(quantity)
+    return q.label if q else quantity
+
+
+def lower_is_better(quantity: str) -> bool:
+    q = declaration(quantity)
+    return bool(q and q.direction < 0)
+
+
+def family_columns() -> tuple[str, ...]:
+    """The faithfulness table's columns: the headline quantity of every protocol of the faithfulness family,
+    in catalogue order."""
+    return tuple(h.name for cls in protocols.catalogue() if cls.family == "faithfulness" and (h := cls.headline()))
 
 
 def wilcoxon_p(d: np.ndarray) -> float:
@@ -80,22 +92,21 @@ def column_label(row: pd.Series, varying: list[str]) -> str:
     return " · ".join(parts)
 
 
-def summary_table(results: Results, quantity: str = "aopc_morf_minus_random", n_boot: int = 1000,
+def summary_table(results: Results, quantity: str | None = None, n_boot: int = 1000,
                   seed: int | None = None) -> pd.DataFrame:
-    """Long table, one row per run: the column key, method, label, statistics and the paired test."""
+    """Long table, one row per run that has ``quantity`` (default: the anchor protocol's headline): the column
+    key, method, label, statistics and the paired test."""
+    quantity = quantity or default_quantity()
     runs = results.runs
     varying = [c for c in COLUMN_KEY if runs[c].astype(str).nunique() > 1]
     labels = series_labels(runs, COLUMN_KEY)
     order = {r: i for i, r in enumerate(series_order(runs, labels))}
     rows, per_image = [], {}
     for _, r in runs.iterrows():
-        family = quantity in FAMILY_QUANTITIES
-        values = (family_values(results.run_quantities(r.run), quantity) if family
-                  else final_values(results.run_table(r.run), quantity))
-        if values is None:
-            if not family:  # (a run without that protocol is simply not in its table)
-                results.warnings.append(f"{r.run}: no rows for {quantity} (is the random order missing?); "
-                                        f"not in the summary table")
+        values = quantity_values(results, r.run, quantity)
+        if values is None or values.empty:
+            if _anchored(quantity):  # (a run without another protocol is simply not in its table)
+                results.warnings.append(f"{r.run}: no finite values of {quantity}; not in its table")
             continue
         per_image[r.run] = values
         v = values.to_numpy()
@@ -110,7 +121,7 @@ def summary_table(results: Results, quantity: str = "aopc_morf_minus_random", n_
     out = []
     for _, g in table.groupby("column", sort=False):
         g = g.copy()
-        lower = quantity in LOWER_IS_BETTER
+        lower = lower_is_better(quantity)
         best = g.loc[g["mean"].idxmin() if lower else g["mean"].idxmax()]
         g["best_label"], g["is_best"] = best.label, g.run == best.run
         g["rank"] = g["mean"].rank(ascending=lower, method="min").astype(int)
@@ -133,6 +144,17 @@ def summary_table(results: Results, quantity: str = "aopc_morf_minus_random", n_
         label_rank.setdefault(labels[r], len(label_rank))
     table["_order"] = table.label.map(label_rank)
     return table.sort_values(["_order", *COLUMN_KEY], kind="stable").drop(columns="_order").reset_index(drop=True)
+
+
+def default_quantity() -> str:
+    """The headline quantity of the protocol every run computes (AOPC − random)."""
+    return next(h.name for cls in protocols.catalogue() if cls.required and (h := cls.headline()))
+
+
+def _anchored(quantity: str) -> bool:
+    """Whether ``quantity`` belongs to a protocol every run computes (its absence from a run is worth a warning)."""
+    found = protocols.quantities().get(quantity)
+    return bool(found and found[0].required)
 
 
 def _decimals(table: pd.DataFrame, digits: int | None) -> int:
@@ -160,14 +182,13 @@ def _grid(table: pd.DataFrame, digits: int | None, bold, dagger) -> tuple[list[s
 
 def caption(table: pd.DataFrame) -> str:
     quantity = table.quantity.iloc[0]
-    q = QUANTITY_TITLES.get(quantity, quantity)
+    q = declaration(quantity)
     n = sorted(set(table.n_images))
     n_text = str(n[0]) if len(n) == 1 else f"{n[0]}–{n[-1]}"
-    where = ("per image (trapezoidal areas over the fractions of pixels changed)" if quantity in ROAD_QUANTITIES
-             or "auc" in quantity or quantity == "srg" else "per image" if quantity in FAMILY_QUANTITIES
-             else "at the last step L")
-    return (f"{q} {where}, mean [95% bootstrap interval] over {n_text} images. Bold: best per column. "
-            f"†: not significantly different from the best (two-sided Wilcoxon signed-rank test on the "
+    where = q.where if q else "per image"
+    better = " (lower is better)" if lower_is_better(quantity) else ""
+    return (f"{title(quantity)} {where}{better}, mean [95% bootstrap interval] over {n_text} images. Bold: best per "
+            f"column. †: not significantly different from the best (two-sided Wilcoxon signed-rank test on the "
             f"per-image differences over the images both evaluated, Holm-adjusted p ≥ {ALPHA}).")
 
 
@@ -198,7 +219,7 @@ def latex_escape(text: str) -> str:
     return "".join(f"${p}$" if i % 2 else "".join(_LATEX.get(ch, ch) for ch in p) for i, p in enumerate(parts))
 
 
-def to_latex(table: pd.DataFrame, digits: int | None = None, label: str = "tab:aopc") -> str:
+def to_latex(table: pd.DataFrame, digits: int | None = None, label: str = "tab:summary") -> str:
     columns, rows = _grid(table, digits, lambda s: "\x00" + s + "\x01", "†")
     cell = lambda s: latex_escape(s).replace("\x00", r"\textbf{").replace("\x01", "}")  # noqa: E731
     lines = [r"% requires \usepackage{booktabs}", r"\begin{table}[t]", r"\centering",
@@ -210,23 +231,17 @@ def to_latex(table: pd.DataFrame, digits: int | None = None, label: str = "tab:a
     return "\n".join(lines) + "\n"
 
 
-#: The family table's columns, in this order, where the runs have them.
-FAMILY_COLUMNS = ("aopc_morf_minus_random", "srg", "pixel_flipping_auc", "deletion_auc_morf", "insertion_auc_morf",
-                  "road_gap", "irof_morf", "faithfulness_correlation")
-
-
 def family_table(results: Results, n_boot: int = 1000, seed: int | None = None) -> pd.DataFrame | None:
-    """The faithfulness family side by side: one :func:`summary_table` per quantity of FAMILY_COLUMNS that
-    some run has (beyond AOPC), stacked; its ``column`` is the quantity's title (and the condition, when
-    several). None when the runs have no §9 protocol."""
+    """The faithfulness family side by side: one :func:`summary_table` per quantity of :func:`family_columns` that
+    some run has, stacked; its ``column`` is the quantity's label (and the condition, when several). None when the
+    runs have no protocol of the family beyond the one every run computes."""
     parts = []
-    for quantity in FAMILY_COLUMNS:
+    for quantity in family_columns():
         part = summary_table(results, quantity, n_boot, seed)
         if part.empty:
             continue
         several = part.column.nunique() > 1
-        part["column"] = [QUANTITY_TITLES.get(quantity, quantity) + (f" · {c}" if several else "")
-                          for c in part.column]
+        part["column"] = [title(quantity) + (f" · {c}" if several else "") for c in part.column]
         parts.append(part)
     if len(parts) < 2:
         return None
@@ -240,8 +255,8 @@ def family_markdown(table: pd.DataFrame, digits: int | None = None) -> str:
     lines += ["| " + " | ".join(map(esc, row)) + " |" for row in rows]
     n = sorted(set(table.n_images))
     n_text = str(n[0]) if len(n) == 1 else f"{n[0]}–{n[-1]}"
-    better = ", ".join(f"{QUANTITY_TITLES[q]}: lower" for q in FAMILY_COLUMNS if q in LOWER_IS_BETTER
-                       and q in set(table.quantity))
+    present = set(table.quantity)
+    better = ", ".join(f"{title(q)}: lower" for q in family_columns() if lower_is_better(q) and q in present)
     return ("\n".join(lines) + f"\n\nThe faithfulness family per method, mean [95% bootstrap interval] over {n_text}"
             f" images (SPEC §4, §9). Bold: best per column (higher is better{'; ' + better + ' is better' if better else ''}). "
             f"†: not significantly different from the best (two-sided Wilcoxon signed-rank test, Holm-adjusted "

@@ -1,0 +1,52 @@
+"""``python -m bench.models --out DIR [--checkpoints 0,10,100] [overrides]`` — train the embedded CNN with checkpoints
+along training (bench/models/embedded.py), for the network-quality experiment (TNNLS Fig. 7)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .. import plugins
+from ..errors import BenchError, exit_with_cli_error
+from ..run.config import compose
+from . import check_params
+from .embedded import CHECKPOINTS_CSV, train_embedded_cnn
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.models --out DIR [--checkpoints 0,10,100] [overrides]`` — train the embedded CNN
+    (settings from ``model.params``, default conf/model/embedded_cnn.yaml) on ``dataset`` with checkpoints."""
+    parser = argparse.ArgumentParser(prog="python -m bench.models", description=main.__doc__)
+    parser.add_argument("--out", required=True, help="folder for ckpt-<iteration>.pt, checkpoints.csv, training.json")
+    parser.add_argument("--checkpoints", default=None,
+                        help="comma-separated iterations (0 = initialisation); default: 0 and ~12 log-spaced")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. dataset=cifar10 dataset.params.root=…")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+
+        conf = compose(args.overrides)  # only the dataset and the model's training settings matter here
+        model = conf["model"]
+        if model.get("kind") != "embedded_cnn":
+            raise BenchError(f"python -m bench.models trains the embedded CNN; model '{model.get('name')}' is of kind "
+                             f"'{model.get('kind')}'")
+        params = dict(model.get("params") or {})
+        check_params("embedded_cnn", params)
+        dataset = plugins.build("datasets", conf["dataset"], "dataset")
+        checkpoints = None if args.checkpoints is None else [int(c) for c in args.checkpoints.split(",") if c]
+        rows = train_embedded_cnn(dataset, args.out, checkpoints, dataset_name=conf["dataset"]["name"], **params)
+    except Exception as exc:  # user errors and Hydra's config errors: one line
+        return exit_with_cli_error(exc)
+    for r in rows:
+        print(f"iteration {r['iteration']:>6}  epoch {r['epoch']:<7g} test accuracy {r['test_accuracy']:.4f}  {r['file']}")
+    print(f"checkpoints: {Path(args.out) / CHECKPOINTS_CSV}; evaluate one with model=checkpoint "
+          f"model.params.dir={args.out} model.params.iteration=N")
+    return 0
+
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())
