@@ -25,8 +25,15 @@ SMALL = [*FAST_MODEL, "n_images=6", "steps=3", "repeats=1", "bootstrap=50", "met
 
 @pytest.fixture(autouse=True)
 def fresh_plugins(monkeypatch, cache_dir):
+    """No plug-in folder and the code hashed (not vouched for) during a test; afterwards the protocols' config
+    blocks registered again without the test's plug-ins, so that later tests compose without them."""
+    from bench.run.config import register_protocols
+
     monkeypatch.delenv("BENCH_PLUGIN_PATH", raising=False)
+    monkeypatch.delenv("BENCH_CODE_VERSION", raising=False)
     yield
+    monkeypatch.undo()
+    register_protocols()
 
 
 def readme_protocol() -> tuple[str, str]:
@@ -178,3 +185,31 @@ def test_a_run_resumes_after_another_protocols_code_or_settings_change(tmp_path,
     assert "aopc.py" in files and not {"other.py", "irof.py", "road.py", "deletion.py", "srg.py"} & files
     assert "other" not in only.run_config() and "irof" not in only.run_config()
     assert spec.run_config()["other"] == {"size": 3}
+
+
+def test_the_new_protocols_reach_the_summary_the_faithfulness_table_and_the_report(tmp_path):
+    """Sensitivity-n and infidelity, added as one file each, land in summary.csv, in the faithfulness table with
+    their declared direction, and as a report's --quantity — with no line of the report naming them."""
+    from bench.report import make_report
+    from bench.report.table import family_columns, lower_is_better
+
+    base = [*SMALL, "n_images=5", "metrics=[aopc,sensitivity_n,infidelity]", "sensitivity_n.n=[20,200]",
+            "sensitivity_n.subsets=6", "infidelity.samples=6"]
+    for method in ("random", "gradient_x_input"):
+        summary = run(composed([*base, f"method={method}"]), tmp_path / method)
+        q = set(summary.quantity)
+        assert {"sensitivity_n", "sensitivity_n_random", "sensitivity_n_minus_random", "infidelity",
+                "infidelity_random", "infidelity_minus_random"} <= q
+    assert {"sensitivity_n", "infidelity"} <= set(family_columns())
+    assert lower_is_better("infidelity") and not lower_is_better("sensitivity_n")
+    written = make_report(tmp_path, tmp_path / "report", n_boot=50, formats=("png",), quantity="infidelity")
+    family = pd.read_csv(tmp_path / "report" / "faithfulness_table.csv")
+    assert {"aopc_morf_minus_random", "sensitivity_n", "infidelity"} == set(family.quantity)
+    text = (tmp_path / "report" / "faithfulness_table.md").read_text()
+    assert "Sensitivity-n (mean r over n)" in text.splitlines()[0] and "infidelity" in text.splitlines()[0]
+    assert "infidelity: lower" in text
+    # the gradient × input heatmap of a trained CNN is more faithful than a random one by both
+    by = family.set_index(["quantity", "method"])["mean"]
+    assert by[("sensitivity_n", "gradient_x_input")] > by[("sensitivity_n", "random")]
+    summary_table = pd.read_csv(tmp_path / "report" / "summary_table.csv")
+    assert set(summary_table.quantity) == {"infidelity"} and "summary_table" in written

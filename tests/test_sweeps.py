@@ -180,7 +180,7 @@ def test_experiments_and_launcher_configs_compose():
             "random", "sensitivity", "lrp_eps", "integrated_gradients")]
         cfg = compose("config", overrides=["experiment=faithfulness"], return_hydra_config=True)
         assert list(cfg.metrics) == ["aopc", "srg", "pixel_flipping", "deletion", "insertion",
-                                     "faithfulness_correlation", "road", "irof"]
+                                     "faithfulness_correlation", "road", "irof", "sensitivity_n", "infidelity"]
         assert list(cfg.orders) == ["morf", "lerf", "random"] and cfg.n_images == 200
         assert [j[0] for j in grid(cfg)] == [f"method={m}" for m in (
             "random", "sensitivity", "gradient_x_input", "deconvnet", "lrp_eps", "lrp_a1b0", "integrated_gradients")]

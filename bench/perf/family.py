@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown protocol {unknown[0]!r}; choose from {', '.join(PROTOCOLS)}")
     run = prepare(["perturbation=zero", "repeats=1", "orders=[morf,random]",
                    f"metrics=[aopc,{','.join(p for p in PROTOCOLS if p != 'aopc')}]", *args.overrides], args.images)
-    spec, model, ev, ids, x, target, f0, heat = (run.spec, run.model, run.evaluator, run.ids, run.x, run.target,
-                                                 run.f0, run.heat)
+    spec, model, ev, ids, x, target, heat = (run.spec, run.model, run.evaluator, run.ids, run.x, run.target,
+                                             run.heat)
     n, (c, h, w) = len(x), x.shape[1:]
     # black in model units; Quantus takes one number, so with several channels it gets channel 0's (same work)
     black = float(substrate("zero", x[:1], ids[:1], ev.seed, ev.normalization).flatten()[0])

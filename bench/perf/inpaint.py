@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     run = prepare(["perturbation=inpaint", "perturbation.params.solver=device", *args.overrides], args.images)
-    spec, ev, ids, x, target, f0, heat = run.spec, run.evaluator, run.ids, run.x, run.target, run.f0, run.heat
+    spec, ev, ids, x, target, heat = run.spec, run.evaluator, run.ids, run.x, run.target, run.heat
     host = evaluator_of([f"n_images={args.images}", "perturbation=inpaint", "perturbation.params.solver=host",
                          *args.overrides])[2]
     evaluators = {"host": host, "device": ev}

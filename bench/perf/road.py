@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> None:
     import quantus
 
     run = prepare(["metrics=[aopc,road]", *args.overrides], args.images)
-    spec, model, ev, ids, x, target, f0, heat = (run.spec, run.model, run.evaluator, run.ids, run.x, run.target,
-                                                 run.f0, run.heat)
+    spec, model, ev, ids, x, target, heat = (run.spec, run.model, run.evaluator, run.ids, run.x, run.target,
+                                             run.heat)
     road = spec.protocol("road")
     repeats = ev.requested_repeats if road.noise > 0 else 1
     percentages = [round(100 * f) for f in road.fractions]

@@ -17,8 +17,9 @@ import inspect
 from pathlib import Path
 
 from ..errors import BenchError
-from .base import (Batch, Figure, Protocol, Quantity, RunInfo, Table, choice, curve_auc, grid_frame,  # noqa: F401
-                   increasing_fractions, integer, integers, number, odd, optional, setting, substrate_settings)
+from .base import (Batch, Figure, Protocol, Quantity, RunInfo, Table, boolean, choice, curve_auc,  # noqa: F401
+                   grid_frame, increasing_fractions, integer, integers, number, odd, optional, setting,
+                   substrate_settings)
 
 #: The shipped protocols in catalogue order: the order of summary.csv's rows, the printed table and the report's
 #: columns. A user's protocols follow, sorted by name.

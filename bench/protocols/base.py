@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any, Callable, ClassVar, Mapping, Protocol as Interface
 
 import pandas as pd
@@ -54,6 +53,10 @@ def integer(low: int | None = None, high: int | None = None) -> Callable[[str, A
 
 def number(low: float | None = None, high: float | None = None, low_open: bool = False) -> Callable[[str, Any], float]:
     return lambda key, v: checks.number(key, v, low, high, low_open)
+
+
+def boolean() -> Callable[[str, Any], bool]:
+    return lambda key, v: checks.boolean(key, v)
 
 
 def choice(*options: str) -> Callable[[str, Any], str]:
@@ -257,10 +260,6 @@ class Batch:
     def pixel_orders(self) -> dict[str, torch.Tensor]:
         """(B, H·W) pixel orders ``morf`` and ``random`` (needs ``pixel_orders``)."""
         return self._need("pixel_orders")
-
-    @cached_property
-    def labels_np(self):
-        return self.labels.cpu().numpy()
 
     def per_image(self) -> dict[str, Any]:
         """The columns every per-image row of a table starts with: image_id, label, target_class (host arrays)."""

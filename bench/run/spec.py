@@ -7,7 +7,9 @@ parameters (by constructing the dataset, the method and the replacement function
 as it is. It writes nothing: a refused config leaves no trace on disk. Loading the model (which may train
 and cache the embedded CNN, or read a large file) is the job's first step, after its folder is locked.
 
-The schema below mirrors conf/config.yaml key by key (a test checks that they agree).
+The run-wide keys below mirror conf/config.yaml key by key (a test checks that they agree); each protocol's
+settings are declared, with their checks and defaults, in its own file (bench/protocols/), and the spec builds the
+run's protocols from their blocks (``RunSpec.protocols``).
 """
 
 from __future__ import annotations
