@@ -213,3 +213,17 @@ def test_the_new_protocols_reach_the_summary_the_faithfulness_table_and_the_repo
     assert by[("sensitivity_n", "gradient_x_input")] > by[("sensitivity_n", "random")]
     summary_table = pd.read_csv(tmp_path / "report" / "summary_table.csv")
     assert set(summary_table.quantity) == {"infidelity"} and "summary_table" in written
+
+
+def test_a_protocol_named_like_a_setting_of_the_run_is_refused(tmp_path, monkeypatch):
+    text = textwrap.dedent('''
+        from dataclasses import dataclass
+        from bench.protocols import Protocol
+
+        @dataclass(frozen=True)
+        class Patch(Protocol):
+            title = "patch"
+    ''')
+    monkeypatch.setenv("BENCH_PLUGIN_PATH", str(plugin_folder(tmp_path, "patch", text)))
+    with pytest.raises(BenchError, match="protocols/patch.py: 'patch' is already a setting of the run"):
+        build_spec(composed(SMALL))

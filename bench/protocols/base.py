@@ -9,10 +9,10 @@ Next to them it declares:
   for all protocols of the run;
 * ``launch(batch)`` — its device work on one batch of images, returning a function that makes its tidy
   table(s) on the host (``{table name: rows}``), so that the next batch's device work can start meanwhile;
-* ``tables`` — the tables it writes, with the columns the report reads;
+* ``tables`` — the tables the report reads, with their columns and the keys that tell their rows apart;
 * ``quantities`` and ``per_image(tables)`` — its per-image numbers with their direction (+1: higher is better,
   −1: lower is better, 0: not a comparison of methods, e.g. the random order's own value) and labels, from
-  which summary.csv, the printed table, the report's tables and the metric card are derived;
+  which summary.csv, the printed table and the report's tables are derived (and the metric card, SPEC §10);
 * ``figures`` — the report's figures of its tables (:mod:`bench.report.figures` draws the kinds).
 
 Nothing outside ``bench/protocols/`` names a protocol: the run, the summary and the report iterate over the

@@ -255,6 +255,10 @@ def build_spec(conf: Mapping[str, Any], here: bool = True, dataset: Any = None) 
     exists is left to that machine. ``dataset``: a ``bench.api.Dataset`` object used instead of building the
     config's (the Python API's images in memory, bench/run/python_api.py); it is checked like any other."""
     conf = plain(conf)
+    clash = sorted(set(protocols.available()) & (set(SCALARS) | set(NODE_KEYS) | {"regions", "experiment"}))
+    if clash:
+        raise BenchError(f"protocols/{clash[0]}.py: '{clash[0]}' is already a setting of the run; rename the protocol's "
+                         f"file")
     blocks = protocols.settings_blocks()
     _unknown("", conf, top_keys())
     _missing("", conf, tuple(SCALARS) + tuple(NODE_KEYS) + ("regions",))
