@@ -5,7 +5,8 @@
 One concept per module: :mod:`.load` (finding runs, run keys, duplicates, labels), :mod:`.aggregate`
 (per-image matrices, paired differences, bootstrap bands), :mod:`.figures` (Figs. 4, 5, 6, 8 and the
 curves), :mod:`.network` (Fig. 7), :mod:`.table` (summary table and paired test), :mod:`.build`
-(``make_report``: all of it into a folder). Colours, markers and the paper style: :mod:`bench.style`.
+(``make_report``: all of it into a folder). Colours, markers and the paper style: :mod:`.style`. Which tables,
+quantities and figures there are comes from the protocols' declarations (bench/protocols/).
 """
 
 from .build import make_report
