@@ -188,6 +188,10 @@ def make_replacement(name: str, **params) -> Replacement:
         raise BenchError(f"perturbation '{name}': bad params {params}: {exc}") from None
 
 
+#: The static replacement images of the §9 protocols (``substrate``).
+SUBSTRATES = ("zero", "mean", "image_mean", "blur")
+
+
 def substrate(kind: str, x: torch.Tensor, image_ids: list[str], seed: int, norm: Normalization,
               blur_sigma: float = 5.0, blur_kernel: int = 11) -> torch.Tensor:
     """A static replacement image for the §9 protocols (their ``substrate``), (B, C, H, W) in model-input units:

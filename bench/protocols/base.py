@@ -29,6 +29,8 @@ import pandas as pd
 import torch
 
 from .. import checks
+from ..engine.replacement import SUBSTRATES, substrate
+from ..engine.scoring import SCORES  # noqa: F401 (a protocol's own `score` setting chooses from these)
 from ..errors import BenchError
 
 #: The shared per-batch state a protocol may declare in ``needs`` (the heatmap and the images are always there).
@@ -83,9 +85,7 @@ def increasing_fractions(key: str, values: Any) -> tuple[float, ...]:
     if not isinstance(values, (list, tuple)) or not values:
         raise BenchError(f"{key} must be a non-empty list of fractions in (0, 1], got {values!r}")
     out = tuple(float(checks.number(f"{key}[{i}]", v, low=0, high=1, low_open=True)) for i, v in enumerate(values))
-    if any(b <= a for a, b in zip(out, out[1:])):
-        raise BenchError(f"{key} must be strictly increasing, got {list(values)}")
-    return out
+    return _increasing(key, out, values)
 
 
 def integers(low: int = 1) -> Callable[[str, Any], tuple[int, ...]]:
@@ -95,14 +95,15 @@ def integers(low: int = 1) -> Callable[[str, Any], tuple[int, ...]]:
             values = [values]
         if not isinstance(values, (list, tuple)) or not values:
             raise BenchError(f"{key} must be a non-empty list of integers ≥ {low}, got {values!r}")
-        out = tuple(checks.integer(f"{key}[{i}]", v, low=low) for i, v in enumerate(values))
-        if any(b <= a for a, b in zip(out, out[1:])):
-            raise BenchError(f"{key} must be strictly increasing, got {list(values)}")
-        return out
+        return _increasing(key, tuple(checks.integer(f"{key}[{i}]", v, low=low) for i, v in enumerate(values)), values)
     return check
 
 
-SUBSTRATES = ("zero", "mean", "image_mean", "blur")
+def _increasing(key: str, out: tuple, given: Any) -> tuple:
+    """``out`` when strictly increasing; else one line naming ``key`` and the values ``given``."""
+    if any(b <= a for a, b in zip(out, out[1:])):
+        raise BenchError(f"{key} must be strictly increasing, got {list(given)}")
+    return out
 
 
 def substrate_settings(default: str = "zero") -> dict[str, Any]:
@@ -113,8 +114,6 @@ def substrate_settings(default: str = "zero") -> dict[str, Any]:
             "blur_sigma": setting(5.0, number(0, low_open=True), "σ of the blur substrate (px)"),
             "blur_kernel": setting(11, odd(), "kernel size of the blur substrate (px)")}
 
-
-SCORES = ("logit", "softmax", "log_softmax")
 
 
 # --------------------------------------------------------------------------------------------- quantities
@@ -272,8 +271,6 @@ class Batch:
         """What removed pixels become in a §9 protocol, (B, C, H, W) in model-input units: ``zero`` (black),
         ``mean`` (the dataset mean), ``image_mean`` (the per-channel mean of the image itself) or ``blur`` (the
         Gaussian blur of the image, ``blur_sigma``, kernel ``blur_kernel``)."""
-        from ..engine.replacement import substrate
-
         return substrate(kind, self.x, self.image_ids, self.run.seed, self.run.normalization, blur_sigma, blur_kernel)
 
 
@@ -347,10 +344,6 @@ class Protocol:
     def notes(cls, tables: Mapping[str, pd.DataFrame]) -> list[str]:
         """Lines the run logs as warnings once its tables are assembled (e.g. counts of non-finite scores)."""
         return []
-
-    @classmethod
-    def quantity(cls, name: str) -> Quantity:
-        return next(q for q in cls.quantities if q.name == name)
 
     @classmethod
     def headline(cls) -> Quantity | None:

@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from .. import checks, plugins, protocols
+from ..engine.scoring import SCORES, TARGETS   # SPEC §1
 from ..errors import BenchError
 from ..protocols import Protocol, RunInfo
 from .config import plain
@@ -29,8 +30,6 @@ ORDERS = ("morf", "lerf", "random")           # SPEC §4; the random baseline is
 REGION_KINDS = ("tiles", "slic")              # SPEC §3, §9
 REGION_SCORES = ("sum", "mean")
 PRECISIONS = ("fp32", "bf16", "fp16")
-TARGETS = ("predicted", "label")              # SPEC §1
-SCORES = ("logit", "softmax", "log_softmax")
 #: Keys that do not change the numbers: a job may be resumed with other values.
 RUNTIME_KEYS = ("batch_size", "num_workers", "device", "cache_dir", "resume")
 #: Keys that say which part of a run a job computes; shards of one run share everything else.
