@@ -81,3 +81,29 @@ def bench_main(args, capsys) -> tuple[int, str, str]:
         code = exc.code if isinstance(exc.code, int) else 1
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def batch_sizes_and_two_shards(job, table: str, tmp_path):
+    """Table ``table`` of the run ``job`` (overrides) computed at batch sizes 1, 7 and 64, and the same run as two
+    shards (batch size 64) merged by collect: ({batch size: rows}, the merged rows). The one-job rows to compare
+    the shards with are those of batch size 64."""
+    import pandas as pd
+
+    from bench.run.collect import collect
+    from bench.run.job import run
+
+    got = {}
+    for bs in (1, 7, 64):
+        run(composed([*job, f"batch_size={bs}"]), tmp_path / f"bs{bs}")
+        got[bs] = pd.read_parquet(tmp_path / f"bs{bs}" / f"{table}.parquet")
+    for shard in (0, 1):
+        run(composed([*job, "batch_size=64", f"shard={shard}", "num_shards=2"]), tmp_path / "shards" / f"s{shard}")
+    return got, collect(tmp_path / "shards", write=False).tables[table]
+
+
+def assert_one_job(merged, whole) -> None:
+    """Shards collected are exactly the rows one job wrote (but for the wall time)."""
+    import pandas as pd
+
+    keep = [c for c in whole.columns if c != "wall_time_s"]
+    pd.testing.assert_frame_equal(merged[keep].reset_index(drop=True), whole[keep], check_exact=True)

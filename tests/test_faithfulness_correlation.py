@@ -5,19 +5,16 @@ subsets; batch-size invariance; one-line errors."""
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from scipy.stats import pearsonr
 
 import bench
-from bench.run.collect import collect
 from bench.errors import BenchError
-from bench.run.job import run
 from bench.engine.seeding import rand_per_image
 from bench.run.spec import build_spec
 
-from conftest import FAST_MODEL, composed
+from conftest import FAST_MODEL, assert_one_job, batch_sizes_and_two_shards, composed
 
 MEAN, STD, N, SIZE = 0.1307, 0.3081, 20, 10
 
@@ -93,19 +90,12 @@ def test_agrees_with_quantus_given_the_same_subsets(linear_case, monkeypatch):
 def test_same_numbers_for_any_batch_size_and_for_two_shards(tmp_path):
     job = [*FAST_MODEL, "metrics=[aopc,faithfulness_correlation]", "n_images=4", "steps=2", "repeats=1",
            "bootstrap=20", "faithfulness_correlation.subsets=12", "method=sensitivity", "block_size=2"]
-    got = {}
-    for bs in (1, 7, 64):
-        run(composed([*job, f"batch_size={bs}"]), tmp_path / f"bs{bs}")
-        got[bs] = pd.read_parquet(tmp_path / f"bs{bs}" / "faithfulness_correlation.parquet").faithfulness_correlation
-    np.testing.assert_allclose(got[1], got[64], rtol=1e-5)
-    np.testing.assert_allclose(got[7], got[64], rtol=1e-5)
-    whole = pd.read_parquet(tmp_path / "bs64" / "faithfulness_correlation.parquet")
+    got, merged = batch_sizes_and_two_shards(job, "faithfulness_correlation", tmp_path)
+    np.testing.assert_allclose(got[1].faithfulness_correlation, got[64].faithfulness_correlation, rtol=1e-5)
+    np.testing.assert_allclose(got[7].faithfulness_correlation, got[64].faithfulness_correlation, rtol=1e-5)
+    whole = got[64]
     assert set(whole.fc_subset_size) == {4}
-    for shard in (0, 1):
-        run(composed([*job, "batch_size=64", f"shard={shard}", "num_shards=2"]), tmp_path / "shards" / f"s{shard}")
-    merged = collect(tmp_path / "shards", write=False).tables["faithfulness_correlation"]
-    keep = [c for c in whole.columns if c != "wall_time_s"]
-    pd.testing.assert_frame_equal(merged[keep].reset_index(drop=True), whole[keep], check_exact=True)
+    assert_one_job(merged, whole)
 
 
 @pytest.mark.parametrize("override, message", [

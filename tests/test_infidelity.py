@@ -5,7 +5,6 @@ perturbations rebuilt from the seeding primitives; against Captum 0.9 ``captum.m
 summary.csv."""
 
 import re
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -18,11 +17,11 @@ from bench.engine.seeding import keys_of, rand_per_image
 from bench.errors import BenchError
 from bench.protocols.infidelity import Infidelity, infidelities
 from bench.report.load import load_results
-from bench.run.collect import collect
 from bench.run.job import run
 from bench.run.spec import build_spec
 
-from conftest import FAST_MODEL, bench_main, composed, heatmaps_and_targets, quantus_scores
+from conftest import (FAST_MODEL, assert_one_job, batch_sizes_and_two_shards, bench_main, composed,
+                      heatmaps_and_targets, quantus_scores)
 
 MEAN, STD, S, SIGMA = 0.1307, 0.3081, 40, 0.1
 QUANTITIES = ("infidelity", "infidelity_random", "infidelity_minus_random")
@@ -311,20 +310,13 @@ def assert_same_numbers(got, want):
 @pytest.mark.parametrize("perturbation", ["noise", "square"])
 def test_same_numbers_for_any_batch_size_and_for_two_shards(tmp_path, perturbation):
     job = [*JOB, f"infidelity.perturbation={perturbation}"]
-    got = {}
-    for bs in (1, 7, 64):
-        run(composed([*job, f"batch_size={bs}"]), tmp_path / f"bs{bs}")
-        got[bs] = pd.read_parquet(tmp_path / f"bs{bs}" / "infidelity.parquet")
+    got, merged = batch_sizes_and_two_shards(job, "infidelity", tmp_path)
     whole = got[64]
     assert len(whole) == 4 and whole.infidelity.notna().all() and whole.infidelity_random.notna().all()
     assert (whole.infidelity > 1e-4).all() and (whole.infidelity_random > 1e-4).all()
     for bs in (1, 7):
         assert_same_numbers(got[bs], whole)
-    for shard in (0, 1):
-        run(composed([*job, "batch_size=64", f"shard={shard}", "num_shards=2"]), tmp_path / "shards" / f"s{shard}")
-    merged = collect(tmp_path / "shards", write=False).tables["infidelity"]
-    keep = [c for c in whole.columns if c != "wall_time_s"]
-    pd.testing.assert_frame_equal(merged[keep].reset_index(drop=True), whole[keep], check_exact=True)
+    assert_one_job(merged, whole)
 
 
 @pytest.mark.parametrize("override, message", [

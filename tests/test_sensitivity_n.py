@@ -19,11 +19,11 @@ from bench.engine.seeding import keys_of, rand_per_image
 from bench.errors import BenchError
 from bench.protocols.sensitivity_n import SensitivityN, default_sizes, pearson
 from bench.report.load import load_results
-from bench.run.collect import collect
 from bench.run.job import run
 from bench.run.spec import build_spec
 
-from conftest import FAST_MODEL, bench_main, composed, quantus_scores
+from conftest import (FAST_MODEL, assert_one_job, batch_sizes_and_two_shards, bench_main, composed,
+                      quantus_scores)
 
 MEAN, STD, K = 0.1307, 0.3081, 20
 SIZES = (7, 10, 49, 98, 200, 392)   # 7, 49, 98 and 392 divide 784 (Quantus needs features_in_step | H·W)
@@ -257,21 +257,14 @@ JOB = [*FAST_MODEL, "metrics=[aopc,sensitivity_n]", "n_images=4", "steps=2", "re
 
 
 def test_same_numbers_for_any_batch_size_and_for_two_shards(tmp_path):
-    got = {}
-    for bs in (1, 7, 64):
-        run(composed([*JOB, f"batch_size={bs}"]), tmp_path / f"bs{bs}")
-        got[bs] = pd.read_parquet(tmp_path / f"bs{bs}" / "sensitivity_n.parquet")
+    got, merged = batch_sizes_and_two_shards(JOB, "sensitivity_n", tmp_path)
     whole = got[64]
     assert len(whole) == 4 * 3 and list(whole.n[:3]) == [10, 100, 400]
     assert whole.correlation.notna().all() and whole.correlation_random.notna().all()
     for bs in (1, 7):
         for column in ("correlation", "correlation_random"):
             np.testing.assert_allclose(got[bs][column], whole[column], rtol=1e-5, atol=1e-5)
-    for shard in (0, 1):
-        run(composed([*JOB, "batch_size=64", f"shard={shard}", "num_shards=2"]), tmp_path / "shards" / f"s{shard}")
-    merged = collect(tmp_path / "shards", write=False).tables["sensitivity_n"]
-    keep = [c for c in whole.columns if c != "wall_time_s"]
-    pd.testing.assert_frame_equal(merged[keep].reset_index(drop=True), whole[keep], check_exact=True)
+    assert_one_job(merged, whole)
 
 
 @pytest.mark.parametrize("override, message", [
