@@ -119,7 +119,8 @@ def irof_case():
                                 torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
                                 torch.nn.Linear(8 * 12 * 12, 5)).eval()
     tables = bench.evaluate_explanations(model, raw, method="sensitivity", steps=2, repeats=1, bootstrap=20,
-                                         save_heatmaps=6, metrics=["aopc", "irof"])
+                                         save_heatmaps=6, metrics=["aopc", "irof"],
+                                         irof={"compactness": 10.0})  # Quantus's (scikit-image's default)
     return raw, model, tables
 
 
@@ -211,5 +212,30 @@ def test_irof_uses_the_runs_superpixels_when_the_settings_agree():
     common = dict(method="sensitivity", steps=5, repeats=1, bootstrap=20, metrics=["aopc", "irof"], irof=SLIC)
     tiles = bench.evaluate_explanations(model, raw, **common)["irof"]
     slic_run = bench.evaluate_explanations(model, raw, regions={"kind": "slic", **SLIC}, **common)["irof"]
-    own = [c for c in tiles.columns if c not in ("regions", "regions_params", "n_regions", "L", "wall_time_s")]
+    own = [c for c in tiles.columns
+           if c not in ("run_key", "regions", "regions_params", "equal_regions", "n_regions", "L", "wall_time_s")]
     pd.testing.assert_frame_equal(slic_run[own], tiles[own], check_exact=True)
+
+
+def test_default_compactness_gives_real_superpixels_on_grayscale_images():
+    """DEFINITIONS §9: on the embedded MNIST default (grayscale in [0, 1]) the compactness chosen for the images
+    (0.1) gives segments that follow the digits; scikit-image's 10 there gives a regular grid of rectangles."""
+    from bench.engine.superpixels import compactness_for, slic_labels
+    from bench.run.spec import build_spec
+
+    spec = build_spec(composed([*FAST_MODEL, "n_images=8", "regions=slic"]))
+    assert spec.regions["compactness"] is None and compactness_for(1) == 0.1 and compactness_for(3) == 10.0
+    data = spec.dataset.obj
+    raw = torch.stack([data.get(i)[1] for i in range(8)])
+
+    def rectangles(compactness):
+        labels, _ = slic_labels(raw, data.normalization.raw_range, 100, compactness, 0.0, 10)
+        shares = []
+        for image in labels.numpy():
+            for s in np.unique(image):
+                ys, xs = np.nonzero(image == s)
+                shares.append(len(ys) == (np.ptp(ys) + 1) * (np.ptp(xs) + 1))
+        return np.mean(shares)
+
+    assert rectangles(10.0) == 1.0            # a grid
+    assert rectangles(None) < 0.8             # the digits' outlines: most segments on them are not rectangles

@@ -16,14 +16,27 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-#: scikit-image's (and Quantus 0.6 IROF's) settings: ``slic(image, start_label=0)``.
-SLIC_DEFAULTS = {"n_segments": 100, "compactness": 10.0, "sigma": 0.0, "max_num_iter": 10}
+#: scikit-image's (and Quantus 0.6 IROF's) settings: ``slic(image, start_label=0)`` — but for ``compactness``,
+#: None: :func:`compactness_for`.
+SLIC_DEFAULTS = {"n_segments": 100, "compactness": None, "sigma": 0.0, "max_num_iter": 10}
 
 
-def slic_labels(raw: torch.Tensor, raw_range: tuple[float, float], n_segments: int, compactness: float,
+def compactness_for(channels: int) -> float:
+    """SLIC's compactness that fits the image: 10 (scikit-image's default) for three channels, which SLIC
+    segments in CIELAB (L in 0 … 100); 0.1 for other images, segmented as given in [0, 1] — the same balance of
+    colour against space, since colour distances there are 100 times smaller. (Compactness 10 on a grayscale
+    image in [0, 1] gives a regular grid: every segment of the embedded MNIST default is a rectangle.)"""
+    return 10.0 if channels == 3 else 0.1
+
+
+def slic_labels(raw: torch.Tensor, raw_range: tuple[float, float], n_segments: int, compactness: float | None,
                 sigma: float, max_num_iter: int) -> tuple[torch.Tensor, list[int]]:
-    """(B, C, H, W) raw images → (B, H, W) long labels on ``raw``'s device and the number of segments of each."""
+    """(B, C, H, W) raw images → (B, H, W) long labels on ``raw``'s device and the number of segments of each.
+    ``compactness`` None: the one that fits the images' channels (:func:`compactness_for`)."""
     from skimage.segmentation import slic
+
+    if compactness is None:
+        compactness = compactness_for(raw.shape[1])
 
     lo, hi = (float(v) for v in raw_range)
     images = ((raw.detach().double().cpu() - lo) / (hi - lo)).permute(0, 2, 3, 1).numpy()

@@ -17,7 +17,7 @@ import inspect
 from pathlib import Path
 
 from ..errors import BenchError
-from .base import (Batch, Figure, Protocol, Quantity, RunInfo, Table, boolean, choice, curve_auc,  # noqa: F401
+from .base import (SCORE_UNITS, Batch, Figure, Protocol, Quantity, RunInfo, Table, boolean, choice, curve_auc,  # noqa: F401
                    grid_frame, increasing_fractions, integer, integers, number, odd, optional, setting,
                    substrate_settings)
 
@@ -98,3 +98,21 @@ def settings_blocks() -> dict[str, dict]:
     """The config block of every protocol with settings: ``{name: {setting: default}}`` (conf/ gets them from
     here, bench/run/config.py)."""
     return {c.name: c.defaults() for c in catalogue() if c.settings()}
+
+
+def unit(quantity: str, score: str, protocol_settings: dict | str | None = None) -> str:
+    """The unit of ``quantity`` as a run computed it (its declaration's ``unit``, ``{score}`` resolved): the
+    score is its protocol's ``score`` setting in ``protocol_settings`` ({protocol: {setting: value}} or that as
+    JSON, e.g. a row's ``protocol_settings``) when the protocol has one, else the run's ``score``. "" for a name
+    no protocol declares."""
+    import json
+
+    found = quantities().get(quantity)
+    if found is None:
+        return ""
+    cls, q = found
+    settings = json.loads(protocol_settings) if isinstance(protocol_settings, str) else protocol_settings or {}
+    own = settings.get(cls.name, {}).get("score") if isinstance(settings.get(cls.name), dict) else None
+    if own is None and "score" in {f.name for f in dataclasses.fields(cls)}:
+        own = cls.defaults().get("score")  # an older row without the settings: the declared default
+    return q.unit.format(score=SCORE_UNITS.get(own or score, own or score))

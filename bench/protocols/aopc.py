@@ -28,6 +28,14 @@ from bench.engine.curves import imputed_scores, perturbed_scores, sequential_sco
 from bench.protocols.base import Batch, Figure, Protocol, Quantity, Table, grid_frame
 
 LAST = "at the last step L"
+
+
+def unequal_regions(run) -> bool:
+    """Whether a run's regions differ in size (its ``equal_regions`` is false)."""
+    return str(run.get("equal_regions", True)).lower() in ("false", "0")
+
+
+AREA_MATCHED = "over the same fraction of pixels as the random order (SPEC §4 Unequal regions)"
 #: The columns of ``curves.parquet``, in this order (after the provenance, bench/run/tables.py).
 CURVE_COLUMNS = ["image_id", "label", "target_class", "order", "step", "fraction_perturbed", "score_value", "score_std",
                  "aopc", "nonfinite"]
@@ -46,7 +54,15 @@ class AOPC(Protocol):
                  printed="AOPC − random [95% CI]", print_as="ci"),
         Quantity("aopc_lerf", -1, "AOPC (LeRF)", LAST, printed="LeRF AOPC"),
         Quantity("aopc_lerf_minus_random", -1, "AOPC (LeRF) − random", LAST),
-        Quantity("nonfinite_scores", 0, "non-finite perturbed scores", "per image (count)", diagnostic=True),
+        Quantity("aopc_area_random", 0, "area-matched AOPC (random order)", AREA_MATCHED),
+        Quantity("aopc_area_morf", +1, "area-matched AOPC (MoRF)", AREA_MATCHED),
+        Quantity("aopc_area_morf_minus_random", +1, "area-matched AOPC − random", AREA_MATCHED,
+                 printed="area-matched AOPC − random [95% CI]", print_as="ci", when=unequal_regions,
+                 replaces="aopc_morf_minus_random"),
+        Quantity("aopc_area_lerf", -1, "area-matched AOPC (LeRF)", AREA_MATCHED),
+        Quantity("aopc_area_lerf_minus_random", -1, "area-matched AOPC (LeRF) − random", AREA_MATCHED),
+        Quantity("nonfinite_scores", 0, "non-finite perturbed scores", "per image (count)", diagnostic=True,
+                 unit="count"),
     )
     figures = (Figure("aopc_vs_{baseline}", "relative", table="curves", value="aopc", label="AOPC"),
                Figure("curves", "orders", table="curves"),
@@ -106,6 +122,7 @@ class AOPC(Protocol):
         for o in ("morf", "lerf"):
             if o in final:
                 cols[f"aopc_{o}_minus_random"] = final[o] - final["random"]
+        cols.update(area_quantities(curves, final.index))
         out = pd.DataFrame(cols, index=final.index)
         if "nonfinite" in curves and curves["nonfinite"].any():
             counts = curves.groupby("image_id", sort=False)["nonfinite"].sum()
@@ -123,10 +140,73 @@ class AOPC(Protocol):
                 f"quantities (summary: n_images, nonfinite_scores)"]
 
 
+def area_quantities(curves: pd.DataFrame, images: pd.Index) -> dict[str, np.ndarray]:
+    """Per image (in the order of ``images``), the area-matched AOPC (SPEC §4 "Unequal regions") of MoRF and
+    LeRF (those present), each paired with the random order over their common range [0, a_max]: the
+    ``aopc_area_random`` reported is the one matched to MoRF."""
+    wide = curves.pivot_table(index=["image_id", "order"], columns="step",
+                              values=["fraction_perturbed", "score_value"], aggfunc="first", dropna=False)
+
+    def arrays(order: str) -> tuple[np.ndarray, np.ndarray]:
+        block = wide.xs(order, level="order").reindex(images)
+        return (block["fraction_perturbed"].to_numpy(np.float64), block["score_value"].to_numpy(np.float64))
+
+    orders = set(curves.order.unique())
+    base_fraction, base_score = arrays("random")
+    out: dict[str, np.ndarray] = {}
+    for o in ("morf", "lerf"):
+        if o in orders:
+            own, base, _ = area_matched_aopc(*arrays(o), base_fraction, base_score)
+            if o == "morf":
+                out["aopc_area_random"] = base
+            out[f"aopc_area_{o}"], out[f"aopc_area_{o}_minus_random"] = own, own - base
+    return out
+
+
 def final_aopc(curves: pd.DataFrame) -> pd.DataFrame:
     """Per image, AOPC at the last step L for each order: index image_id (first-seen order), columns orders."""
     last = curves[curves.step == curves.step.max()]
     return last.pivot(index="image_id", columns="order", values="aopc").loc[last.image_id.unique()]
+
+
+def area_integral(fraction: np.ndarray, score: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """∫₀^upper F(a) da of the piecewise-linear curves F through (fraction[..., k], score[..., k]) (fraction
+    non-decreasing along the last axis, starting at 0), for ``upper`` (...,) ≤ each curve's last fraction:
+    the trapezoid over the knots below ``upper`` plus the part of the segment that ``upper`` cuts."""
+    a0, a1, f0, f1 = fraction[..., :-1], fraction[..., 1:], score[..., :-1], score[..., 1:]
+    hi = np.minimum(a1, upper[..., None])
+    lo = np.minimum(a0, hi)
+    width = a1 - a0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        at_hi = np.where(width > 0, f0 + (f1 - f0) * (hi - a0) / np.where(width > 0, width, 1), f1)
+    return (0.5 * (hi - lo) * (f0 + at_hi)).sum(-1)
+
+
+def area_matched_aopc(fraction: np.ndarray, score: np.ndarray, baseline_fraction: np.ndarray,
+                      baseline_score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The area-matched AOPC of an order and of its paired random order (SPEC §4 "Unequal regions"), per image:
+
+        AOPC_area = (1/a_max) ∫₀^{a_max} ( f_c(x⁽⁰⁾) − F(a) ) da,   a_max = min(a_L(order), a_L(random)),
+
+    F the curve as a function of the fraction a of pixels perturbed, linear between steps. Arrays (images, L+1)
+    with ``score[:, 0]`` = f_c(x⁽⁰⁾) and ``fraction[:, 0]`` = 0. Returns (AOPC_area(order), AOPC_area(random),
+    a_max); NaN where a_max = 0."""
+    a_max = np.minimum(fraction[..., -1], baseline_fraction[..., -1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.where(a_max > 0, 1.0 / np.where(a_max > 0, a_max, 1), np.nan)
+        own = score[..., 0] - area_integral(fraction, score, a_max) * scale
+        base = baseline_score[..., 0] - area_integral(baseline_fraction, baseline_score, a_max) * scale
+    return own, base, a_max
+
+
+def area_aopc_curve(fraction: np.ndarray, score: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """AOPC_area(a) = (1/a) ∫₀^a (f_c(x⁽⁰⁾) − F(a')) da' at each a of ``grid`` (G,), a > 0, for curves
+    (..., L+1): (..., G); NaN beyond a curve's last fraction (the figures of runs with unequal regions)."""
+    upper = np.broadcast_to(grid, fraction.shape[:-1] + grid.shape)
+    inside = upper <= fraction[..., -1:] + 1e-12
+    clipped = np.minimum(upper, fraction[..., -1:])
+    integral = area_integral(fraction[..., None, :], score[..., None, :], clipped)
+    return np.where(inside, score[..., :1] - integral / grid, np.nan)
 
 
 def aopc_curve(unperturbed: torch.Tensor, curve: torch.Tensor) -> torch.Tensor:

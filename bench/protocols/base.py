@@ -128,7 +128,11 @@ class Quantity:
     ``printed``: its head in the table a run prints (``{L}``: the run's L), shown as ``print_as``: ``sem``
     (mean ± s.e.m.), ``ci`` (that and the 95% interval) or ``mean`` (4 significant digits).
     ``diagnostic``: listed after every protocol's quantities. ``undefined``: why no image may have a finite
-    value, when that is not the model's NaN/inf outputs."""
+    value, when that is not the model's NaN/inf outputs. ``unit``: what it is measured in; ``{score}`` stands for
+    the unit of the score it was computed from (the protocol's ``score`` setting when it has one, else the run's:
+    :data:`SCORE_UNITS`), e.g. ``"{score} × fraction of pixels"`` for an area under a score curve. ``when``: printed
+    only for runs whose provenance (a summary row) it accepts; ``replaces``: for those runs it stands in for that
+    quantity in comparisons (the combined table of a sweep, the report)."""
 
     name: str
     direction: int
@@ -139,6 +143,15 @@ class Quantity:
     print_as: str = "sem"
     diagnostic: bool = False
     undefined: str = ""
+    unit: str = "{score}"
+    when: Callable[[Mapping[str, Any]], bool] | None = None
+    replaces: str = ""
+
+
+#: The unit of each score f_c (SPEC §1).
+SCORE_UNITS = {"logit": "logit", "softmax": "probability", "log_softmax": "log-probability"}
+#: The unit of an area under a score curve over the fraction of pixels changed (SPEC §9 AUC).
+AREA = "{score} × fraction of pixels"
 
 
 # --------------------------------------------------------------------------------------------- report

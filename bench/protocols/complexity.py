@@ -164,9 +164,10 @@ class Complexity(Protocol):
     family = "complexity"
     tables = (Table("complexity", ("image_id", "png_bytes", "jpeg_bytes", "entropy_bits"), per_heatmap=True),)
     quantities = (
-        Quantity("png_bytes", -1, "PNG size (bytes)", headline=True, printed="PNG bytes", print_as="mean"),
-        Quantity("jpeg_bytes", -1, "JPEG size (bytes)"),
-        Quantity("entropy_bits", -1, "entropy (bits)", printed="entropy", print_as="mean"),
+        Quantity("png_bytes", -1, "PNG size (bytes)", headline=True, printed="PNG bytes", print_as="mean",
+                 unit="bytes"),
+        Quantity("jpeg_bytes", -1, "JPEG size (bytes)", unit="bytes"),
+        Quantity("entropy_bits", -1, "entropy (bits)", printed="entropy", print_as="mean", unit="bits"),
     )
     figures = (Figure("complexity_scatter", "scatter", table="complexity", value="png_bytes", label="PNG size (bytes)"),
                Figure("complexity_entropy", "box", table="complexity", value="entropy_bits", label="entropy (bits)"))

@@ -58,6 +58,8 @@ from bench.engine.seeding import randn_per_image
 from bench.errors import BenchError
 from bench.protocols.base import Batch, Protocol, Quantity, RunInfo, Table, choice, integer, number, setting
 
+#: ‖R(x) − R(x′)‖₁ / ‖x − x′‖₂: relevance per unit of input distance (the model input's, after normalisation).
+CONTINUITY = "relevance L1 / input L2"
 NOISE_STREAM = "continuity.noise"
 
 
@@ -199,8 +201,9 @@ class Continuity(Protocol):
     attributes_inputs = True
     tables = (Table("continuity", ("image_id", "continuity_max", "continuity_mean"), per_heatmap=True),)
     quantities = (
-        Quantity("continuity_max", -1, "continuity (max ratio)", headline=True, printed="continuity", print_as="mean"),
-        Quantity("continuity_mean", -1, "continuity (mean ratio)"),
+        Quantity("continuity_max", -1, "continuity (max ratio)", headline=True, printed="continuity", print_as="mean",
+                 unit=CONTINUITY),
+        Quantity("continuity_mean", -1, "continuity (mean ratio)", unit=CONTINUITY),
     )
 
     def check(self, run: RunInfo) -> None:

@@ -32,7 +32,7 @@ class FaithfulnessCorrelation(Protocol):
 
     title = "faithfulness correlation"
     tables = (Table("faithfulness_correlation", ("image_id", "faithfulness_correlation")),)
-    quantities = (Quantity("faithfulness_correlation", +1, "faithfulness correlation", headline=True,
+    quantities = (Quantity("faithfulness_correlation", +1, "faithfulness correlation", headline=True, unit="Pearson r",
                            undefined="for every image the subsets' score drops (or heatmap sums) did not vary — "
                                      "e.g. subsets that only hit pixels already equal to the substrate; raise "
                                      "faithfulness_correlation.subset_size"),)

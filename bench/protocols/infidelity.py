@@ -110,10 +110,10 @@ class Infidelity(Protocol):
     tables = (Table("infidelity", ("image_id", "label", "target_class", "infidelity", "infidelity_random",
                                    "infidelity_beta"), keys=("image_id",)),)
     quantities = (
-        Quantity("infidelity", -1, "infidelity", headline=True, printed="infidelity",
+        Quantity("infidelity", -1, "infidelity", headline=True, printed="infidelity", unit="({score})²",
                  undefined="the model's score of every image's perturbed inputs was not finite"),
-        Quantity("infidelity_random", 0, "infidelity (random heatmap)"),
-        Quantity("infidelity_minus_random", -1, "infidelity − random"),
+        Quantity("infidelity_random", 0, "infidelity (random heatmap)", unit="({score})²"),
+        Quantity("infidelity_minus_random", -1, "infidelity − random", unit="({score})²"),
     )
 
     def square_size(self, h: int, w: int) -> int:

@@ -26,15 +26,20 @@ import pandas as pd
 import torch
 
 from bench.engine.curves import perturbed_scores
-from bench.engine.superpixels import SLIC_DEFAULTS
+from bench.engine.superpixels import SLIC_DEFAULTS, compactness_for
 from bench.protocols.base import (SCORES, Batch, Protocol, Quantity, Table, choice, grid_frame, integer, number,
-                                  setting, substrate_settings)
+                                  optional, setting, substrate_settings)
+
+#: f_c(x⁽ᵏ⁾)/f_c(x) and the areas over it are ratios of the score (no unit).
+RATIO = "fraction of f_c(x)"
 
 
 @dataclass(frozen=True)
 class IROF(Protocol):
     n_segments: int = setting(100, integer(low=2), "SLIC: the approximate number of superpixels")
-    compactness: float = setting(10.0, number(0, low_open=True), "SLIC: colour vs space (lower: follows content)")
+    compactness: float | None = setting(None, optional(number(0, low_open=True)),
+                                        "SLIC: colour vs space (lower: follows content); null: 10 for colour "
+                                        "images (CIELAB), 0.1 for grayscale ones in [0, 1]")
     sigma: float = setting(0.0, number(0), "SLIC: Gaussian smoothing before segmenting")
     max_num_iter: int = setting(10, integer(low=1), "SLIC: k-means iterations")
     substrate: str = substrate_settings("image_mean")["substrate"]
@@ -47,10 +52,10 @@ class IROF(Protocol):
     tables = (Table("irof", ("image_id", "order", "step", "fraction_perturbed", "score_value", "relative_score",
                              "irof_regions")),)
     quantities = (
-        Quantity("irof_morf", +1, "IROF", headline=True),
-        Quantity("irof_random", 0, "IROF (random order)"),
-        Quantity("irof_morf_minus_random", +1, "IROF − random"),
-        Quantity("irof_aoc", +1, "IROF (Quantus AOC)"),
+        Quantity("irof_morf", +1, "IROF", headline=True, unit=RATIO),
+        Quantity("irof_random", 0, "IROF (random order)", unit=RATIO),
+        Quantity("irof_morf_minus_random", +1, "IROF − random", unit=RATIO),
+        Quantity("irof_aoc", +1, "IROF (Quantus AOC)", unit=RATIO + " × steps"),
     )
 
     def launch(self, batch: Batch) -> Callable[[], dict[str, pd.DataFrame]]:
@@ -81,6 +86,8 @@ class IROF(Protocol):
         counts = np.asarray(regions.counts)
         settings = {f"irof_{k}": getattr(self, k) for k in ("n_segments", "compactness", "sigma", "max_num_iter",
                                                             "substrate", "score")}
+        if self.compactness is None:  # the value used (the settings say null: chosen for the images)
+            settings["irof_compactness"] = compactness_for(x.shape[1])
         per_image = batch.per_image()
 
         def rows() -> dict[str, pd.DataFrame]:

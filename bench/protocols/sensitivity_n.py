@@ -73,11 +73,13 @@ class SensitivityN(Protocol):
                     keys=("image_id", "n")),)
     quantities = (
         Quantity("sensitivity_n", +1, "Sensitivity-n (mean r over n)", "per image (mean over the sizes n)",
-                 headline=True, printed="sensitivity-n",
+                 headline=True, printed="sensitivity-n", unit="Pearson r",
                  undefined="for every image and every n the subsets' score drops (or heatmap sums) did not vary — "
                            "e.g. subsets that only hit pixels already equal to the substrate; raise sensitivity_n.n"),
-        Quantity("sensitivity_n_random", 0, "Sensitivity-n (random heatmap)", "per image (mean over the sizes n)"),
-        Quantity("sensitivity_n_minus_random", +1, "Sensitivity-n − random", "per image (mean over the sizes n)"),
+        Quantity("sensitivity_n_random", 0, "Sensitivity-n (random heatmap)", "per image (mean over the sizes n)",
+                 unit="Pearson r"),
+        Quantity("sensitivity_n_minus_random", +1, "Sensitivity-n − random", "per image (mean over the sizes n)",
+                 unit="Pearson r"),
     )
 
     def sizes(self, pixels: int) -> tuple[int, ...]:

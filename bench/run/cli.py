@@ -68,6 +68,10 @@ class CollectCallback(Callback):
             if ended and job.status in ("incomplete", "missing"):
                 job.reason = f"{ended}; {job.reason}"
         print(format_report(SWEEP.collection), file=sys.stderr if not SWEEP.collection.ok else sys.stdout)
+        if SWEEP.collection.summary is not None:  # the sweep's comparison: methods × conditions
+            from .summary import comparison_table
+
+            print("\n" + comparison_table(SWEEP.collection.summary))
 
 
 # -------------------------------------------------------------------------------- errors

@@ -227,7 +227,7 @@ def _run_tables(run: Run):
     """The run's tables by name, its summary and its skipped images (with provenance)."""
     import pandas as pd
 
-    from .summary import summarize_run
+    from .summary import summarize_run, with_run
     from .tables import PROVENANCE, with_provenance
 
     first = run.jobs[0]
@@ -249,8 +249,9 @@ def _run_tables(run: Run):
         conf = first.manifest["run_config"]
         summary = None
         if tables:
-            summary = with_provenance(summarize_run(tables, int(conf["bootstrap"]), conf["seed"]),
-                                      {**prov, "device": jobdir.devices_of([m for _, m in blocks])})
+            summary = with_run(summarize_run(tables, int(conf["bootstrap"]), conf["seed"]),
+                               {**prov, "device": jobdir.devices_of([m for _, m in blocks]),
+                                "device_name": jobdir.devices_of([m for _, m in blocks], "device_name")})
         skipped_prov = prov
     skipped = None
     if (p := first.path / "skipped.csv").is_file() and len(run.jobs) == 1:
@@ -358,14 +359,20 @@ def collect(root: str | Path, out: str | Path | None = None, write: bool = True)
     return result
 
 
-#: The condition columns of jobs.csv: those a job's configuration names by themselves (bench/run/tables.py).
-JOB_CONDITION = [c for c in CONDITION if c not in ("method_params", "pooling", "regions_params")]
+#: The condition columns of jobs.csv: those a job's configuration names by themselves (bench/run/tables.py); the
+#: rest (parameters, weights, protocol settings) a row of jobs.csv joins by ``run_key`` with the summary rows.
+JOB_CONDITION = [c for c in CONDITION if c not in ("method_params", "pooling", "regions_params", "model_sha",
+                                                   "protocol_settings")]
+#: Where a jobs.csv column's value is in the job's configuration when not under its own name.
+_CONFIG_KEY = {"images": "n_images"}
 
 
 def jobs_frame(c: Collection):
     import pandas as pd
 
     def name(value):  # a config group's node is named by its name (a method, a dataset …) or kind (regions)
+        if isinstance(value, (list, tuple)):
+            return ",".join(map(str, value))
         return (value.get("name") or value.get("kind")) if isinstance(value, dict) else value
 
     rows = []
@@ -377,7 +384,8 @@ def jobs_frame(c: Collection):
         rows.append({
             "job": os.path.relpath(j.path, c.root) if j.path is not None else "", "status": j.status,
             "reason": j.reason, "overrides": " ".join(j.overrides), "run_key": j.run_key or "",
-            "shard": shard, "num_shards": n, "blocks": hi - lo, **{k: name(conf.get(k)) for k in JOB_CONDITION},
+            "shard": shard, "num_shards": n, "blocks": hi - lo,
+            **{k: name(conf.get(_CONFIG_KEY.get(k, k))) for k in JOB_CONDITION},
         })
     return pd.DataFrame(rows, columns=["job", "status", "reason", "overrides", "run_key", "shard", "num_shards",
                                        "blocks", *JOB_CONDITION])
@@ -450,6 +458,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_report(c))
+    if c.summary is not None:
+        from .summary import comparison_table
+
+        print("\n" + comparison_table(c.summary))
     return 0 if c.ok else 1
 
 

@@ -85,11 +85,32 @@ class Evaluator:
         # tiles: R regions, L = min(steps, R); superpixels: R per image, L = steps (recorded n_regions 0)
         self.n_regions = 0 if self.superpixels else n_regions(h, w, self.patch)
         self.L = self.steps if self.superpixels else min(self.steps, self.n_regions)
+        # SPEC §4 "Unequal regions": tiles of one size only when the patch divides the image
+        self.equal_regions = not self.superpixels and h % self.patch == 0 and w % self.patch == 0
         self._forward = self.model
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if self.compile:
             self._forward = torch.compile(self.model)
+
+    def region_warnings(self) -> list[str]:
+        """One line each for what makes AOPC across patch sizes not comparable (SPEC §4): tiles of unequal size,
+        and curves that stop before the whole image is perturbed."""
+        h, w = self.image_hw
+        lines = []
+        if self.superpixels:
+            lines.append("regions=slic: the superpixels differ in size, so AOPC is also reported area-matched "
+                         "(aopc_area_*, SPEC §4 Unequal regions); equal_regions=false is recorded")
+        elif not self.equal_regions:
+            lines.append(f"patch {self.patch} does not divide the {h}×{w} image: its tiles differ in size and "
+                         f"AOPC − random is biased; quote the area-matched AOPC (aopc_area_morf_minus_random, "
+                         f"SPEC §4 Unequal regions); equal_regions=false is recorded")
+        if not self.superpixels and self.L < self.n_regions:
+            share = self.L * self.patch ** 2 / (h * w) if self.equal_regions else None
+            lines.append(f"steps={self.steps} < {self.n_regions} regions at patch {self.patch}: the curves stop "
+                         f"before the whole image is perturbed{f' (at {share:.0%} of the pixels)' if share else ''}; "
+                         f"compare patch sizes on the fraction of pixels perturbed, or set steps={self.n_regions}")
+        return lines
 
     # -- model calls -------------------------------------------------------------------------------
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:

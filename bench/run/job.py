@@ -36,8 +36,8 @@ from ..models import load_model
 from .pipeline import HostQueue, prefetched
 from .progress import Progress
 from .spec import RunSpec, build_spec
-from .summary import summarize_run, undefined_reasons
-from .tables import params_json, versions, with_provenance
+from .summary import summarize_run, undefined_reasons, with_run
+from .tables import device_name, params_json, versions
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +79,22 @@ def _collate(items: list) -> Batch:
                  torch.tensor([it[3] for it in good], dtype=torch.long), bad)
 
 
-def provenance(spec: RunSpec, evaluator: Evaluator, wall_time_s: float) -> dict[str, Any]:
-    """The SPEC §8 columns every row of this run carries."""
+def provenance(spec: RunSpec, evaluator: Evaluator, manifest: dict, wall_time_s: float) -> dict[str, Any]:
+    """The SPEC §8 columns every row of this run carries (``protocol``/``protocol_params`` are per row)."""
     return dict(
-        method=spec.method.name, method_params=params_json(spec.method.params), pooling=spec.pooling,
-        dataset=spec.dataset.name, preprocessing=spec.dataset.obj.preprocessing, model=spec.model.name,
-        model_params=params_json(spec.model.params), perturbation=spec.perturbation.name,
+        run_key=manifest["run_key"], method=spec.method.name, method_params=params_json(spec.method.params),
+        pooling=spec.pooling, dataset=spec.dataset.name, preprocessing=spec.dataset.obj.preprocessing,
+        images=spec.n_images, model=spec.model.name, model_params=params_json(spec.model.params),
+        model_sha=manifest["model_sha"], perturbation=spec.perturbation.name,
         perturbation_params=params_json(spec.perturbation.params), regions=spec.regions["kind"],
-        regions_params=params_json({k: v for k, v in spec.regions.items() if k != "kind"}), patch=spec.patch, steps=spec.steps,
-        L=evaluator.L, n_regions=evaluator.n_regions, repeats=evaluator.repeats, orders=",".join(evaluator.orders),
-        target=spec.target, score=spec.score, precision=evaluator.precision, seed=spec.seed,
-        device=str(spec.device), wall_time_s=round(wall_time_s, 3), **versions())
+        regions_params=params_json({k: v for k, v in spec.regions.items() if k != "kind"}), patch=spec.patch,
+        equal_regions=evaluator.equal_regions, steps=spec.steps, L=evaluator.L, n_regions=evaluator.n_regions,
+        repeats=evaluator.repeats, orders=",".join(evaluator.orders), target=spec.target, score=spec.score,
+        precision=evaluator.precision, seed=spec.seed, bootstrap=spec.bootstrap,
+        metrics=",".join(p.name for p in spec.protocols),
+        protocol_settings=params_json({p.name: p.values() for p in spec.protocols}), code_sha=manifest["code_sha"],
+        device=str(spec.device), device_name=device_name(spec.device), wall_time_s=round(wall_time_s, 3),
+        **versions())
 
 
 def _evaluate_blocks(spec: RunSpec, evaluator: Evaluator, job: JobDir, todo: list[tuple[int, int, int]]) -> None:
@@ -142,6 +147,7 @@ class _BlockWriter:
         self.frames: dict[str, list[pd.DataFrame]] = {}
         self.skipped: list[tuple[str, str]] = []
         self.tick = time.perf_counter()
+        self.device_name = device_name(spec.device)
 
     def add(self, blk: tuple[int, int, int], unreadable: list[tuple[str, str]], pending: Pending | None,
             last: bool) -> None:
@@ -152,7 +158,8 @@ class _BlockWriter:
             self.skipped += pending.skipped
         if last:
             now = time.perf_counter()
-            self.job.write_block(blk, self.frames, self.skipped, now - self.tick, str(self.spec.device))
+            self.job.write_block(blk, self.frames, self.skipped, now - self.tick, str(self.spec.device),
+                                 self.device_name)
             log.debug("block %d/%d done (images %d–%d, %.1fs)", blk[0] + 1, self.spec.n_blocks, blk[1], blk[2] - 1,
                       now - self.tick)
             self.frames, self.skipped, self.tick = {}, [], now
@@ -195,6 +202,8 @@ def _compute(spec: RunSpec, evaluator: Evaluator, job: JobDir, manifest: dict, s
     n_todo, n_all = sum(b[2] - b[1] for b in todo), sum(b[2] - b[1] for b in blocks)
     log.info("job ready in %.1fs (config, dataset, model); %d image(s) to compute%s", setup_s, n_todo,
              f", {n_all - n_todo} already done" if n_todo < n_all else "")
+    for line in evaluator.region_warnings():
+        log.warning("%s", line)
     _evaluate_blocks(spec, evaluator, job, todo)
     return _finish(spec, evaluator, job, manifest, blocks)
 
@@ -206,7 +215,7 @@ def _finish(spec: RunSpec, evaluator: Evaluator, job: JobDir, manifest: dict,
     if any(m is None for m in markers):
         raise BenchError(f"{job.path}: block files vanished while the job was running; run it again to recompute them")
     wall = job.attempts_setup_s() + sum(m["wall_time_s"] for m in markers)
-    prov = provenance(spec, evaluator, wall)
+    prov = provenance(spec, evaluator, manifest, wall)
     tables, skipped = assemble([(job.path, m) for m in markers], prov)
     n_images = sum(m["stop"] - m["start"] for m in markers) - len(skipped)
     report = None
@@ -216,7 +225,8 @@ def _finish(spec: RunSpec, evaluator: Evaluator, job: JobDir, manifest: dict,
         log.warning("%d image(s) skipped (%s); listed in %s", len(report),
                     "; ".join(f"{n}× {r}" for r, n in report.reason.value_counts().items()), job.path / "skipped.csv")
     info = dict(run_key=manifest["run_key"], shard=spec.shard, num_shards=spec.num_shards, n_images=n_images,
-                skipped=len(skipped), attempts=job.n_attempts(), provenance={**prov, "device": devices_of(markers)},
+                skipped=len(skipped), attempts=job.n_attempts(),
+                provenance={**prov, "device": devices_of(markers), "device_name": devices_of(markers, "device_name")},
                 block_spans=[list(blk) for blk in blocks])
     if spec.num_shards > 1:  # the shard's rows stay in parts/; collect assembles all shards of the run
         job.write_final({}, None, info)
@@ -226,7 +236,7 @@ def _finish(spec: RunSpec, evaluator: Evaluator, job: JobDir, manifest: dict,
                          f"({'; '.join(sorted(set(r for _, r in skipped)))}) — nothing else was computed")
     summary = summarize_run(tables, spec.bootstrap, spec.seed)
     _check_summary(summary, tables, spec)
-    summary = with_provenance(summary, info["provenance"])
+    summary = with_run(summary, info["provenance"])
     job.write_final(tables, summary, info)
     return summary
 

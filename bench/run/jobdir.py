@@ -34,7 +34,7 @@ import pandas as pd
 
 from ..errors import BenchError
 from .identity import incompatibility
-from .tables import read_json, with_provenance, write_csv, write_json, write_parquet, write_text
+from .tables import protocol_of_table, read_json, with_provenance, write_csv, write_json, write_parquet, write_text
 
 # (the lock file, .lock, is bench/run/lock.py's)
 MANIFEST, DONE, FAILED, PARTS, LOG, HYDRA = "job.json", "DONE", "FAILED", "parts", "bench.log", ".hydra"
@@ -65,8 +65,9 @@ def finished_block(job_dir: Path, block: int, start: int, stop: int) -> dict | N
     return marker
 
 
-def devices_of(markers: list[dict]) -> str:
-    return ",".join(sorted({m["device"] for m in markers})) or "none"
+def devices_of(markers: list[dict], key: str = "device") -> str:
+    """The devices (``key="device_name"``: their models) the blocks ran on, comma-separated."""
+    return ",".join(sorted({str(m.get(key) or m["device"]) for m in markers})) or "none"
 
 
 def assemble(blocks: list[tuple[Path, dict]], provenance: dict[str, Any]
@@ -80,7 +81,9 @@ def assemble(blocks: list[tuple[Path, dict]], provenance: dict[str, Any]
         skipped += [tuple(s) for s in marker.get("skipped", [])]
         for name in marker.get("tables", {}):
             rows = pd.read_parquet(part_path(job_dir, marker["block"], name))
-            frames.setdefault(name, []).append(with_provenance(rows, {**provenance, "device": marker["device"]}))
+            device = {"device": marker["device"], "device_name": marker.get("device_name") or marker["device"]}
+            frames.setdefault(name, []).append(with_provenance(rows, {**provenance, **device},
+                                                               protocol=protocol_of_table(name)))
     return {name: pd.concat(parts, ignore_index=True) for name, parts in frames.items()}, skipped
 
 
@@ -259,7 +262,7 @@ class JobDir:
             raise RuntimeError(f"{self.path}: written without owning it (claim() under the lock first)")
 
     def write_block(self, block: tuple[int, int, int], frames: dict[str, list[pd.DataFrame]],
-                    skipped: list[tuple[str, str]], seconds: float, device: str) -> None:
+                    skipped: list[tuple[str, str]], seconds: float, device: str, device_name: str = "") -> None:
         self._owner()
         b, start, stop = block
         tables = {}
@@ -268,7 +271,8 @@ class JobDir:
             write_parquet(rows, part_path(self.path, b, name))
             tables[name] = len(rows)
         write_json(dict(block=b, start=start, stop=stop, tables=tables, skipped=skipped,
-                        wall_time_s=round(seconds, 3), device=device), block_marker(self.path, b))
+                        wall_time_s=round(seconds, 3), device=device, device_name=device_name or device),
+                   block_marker(self.path, b))
 
     def write_record(self, config_yaml: str, hydra_files: dict[str, str] | None) -> None:
         """The resolved configuration and Hydra's record of the command (``.hydra/``), once the folder is ours."""

@@ -156,7 +156,8 @@ SCALARS: dict[str, Callable[[Any], Any]] = {
 def _slic_checks(block: str) -> dict[str, Callable[[Any], Any]]:
     """The checks of SLIC's settings (bench/engine/superpixels.py)."""
     return {"n_segments": lambda v: checks.integer(f"{block}.n_segments", v, low=2),
-            "compactness": lambda v: checks.number(f"{block}.compactness", v, low=0, low_open=True),
+            "compactness": lambda v: None if v is None else checks.number(f"{block}.compactness", v, low=0,
+                                                                          low_open=True),
             "sigma": lambda v: checks.number(f"{block}.sigma", v, low=0),
             "max_num_iter": lambda v: checks.integer(f"{block}.max_num_iter", v, low=1)}
 

@@ -14,6 +14,7 @@ import pandas as pd
 
 from .. import protocols
 from ..engine.stats import bootstrap_ci, sem
+from .tables import SUMMARY_COLUMNS, with_provenance
 
 
 def per_image_quantities(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -53,6 +54,17 @@ def summarize_run(tables: dict[str, pd.DataFrame], n_boot: int, seed: int) -> pd
     return pd.DataFrame({"quantity": per_image.columns, **stats})
 
 
+def with_run(summary: pd.DataFrame, provenance: dict) -> pd.DataFrame:
+    """The summary rows of a run as written (``SUMMARY_COLUMNS``): its provenance, each quantity's protocol and
+    that protocol's settings, and the quantity's unit as the run computed it (``protocols.unit``)."""
+    declared = protocols.quantities()
+    names = summary.quantity.map(lambda q: declared[q][0].name if q in declared else "")
+    out = with_provenance(summary, provenance, protocol=names)
+    units = {q: protocols.unit(q, provenance["score"], provenance["protocol_settings"]) for q in summary.quantity}
+    out.insert(out.columns.get_loc("quantity") + 1, "unit", out.quantity.map(units))
+    return out[SUMMARY_COLUMNS]
+
+
 def undefined_reasons(summary: pd.DataFrame) -> list[str]:
     """Why the quantities no image has a finite value of are undefined (their ``Quantity.undefined``, else the
     model's NaN/inf outputs), one line each, without repeats."""
@@ -77,7 +89,7 @@ def format_table(summary: pd.DataFrame) -> str:
     row = {"method": first["method"]}
     for cls in protocols.catalogue():
         for quantity in cls.quantities:
-            if quantity.printed and quantity.name in q.index:
+            if quantity.printed and quantity.name in q.index and (quantity.when is None or quantity.when(first)):
                 row[quantity.printed.format(L=first["L"])] = fmt(quantity.name, quantity.print_as)
     row["images"] = int(first["n_images"])
     where = (f"patch {first['patch']} ({first['n_regions']} regions)" if first.get("regions", "tiles") == "tiles"
@@ -93,3 +105,63 @@ def headline(summary: pd.DataFrame) -> float:
     optimises."""
     names = [q.name for cls in protocols.catalogue() if cls.required for q in cls.quantities if q.headline]
     return float(summary.loc[summary.quantity == names[0], "mean"].iloc[0])
+
+
+def stand_in(quantity: str, row) -> str:
+    """The quantity a comparison reports for ``quantity`` in the run of summary row ``row``: a declared quantity
+    that ``replaces`` it for such runs (``Quantity.when``; e.g. the area-matched AOPC for unequal regions), else
+    itself."""
+    for _, q in protocols.quantities().values():
+        if q.replaces == quantity and q.when is not None and q.when(row):
+            return q.name
+    return quantity
+
+
+def comparison_table(summary: pd.DataFrame) -> str:
+    """The comparison a sweep ends with: one row per method (with its parameters when they vary), one column per
+    condition (the settings that vary among the runs) × headline quantity of each protocol run (its stand-in
+    for runs with unequal regions, :func:`stand_in`), cells ``mean [95% CI]``, units in the heads; runs that
+    differ in any setting (tables.COLUMN_KEY, images, repeats and seed included) are separate columns."""
+    if summary is None or not len(summary):
+        return ""
+    from .tables import COLUMN_KEY
+
+    s = summary.copy()
+    for c in [*COLUMN_KEY, "method", "method_params", "pooling"]:
+        if c not in s:
+            s[c] = ""
+    keys = [c for c in COLUMN_KEY if s[c].astype(str).nunique() > 1]
+    series = ["method"] + [c for c in ("method_params", "pooling")
+                           if s.groupby("method")[c].nunique().max() > 1]
+    declared = protocols.quantities()
+    headlines = [q.name for cls in protocols.catalogue() for q in cls.quantities if q.headline]
+    cells, columns, replaced = {}, [], False
+    for run_key, run in s.groupby([*series, *keys] if keys else series, sort=False, dropna=False):
+        first = run.iloc[0]
+        by_name = run.set_index("quantity")
+        condition = ", ".join(f"{k}={_short(first[k])}" for k in keys)
+        row = " ".join(str(first[c]) for c in series)
+        for headline_name in headlines:
+            name = stand_in(headline_name, first)
+            replaced |= name != headline_name
+            if name not in by_name.index:
+                continue
+            r = by_name.loc[name]
+            unit = r["unit"] if "unit" in r and isinstance(r["unit"], str) and r["unit"] else ""
+            head = f"{declared[name][1].label}{f' [{unit}]' if unit else ''}"
+            col = f"{condition} · {head}" if condition else head
+            if col not in columns:
+                columns.append(col)
+            cells.setdefault(row, {})[col] = f"{r['mean']:.3g} [{r['ci_low']:.3g}, {r['ci_high']:.3g}]"
+    table = pd.DataFrame.from_dict(cells, orient="index").reindex(columns=columns).fillna("–")
+    table.index.name = "method"
+    same = [f"{c}={_short(s[c].iloc[0])}" for c in ("dataset", "model", "images", "repeats") if c not in keys]
+    lines = [f"comparison ({', '.join(same)}): mean [95% bootstrap CI] over images"]
+    if replaced:
+        lines.append("where regions are unequal (equal_regions=false) AOPC is area-matched (SPEC §4 Unequal regions)")
+    return "\n".join([*lines, table.to_string(line_width=120)])
+
+
+def _short(value) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else text[:37] + "…"

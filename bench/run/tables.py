@@ -26,24 +26,29 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 PROVENANCE = [
-    "method", "method_params", "pooling", "dataset", "preprocessing", "model", "model_params", "perturbation",
-    "perturbation_params", "regions", "regions_params", "patch", "steps", "L", "n_regions", "repeats", "orders", "target", "score", "precision",
-    "seed", "device", "bench_version", "torch_version", "torchvision_version", "numpy_version", "python_version",
-    "wall_time_s",
+    "run_key", "method", "method_params", "pooling", "dataset", "preprocessing", "images", "model", "model_params",
+    "model_sha", "perturbation", "perturbation_params", "regions", "regions_params", "patch", "equal_regions", "steps",
+    "L", "n_regions", "repeats", "orders", "target", "score", "precision", "seed", "bootstrap", "metrics",
+    "protocol_settings", "protocol", "protocol_params", "code_sha", "device", "device_name", "bench_version",
+    "torch_version", "torchvision_version", "numpy_version", "scipy_version", "skimage_version", "pandas_version",
+    "python_version", "wall_time_s",
 ]
-SUMMARY_COLUMNS = PROVENANCE + ["quantity", "mean", "median", "sem", "ci_low", "ci_high", "n_images"]
+SUMMARY_COLUMNS = PROVENANCE + ["quantity", "unit", "mean", "median", "sem", "ci_low", "ci_high", "n_images"]
 
 #: What a line of a figure or a row of a table is: the method with its parameters and pooling.
 SERIES = ["method", "method_params", "pooling"]
 #: What a heatmap depends on (not patch, perturbation, steps or repeats): runs that differ only elsewhere have the
 #: same heatmaps (the report keeps one copy of their per-heatmap tables).
 HEATMAP_KEY = ["dataset", "model", "target", "score", *SERIES, "seed"]
-#: What was measured (a run's condition). Device, versions, wall time and the derived L / n_regions are not part.
-CONDITION = [*SERIES, "dataset", "model", "perturbation", "regions", "regions_params", "patch", "steps", "repeats",
-             "target", "score", "seed"]
-#: What methods are compared under, one column of a report table: the condition without the method and without
-#: what only makes a number more or less precise (repeats, seed).
-COLUMN_KEY = [c for c in CONDITION if c not in SERIES and c not in ("repeats", "seed")]
+#: What was measured (a run's condition): every setting that can change a number — the images, the weights
+#: (``model_sha``), every protocol's settings (``protocol_settings``) and the bootstrap included. The code identity
+#: (``code_sha``: it covers the method's own file, so it differs between methods), device, versions, wall time and
+#: the derived L / n_regions / equal_regions are recorded but not part.
+CONDITION = [*SERIES, "dataset", "images", "model", "model_sha", "perturbation", "regions", "regions_params", "patch",
+             "steps", "repeats", "target", "score", "seed", "bootstrap", "metrics", "protocol_settings"]
+#: What methods are compared under, one column of a report table: the condition without the method. Runs that
+#: differ in images, repeats, seed or any setting are separate columns, never ranked together.
+COLUMN_KEY = [c for c in CONDITION if c not in SERIES]
 #: Which run of a baseline method a run is paired with (the same images, draws and heatmap key; curves are compared
 #: step by step, so steps may differ).
 PAIRING_KEY = [c for c in COLUMN_KEY if c != "steps"] + ["seed"]
@@ -51,14 +56,45 @@ PAIRING_KEY = [c for c in COLUMN_KEY if c != "steps"] + ["seed"]
 
 
 def versions() -> dict[str, str]:
+    """The versions of the packages that compute numbers (scikit-image: superpixels; SciPy: the inpainting
+    solves and the tests of the report; pandas: the tables)."""
     import numpy
+    import scipy
+    import skimage
     import torch
     import torchvision
 
     from .. import __version__
     return {"bench_version": __version__, "torch_version": torch.__version__,
             "torchvision_version": torchvision.__version__, "numpy_version": numpy.__version__,
-            "python_version": platform.python_version()}
+            "scipy_version": scipy.__version__, "skimage_version": skimage.__version__,
+            "pandas_version": pd.__version__, "python_version": platform.python_version()}
+
+
+def device_name(device) -> str:
+    """The model of the device the numbers were computed on: the GPU's name, or the CPU's."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or device.type
+
+
+def protocol_of_table(name: str) -> str | None:
+    """The protocol that declares table ``name`` (``curves_repeats``: AOPC's ``curves``), None if none does."""
+    from .. import protocols
+
+    for cls in protocols.catalogue():
+        if any(t.name == name or f"{t.name}_repeats" == name for t in cls.tables):
+            return cls.name
+    return None
 
 
 def params_json(params: dict[str, Any]) -> str:
@@ -89,12 +125,20 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
     atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
 
 
-def with_provenance(df: pd.DataFrame, provenance: dict[str, Any]) -> pd.DataFrame:
-    """The run's provenance columns first (SPEC §8), then the table's own columns."""
+def with_provenance(df: pd.DataFrame, provenance: dict[str, Any], protocol: str | pd.Series | None = None
+                    ) -> pd.DataFrame:
+    """The run's provenance columns first (SPEC §8), then the table's own columns. ``protocol``: the protocol
+    the rows come from (a name, or one per row); ``protocol_params`` are then its settings from the run's
+    ``protocol_settings``."""
     own = [c for c in df.columns if c not in PROVENANCE]
     df = df.copy()
     for key in PROVENANCE:
-        df[key] = provenance[key]
+        if key not in ("protocol", "protocol_params"):
+            df[key] = provenance[key]
+    settings = json.loads(provenance["protocol_settings"] or "{}")
+    names = protocol if isinstance(protocol, pd.Series) else pd.Series(protocol or "", index=df.index, dtype=object)
+    df["protocol"] = names.fillna("").astype(str).to_numpy()
+    df["protocol_params"] = df["protocol"].map({n: params_json(settings.get(n, {})) for n in df["protocol"].unique()})
     return df[PROVENANCE + own]
 
 
