@@ -23,7 +23,9 @@ def test_run_writes_both_tables(run_cli):
     assert list(curves.columns) == CURVE_COLUMNS and list(summary.columns) == SUMMARY_COLUMNS
     assert len(curves) == 4 * 2 * 6 and set(curves.order) == {"morf", "random"}
     assert curves.groupby(["image_id", "order"]).step.apply(list).map(lambda s: s == list(range(6))).all()
-    assert set(summary.quantity) == {"aopc_morf", "aopc_random", "aopc_morf_minus_random"}
+    assert set(summary.quantity) == {"aopc_morf", "aopc_random", "aopc_morf_minus_random", "aopc_area_morf",
+                                     "aopc_area_random", "aopc_area_morf_minus_random"}
+    assert set(summary.unit) == {"logit"} and (summary.protocol == "aopc").all()
     assert (summary.n_images == 4).all() and (summary.L == 5).all() and (curves.method == "sensitivity").all()
     # the summary is the mean over images of the per-image AOPC(L) of the curve table
     final = curves[curves.step == 5].pivot(index="image_id", columns="order", values="aopc")

@@ -27,6 +27,7 @@ from ..engine.regions import Regions, n_regions, seeded_orders
 from ..engine.replacement import Replacement
 from ..engine.scoring import choose_target, score_of
 from ..interfaces import Context, Method, Normalization
+from .. import protocols
 from ..protocols import Batch, Protocol, protocol_class, required
 from ..protocols.base import Shared
 from .spec import ORDERS, RunSpec
@@ -102,8 +103,9 @@ class Evaluator:
             lines.append("regions=slic: the superpixels differ in size, so AOPC is also reported area-matched "
                          "(aopc_area_*, SPEC §4 Unequal regions); equal_regions=false is recorded")
         elif not self.equal_regions:
+            area = [q.name for _, q in protocols.quantities().values() if q.replaces]
             lines.append(f"patch {self.patch} does not divide the {h}×{w} image: its tiles differ in size and "
-                         f"AOPC − random is biased; quote the area-matched AOPC (aopc_area_morf_minus_random, "
+                         f"AOPC − random is biased; quote the area-matched AOPC ({', '.join(area)}, "
                          f"SPEC §4 Unequal regions); equal_regions=false is recorded")
         if not self.superpixels and self.L < self.n_regions:
             share = self.L * self.patch ** 2 / (h * w) if self.equal_regions else None
