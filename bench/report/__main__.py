@@ -10,6 +10,21 @@ from ..errors import exit_with_cli_error
 from .load import DUPLICATE_POLICIES
 
 
+def quantities_by_protocol() -> dict[str, list[str]]:
+    """Every declared quantity (bench/protocols/), by protocol, in catalogue order."""
+    from .. import protocols
+
+    out: dict[str, list[str]] = {}
+    for name, (cls, _) in protocols.quantities().items():
+        out.setdefault(cls.name, []).append(name)
+    return out
+
+
+def quantity_choices() -> list[str]:
+    """What ``--quantity`` accepts: every quantity a protocol declares."""
+    return [q for qs in quantities_by_protocol().values() for q in qs]
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench.report",
@@ -22,12 +37,13 @@ def parser() -> argparse.ArgumentParser:
                         "method name (its run of the same setting, paired by image)")
     p.add_argument("--patch-baseline", default="random",
                    help="the same for the per-patch-size figure (TNNLS Fig. 8 uses sensitivity)")
-    from .. import protocols
-
-    p.add_argument("--quantity", default=None, choices=list(protocols.quantities()), metavar="QUANTITY",
-                   help="what the summary table reports per image: any quantity of summary.csv ("
-                        + ", ".join(protocols.quantities()) + "); default: the headline of the protocol every run "
-                        "computes, AOPC − random. Tables of a protocol's own (road_table.*) report its headline")
+    p.add_argument("--quantity", default=None, choices=quantity_choices(), metavar="QUANTITY",
+                   help="what the summary table reports per image: any quantity a protocol declares, as in "
+                        "summary.csv — " + "; ".join(f"{name}: {', '.join(qs)}" for name, qs in
+                                                    quantities_by_protocol().items())
+                        + ". Default: the headline of the protocol every run computes, AOPC − random, and the "
+                        "area-matched AOPC (SPEC §4 Unequal regions) for runs whose regions differ in size "
+                        "(equal_regions false). Tables of a protocol's own (road_table.*) report its headline")
     p.add_argument("--reference", help="method on the x axis of the scatter figures (default: the first "
                                        "non-random method in catalogue order)")
     p.add_argument("--grid-images", type=int, default=8, help="images (columns) in the heatmap grid")

@@ -25,6 +25,11 @@ the report also reads, when present:
 
 and anywhere below the folders ``network_quality.parquet`` / ``network_quality.csv`` (TNNLS Fig. 7).
 
+**Older tables** — tables written before a provenance column existed get it with the value they meant
+(:data:`BACKFILL`): constants, or what the run's own tables tell (its number of images, its protocols, whether
+its regions have one size), so results collected by an earlier version still load and are kept apart from
+runs of another condition.
+
 **Duplicates** — two runs with the same condition (same method, parameters, dataset, model, patch, seed,
 …; device, versions and wall time do not count). ``duplicates="keep"`` (default) keeps both, tells them
 apart by run key in labels, and warns; ``"last"`` keeps only the last in sorted path order (for Hydra's
@@ -41,18 +46,34 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from ..errors import BenchError
 from .. import protocols
 from ..run import jobdir
-from ..run.tables import CONDITION, HEATMAP_KEY
+from ..run.tables import CONDITION, HEATMAP_KEY, protocol_of_table
 from ..run.progress import progress
 from .style import display_name, method_sort_key
 
 log = logging.getLogger(__name__)
 
-#: Columns added to the provenance later, with the value every older table meant.
-BACKFILL = {"regions": "tiles", "regions_params": '{"score": "sum"}'}
+#: Columns added to the provenance later, with the value every older table meant: a constant, or ``recovered``
+#: (:func:`backfill`) from the older run's own tables where they tell it — ``images``: the number of distinct
+#: image ids of the run's curves; ``metrics``: the protocols of the run's rows in its folder's ``summary.csv``
+#: (else: the anchor and every protocol with a table holding rows of the run), in catalogue order;
+#: ``equal_regions``: tiles whose every step perturbs ``step / n_regions`` of the pixels (equal tiles), else
+#: (no ``fraction_perturbed``) whether ``patch`` divides the dataset's image side (28 for MNIST, 32 for CIFAR,
+#: 224 otherwise); superpixels: false. ``bootstrap``: 1000, the only default the suite had. What no older table
+#: holds (digests, device model, versions, run key) is "" and ``protocol_settings`` "{}" (each protocol's declared
+#: defaults then apply, e.g. to a quantity's unit: ``protocols.unit``).
+BACKFILL = {"regions": "tiles", "regions_params": '{"score": "sum"}', "run_key": "", "model_sha": "",
+            "bootstrap": 1000, "protocol_settings": "{}", "protocol_params": "{}", "code_sha": "", "device_name": "",
+            "scipy_version": "", "skimage_version": "", "pandas_version": "",
+            "protocol": "recovered", "images": "recovered", "metrics": "recovered", "equal_regions": "recovered"}
+#: The condition of an older run as its tables tell it: :data:`CONDITION` without what :func:`backfill` recovers.
+OLDER_KEY = [c for c in CONDITION if c not in ("images", "metrics")]
+#: Image side of the datasets whose images have one (``equal_regions`` of an older run without fractions).
+IMAGE_SIDE = {"mnist": 28, "mnist_embedded": 28, "mnist_twodigit": 28, "cifar10": 32}
 DUPLICATE_POLICIES = ("keep", "last", "error")
 
 
@@ -194,11 +215,108 @@ def _condition_tuple(row) -> tuple:
     return tuple(str(row[c]) for c in CONDITION)
 
 
-def backfill(df: pd.DataFrame) -> pd.DataFrame:
-    """A table of an older run with the provenance columns added since (:data:`BACKFILL`)."""
+def _key_strings(df: pd.DataFrame, cols: list[str]) -> pd.Series:
+    """Per row, the values of ``cols`` as one string (vectorised)."""
+    out = pd.Series("", index=df.index, dtype=object)
+    for i, c in enumerate(cols):
+        out = out + ("\x1f" if i else "") + df[c].astype(str).astype(object)
+    return out
+
+
+@dataclass
+class Older:
+    """What an older run's tables tell about the provenance they lack, per :data:`OLDER_KEY` (joined strings):
+    ``images`` and ``equal_regions`` from the curves, ``metrics`` from the folder's summary.csv or tables."""
+
+    images: dict[str, int] = field(default_factory=dict)
+    equal_regions: dict[str, bool] = field(default_factory=dict)
+    metrics: dict[str, str] = field(default_factory=dict)
+
+
+def _equal_regions(df: pd.DataFrame) -> pd.Series:
+    """Per row of an older curve table: whether its run's regions are of one size (see :data:`BACKFILL`)."""
+    tiles = df["regions"].astype(str) == "tiles"
+    if "fraction_perturbed" in df.columns and "n_regions" in df.columns:
+        n = pd.to_numeric(df["n_regions"], errors="coerce").to_numpy(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dev = np.abs(df["fraction_perturbed"].to_numpy(np.float64) - df["step"].to_numpy(np.float64) / n)
+        off = pd.Series(~(dev <= 1e-5), index=df.index).groupby(_key_strings(df, OLDER_KEY)).transform("any")
+        return tiles & ~off
+    side = df["dataset"].astype(str).map(lambda d: IMAGE_SIDE.get(d, 224))
+    return tiles & (side % pd.to_numeric(df["patch"], errors="coerce").fillna(1).astype(int) == 0)
+
+
+def _older(folder: Path, curves: pd.DataFrame) -> Older:
+    """:class:`Older` of one folder, from its (constant-backfilled) curves and the other tables there."""
+    key = _key_strings(curves, OLDER_KEY)
+    older = Older(images=curves.groupby(key, sort=False)["image_id"].nunique().to_dict(),
+                  equal_regions=_equal_regions(curves).groupby(key, sort=False).first().to_dict())
+    anchor = protocols.anchor()
+    anchor_protocol = protocol_of_table(anchor) or anchor
+    found: dict[str, set[str]] = {k: {anchor_protocol} for k in older.images}
+    declared = protocols.quantities()
+    summary = folder / "summary.csv"
+    done = False
+    if summary.is_file():
+        s = pd.read_csv(summary, dtype=str, keep_default_na=False)
+        if "quantity" in s.columns and all(c in s.columns or c in BACKFILL for c in OLDER_KEY):
+            s = _constants(s)
+            for k, q in zip(_key_strings(s, OLDER_KEY), s["quantity"]):
+                if q in declared and k in found:
+                    found[k].add(declared[q][0].name)
+            done = True
+    if not done:
+        for name in declared_tables():
+            path = folder / f"{name}.parquet"
+            if name == anchor or not path.is_file():
+                continue
+            protocol = protocol_of_table(name)
+            columns = set(pq.read_schema(path).names)
+            if not {c for c in OLDER_KEY if c not in BACKFILL} <= columns:
+                for protocols_of_run in found.values():  # a per-heatmap table without provenance: of
+                    protocols_of_run.add(protocol)         # every run of its folder
+                continue
+            t = _constants(pd.read_parquet(path, columns=[c for c in OLDER_KEY if c in columns]))
+            for k in set(_key_strings(t, OLDER_KEY)):
+                if k in found:
+                    found[k].add(protocol)
+    order = list(protocols.available())
+    older.metrics = {k: ",".join(sorted(v, key=lambda p: order.index(p) if p in order else len(order)))
+                     for k, v in found.items()}
+    return older
+
+
+def _constants(df: pd.DataFrame) -> pd.DataFrame:
     for column, value in BACKFILL.items():
-        if column not in df.columns:
+        if column not in df.columns and value != "recovered":
             df[column] = value
+    return df
+
+
+def backfill(df: pd.DataFrame, table: str | None = None, older: Older | None = None) -> pd.DataFrame:
+    """A table of an older run with the provenance columns added since (:data:`BACKFILL`): ``table`` its name
+    (default: the anchor, the curves), ``older`` what its folder's curves tell (default: ``df``'s own rows)."""
+    table = table or protocols.anchor()
+    df = _constants(df)
+    missing = [c for c in ("protocol", "images", "metrics", "equal_regions") if c not in df.columns]
+    if not missing:
+        return df
+    if "protocol" in missing:
+        df["protocol"] = protocol_of_table(table) or ""
+    if set(missing) - {"protocol"} and all(c in df.columns for c in OLDER_KEY):
+        if older is None:
+            older = Older(images=df.groupby(_key_strings(df, OLDER_KEY), sort=False)["image_id"].nunique().to_dict()
+                          if "image_id" in df.columns else {},
+                          equal_regions=(_equal_regions(df).groupby(_key_strings(df, OLDER_KEY), sort=False).first()
+                                         .to_dict()))
+        key = _key_strings(df, OLDER_KEY)
+        anchor_protocol = protocol_of_table(protocols.anchor()) or ""
+        fills = {"images": lambda k: older.images.get(k, -1),
+                 "metrics": lambda k: older.metrics.get(k, anchor_protocol),
+                 "equal_regions": lambda k: bool(older.equal_regions.get(k, True))}
+        for column in missing:
+            if column != "protocol":
+                df[column] = key.map(fills[column]).to_numpy() if len(df) else pd.Series([], dtype=object)
     return df
 
 
@@ -213,10 +331,16 @@ def load_results(dirs, duplicates: str = "keep", show_progress: bool | None = No
     if not folders:
         raise BenchError(f"no {anchor.name}.parquet of a finished run below {', '.join(map(str, roots))}: "
                          f"nothing to report")
-    parts, rows = [], []
+    parts, rows, older_by_dir = [], [], {}
     for folder in progress(folders, desc="report: reading runs", unit="run", enabled=show_progress):
         path = folder / f"{anchor.name}.parquet"
-        df = backfill(pd.read_parquet(path))
+        df = pd.read_parquet(path)
+        older = None
+        if any(c not in df.columns for c in ("images", "metrics", "equal_regions")) and all(
+                c in df.columns or c in BACKFILL for c in OLDER_KEY) and "image_id" in df.columns:
+            older = _older(folder, _constants(df.copy()))
+            older_by_dir[str(folder)] = older
+        df = backfill(df, anchor.name, older)
         missing = [c for c in CONDITION + list(anchor.columns) if c not in df.columns]
         if missing:
             raise BenchError(f"{path}: not a {anchor.name} table of the suite (missing columns {', '.join(missing)})")
@@ -227,7 +351,8 @@ def load_results(dirs, duplicates: str = "keep", show_progress: bool | None = No
             parts.append(g)
             first = g.iloc[0]
             rows.append({"run": key, "dir": str(path.parent), **{c: first[c] for c in CONDITION},
-                         "L": int(g.step.max()), "n_images": int(g.image_id.nunique())})
+                         "L": int(g.step.max()), "n_images": int(g.image_id.nunique()),
+                         "equal_regions": str(first["equal_regions"]).lower() not in ("false", "0")})
     runs = pd.DataFrame(rows)
     runs["duplicate"] = runs.apply(_condition_tuple, axis=1).duplicated(keep=False)
     runs = _apply_duplicates(runs, duplicates, warnings)
@@ -238,7 +363,7 @@ def load_results(dirs, duplicates: str = "keep", show_progress: bool | None = No
     for name, declared in declared_tables().items():
         if name != anchor.name:
             load = _load_per_heatmap if declared.per_heatmap else _load_table
-            if (rows_of_table := load(declared, runs, kept_dirs, warnings)) is not None:
+            if (rows_of_table := load(declared, runs, kept_dirs, warnings, older_by_dir)) is not None:
                 tables[name] = rows_of_table
     return Results(runs=runs.reset_index(drop=True), curves=curves,
                    heatmaps=_load_heatmaps(runs, kept_dirs, warnings),
@@ -299,8 +424,8 @@ def _first_run_only(df: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     return df[rank == first].drop_duplicates(["run", "image_id"]).reset_index(drop=True)
 
 
-def _load_per_heatmap(table: "protocols.Table", runs: pd.DataFrame, dirs: set[str], warnings: list[str]
-                      ) -> pd.DataFrame | None:
+def _load_per_heatmap(table: "protocols.Table", runs: pd.DataFrame, dirs: set[str], warnings: list[str],
+                      older_by_dir: dict | None = None) -> pd.DataFrame | None:
     """<table>.parquet of rows that depend on the heatmaps only (``per_heatmap``; module docstring)."""
     parts = []
     for d in sorted(dirs):
@@ -371,8 +496,8 @@ def _load_heatmaps(runs: pd.DataFrame, dirs: set[str], warnings: list[str]) -> p
     return _first_run_only(pd.concat([p.reindex(columns=keep) for p in parts], ignore_index=True), runs)
 
 
-def _load_table(table: "protocols.Table", runs: pd.DataFrame, dirs: set[str], warnings: list[str]
-                ) -> pd.DataFrame | None:
+def _load_table(table: "protocols.Table", runs: pd.DataFrame, dirs: set[str], warnings: list[str],
+                older_by_dir: dict | None = None) -> pd.DataFrame | None:
     """<table>.parquet next to the curve tables; each row to the run of its folder with the same condition."""
     name = table.name
     parts = []
@@ -380,7 +505,7 @@ def _load_table(table: "protocols.Table", runs: pd.DataFrame, dirs: set[str], wa
         path = Path(d) / f"{name}.parquet"
         if not path.is_file():
             continue
-        df = backfill(pd.read_parquet(path))
+        df = backfill(pd.read_parquet(path), name, (older_by_dir or {}).get(d) or Older())
         missing = [c for c in CONDITION + list(table.columns) if c not in df.columns]
         if missing:
             _warn(warnings, f"{path}: skipped, not a {name} table of the suite (missing {', '.join(missing)})")
