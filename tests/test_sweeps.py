@@ -70,6 +70,10 @@ def test_multirun_grid_collects_into_one_table_and_lists_failed_and_missing_jobs
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.count("error: patch=29 is larger than the 28×28 images") == 3
     assert "5 job(s) failed" in proc.stderr
+    # … and ends with one comparison: methods × conditions
+    comparison = proc.stdout[proc.stdout.index("comparison ("):]
+    assert "patch=4 · AOPC − random [logit] ↑" in comparison and "patch=7 · AOPC − random [logit] ↑" in comparison
+    assert [line.split()[0] for line in comparison.splitlines()[3:5]] == ["random", "sensitivity"], comparison
 
     # every job in a folder named after its overrides (no counter, no time: the same command finds it again)
     def name(m, p):

@@ -86,7 +86,7 @@ def test_random_heatmap_is_unbiased_area_matched_at_a_patch_that_does_not_divide
     from bench.run.summary import comparison_table
 
     table = comparison_table(s.reset_index())
-    assert "area-matched AOPC − random [logit]" in table and "AOPC is area-matched" in table
+    assert "area-matched AOPC − random [logit] ↑" in table and "AOPC is area-matched" in table
     assert f"{area['mean']:.3g} [{area['ci_low']:.3g}, {area['ci_high']:.3g}]" in table
 
 

@@ -148,7 +148,8 @@ def comparison_table(summary: pd.DataFrame) -> str:
                 continue
             r = by_name.loc[name]
             unit = r["unit"] if "unit" in r and isinstance(r["unit"], str) and r["unit"] else ""
-            head = f"{declared[name][1].label}{f' [{unit}]' if unit else ''}"
+            arrow = {1: " ↑", -1: " ↓"}.get(declared[name][1].direction, "")
+            head = f"{declared[name][1].label}{f' [{unit}]' if unit else ''}{arrow}"
             col = f"{condition} · {head}" if condition else head
             if col not in columns:
                 columns.append(col)
@@ -156,7 +157,7 @@ def comparison_table(summary: pd.DataFrame) -> str:
     table = pd.DataFrame.from_dict(cells, orient="index").reindex(columns=columns).fillna("–")
     table.index.name = "method"
     same = [f"{c}={_short(s[c].iloc[0])}" for c in ("dataset", "model", "images", "repeats") if c not in keys]
-    lines = [f"comparison ({', '.join(same)}): mean [95% bootstrap CI] over images"]
+    lines = [f"comparison ({', '.join(same)}): mean [95% bootstrap CI] over images; ↑ higher is better, ↓ lower"]
     if replaced:
         lines.append("where regions are unequal (equal_regions=false) AOPC is area-matched (SPEC §4 Unequal regions)")
     return "\n".join([*lines, table.to_string(line_width=120)])
