@@ -39,7 +39,10 @@ def provenance(method, dataset="toyset", patch=4, seed=0, L=10, params=None, **k
                 regions="tiles", regions_params='{"score": "sum"}', steps=L, L=L, n_regions=49, repeats=2,
                 orders="morf,random", target="predicted", score="logit",
                 precision="fp32", seed=seed, device="cpu", bench_version="0.1.0", torch_version="x",
-                torchvision_version="x", numpy_version="x", python_version="x", wall_time_s=1.0)
+                torchvision_version="x", numpy_version="x", python_version="x", wall_time_s=1.0,
+                run_key=f"{method}-{dataset}-{patch}-{seed}", images=12, model_sha="w", equal_regions=True,
+                bootstrap=1000, metrics="aopc", protocol_settings='{"aopc": {}}', code_sha="c", device_name="cpu",
+                scipy_version="x", skimage_version="x", pandas_version="x")
     prov.update(kw)
     return prov
 
@@ -428,9 +431,11 @@ def test_deletion_insertion_curves_and_the_family_table(tmp_path):
     assert by.loc[("insertion_auc_morf", "lrp_eps"), "is_best"] and by.loc[("faithfulness_correlation", "lrp_eps"),
                                                                             "is_best"]
     text = family_markdown(family)
-    assert text.splitlines()[0] == ("| method | AOPC − random | IROF | pixel-flipping AUC | faithfulness correlation "
-                                    "| deletion AUC | insertion AUC |")
-    assert "pixel-flipping AUC: lower, deletion AUC: lower is better" in text and "over 12 images" in text
+    assert text.splitlines()[0] == (
+        "| method | AOPC − random (MoRF) [logit] | IROF (MoRF), raw [fraction of f_c(x)] | pixel-flipping AUC, raw "
+        "[logit × fraction of pixels] | faithfulness correlation [Pearson r] | deletion AUC (MoRF), raw [probability "
+        "× fraction of pixels] | insertion AUC (MoRF), raw [probability × fraction of pixels] |")
+    assert "pixel-flipping AUC, raw = pixel_flipping_auc: lower is better" in text and "over 12 images" in text
     written = make_report(tmp_path, tmp_path / "report", n_boot=50, formats=("png",))
     assert {"deletion_insertion_curves", "pixel_flipping_curves", "faithfulness_table"} <= set(written)
 

@@ -131,23 +131,7 @@ def make_report(dirs, out=None, *, baseline: str = "random", patch_baseline: str
         write_csv(correlations[0], out / "network_quality_correlations.csv")
         written["network_quality_correlations"] = [out / "network_quality_correlations.csv"]
 
-    quantity = quantity or table.default_quantity()
-    tables = [("summary_table", quantity, "tab:summary")]
-    for cls in protocols.catalogue():
-        if cls.own_table and cls.headline() and any(t.name in results.tables for t in cls.tables):
-            tables.append((f"{cls.name}_table", cls.headline().name, f"tab:{cls.name}"))
-    for name, q, label in tables:
-        summary = table.summary_table(results, q, n_boot, seed)
-        if not summary.empty:
-            write_csv(summary, out / f"{name}.csv")
-            _write_text(out / f"{name}.md", table.to_markdown(summary, digits))
-            _write_text(out / f"{name}.tex", table.to_latex(summary, digits, label=label))
-            written[name] = [out / f"{name}.{ext}" for ext in ("csv", "md", "tex")]
-    family = table.family_table(results, n_boot, seed)
-    if family is not None:
-        write_csv(family, out / "faithfulness_table.csv")
-        _write_text(out / "faithfulness_table.md", table.family_markdown(family, digits))
-        written["faithfulness_table"] = [out / f"faithfulness_table.{ext}" for ext in ("csv", "md")]
+    written.update(table.write_tables(results, out, quantity, n_boot, seed, digits))
     write_csv(results.runs, out / "runs.csv")
     written["runs"] = [out / "runs.csv"]
     if results.warnings:
