@@ -59,7 +59,7 @@ class Context:
 class Method:
     """An attribution method: ``attribute(model, x, target, ctx) -> R`` with ``R.shape == x.shape``.
 
-    ``pooling`` is the method's default channel pooling (SPEC §2); the config may override it.
+    ``pooling`` is the method's default channel pooling (DEFINITIONS §2); the config may override it.
     The model is in eval mode; a method must leave it exactly as it found it (parameters, hooks, modes)
     and must not accumulate ``.grad`` on its parameters (use ``torch.autograd.grad``).
     """

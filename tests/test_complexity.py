@@ -1,4 +1,4 @@
-"""bench.complexity: PNG/JPEG size and MATLAB-style entropy of rendered heatmaps (SPEC §5, TNNLS Fig. 5)."""
+"""bench.complexity: PNG/JPEG size and MATLAB-style entropy of rendered heatmaps (DEFINITIONS §5, TNNLS Fig. 5)."""
 
 import math
 

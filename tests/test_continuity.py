@@ -1,4 +1,4 @@
-"""bench.continuity (SPEC §6, tutorial Sec. 7.1) — including the tutorial's Fig. 6 toy, f(x) = max(x1, x2)."""
+"""bench.continuity (DEFINITIONS §6, tutorial Sec. 7.1) — including the tutorial's Fig. 6 toy, f(x) = max(x1, x2)."""
 
 import math
 

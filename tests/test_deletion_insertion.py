@@ -1,4 +1,4 @@
-"""Deletion and insertion (``metrics=[aopc,deletion,insertion]``, SPEC §9): rows against an independent NumPy/SciPy
+"""Deletion and insertion (``metrics=[aopc,deletion,insertion]``, DEFINITIONS §9): rows against an independent NumPy/SciPy
 computation on a linear model, batch-size and shard invariance, one-line errors for bad settings."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Region perturbation (SPEC §3–4) and AOPC (TNNLS eq. 12) on models whose outputs are known by hand."""
+"""Region perturbation (DEFINITIONS §3–4) and AOPC (TNNLS eq. 12) on models whose outputs are known by hand."""
 
 import torch
 
@@ -122,7 +122,7 @@ def test_morf_curve_equals_quantus_region_perturbation():
     """Independent implementation: Quantus 0.6's RegionPerturbation (one model call per step, NumPy
     perturbations) on the same model, images, heatmaps and a deterministic replacement (the constant 0 in
     model-input units) gives the same curve f(x) − f(x⁽ᵏ⁾) for every step. Only sizes divisible by the
-    patch are compared: for the others Quantus centres its grid (padding both sides), SPEC §3 starts the
+    patch are compared: for the others Quantus centres its grid (padding both sides), DEFINITIONS §3 starts the
     tiles at the top-left corner."""
     import numpy as np
     import quantus

@@ -1,4 +1,4 @@
-"""Faithfulness correlation (``metrics=[aopc,faithfulness_correlation]``, SPEC §9): against SciPy's Pearson
+"""Faithfulness correlation (``metrics=[aopc,faithfulness_correlation]``, DEFINITIONS §9): against SciPy's Pearson
 correlation of scores computed by NumPy, and against Quantus 0.6 ``FaithfulnessCorrelation`` given the same
 subsets; batch-size invariance; one-line errors."""
 

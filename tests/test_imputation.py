@@ -18,7 +18,7 @@ NEIGHBOURS = {(-1, -1): 1 / 12, (-1, 0): 1 / 6, (-1, 1): 1 / 12, (0, -1): 1 / 6,
 
 
 def spsolve_imputation(x: np.ndarray, removed: np.ndarray) -> np.ndarray:
-    """The system of SPEC §9 written out entry by entry and solved by SciPy's sparse direct solver."""
+    """The system of DEFINITIONS §9 written out entry by entry and solved by SciPy's sparse direct solver."""
     h, w = removed.shape
     pts = np.argwhere(removed)
     index = -np.ones((h, w), int)

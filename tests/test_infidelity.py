@@ -1,4 +1,4 @@
-"""Infidelity (``metrics=[aopc,infidelity]``, SPEC §9): the known answers of a linear model (its gradient has
+"""Infidelity (``metrics=[aopc,infidelity]``, DEFINITIONS §9): the known answers of a linear model (its gradient has
 infidelity 0, gradient × input has σ² Σ_p W_cp² (x_p − 1)² in expectation) and a NumPy float64 re-implementation from
 perturbations rebuilt from the seeding primitives; against Captum 0.9 ``captum.metrics.infidelity`` and Quantus 0.6
 ``Infidelity`` handed the suite's own perturbations; batch-size and shard invariance; one-line errors; the CLI's

@@ -1,4 +1,4 @@
-"""Replacement functions g, orders, and the Evaluator's invariants (SPEC §3–4, issue: engine)."""
+"""Replacement functions g, orders, and the Evaluator's invariants (DEFINITIONS §3–4, issue: engine)."""
 
 import numpy as np
 import pytest

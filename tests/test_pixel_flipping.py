@@ -1,4 +1,4 @@
-"""Pixel-flipping with recomputed heatmaps (``metrics=[aopc,pixel_flipping]``, tutorial Sec. 7.2, SPEC §9): rows
+"""Pixel-flipping with recomputed heatmaps (``metrics=[aopc,pixel_flipping]``, tutorial Sec. 7.2, DEFINITIONS §9): rows
 against an independent NumPy loop on a linear model, batch-size invariance, refusal for fixed heatmaps."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""bench.render: the single heatmap → RGB rendering (SPEC §5)."""
+"""bench.render: the single heatmap → RGB rendering (DEFINITIONS §5)."""
 
 import matplotlib
 import numpy as np

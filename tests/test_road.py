@@ -1,4 +1,4 @@
-"""The ROAD protocol (``metrics=[aopc,road]``, SPEC §9): rows against an independent computation on a
+"""The ROAD protocol (``metrics=[aopc,road]``, DEFINITIONS §9): rows against an independent computation on a
 linear model (Quantus's imputation, scores by hand), AUC and gap by hand, batch-size and shard invariance,
 one-line errors for bad settings."""
 

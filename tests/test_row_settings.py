@@ -1,4 +1,4 @@
-"""SPEC §8: every row names every setting that made it — two runs that differ in any setting never merge into
+"""DEFINITIONS §8: every row names every setting that made it — two runs that differ in any setting never merge into
 one condition — and every quantity its unit."""
 
 import json

@@ -1,4 +1,4 @@
-"""Sensitivity-n (``metrics=[aopc,sensitivity_n]``, SPEC §9): against SciPy's Pearson correlation of sums and score
+"""Sensitivity-n (``metrics=[aopc,sensitivity_n]``, DEFINITIONS §9): against SciPy's Pearson correlation of sums and score
 drops computed by NumPy from subsets reproduced from the seeding primitives; the known answer r = 1 of a linear
 model explained by gradient × input with a substrate at 0 in model-input units; against Quantus 0.6 ``SensitivityN``
 where the two definitions coincide; batch-size and shard invariance; one-line errors; the CLI's summary.csv."""

@@ -1,4 +1,4 @@
-"""Symmetric relevance gain (``metrics=[aopc,srg]``, SPEC §9): by hand on a small curve table, the one-line
+"""Symmetric relevance gain (``metrics=[aopc,srg]``, DEFINITIONS §9): by hand on a small curve table, the one-line
 refusal without LeRF, and a run's summary against its own curves."""
 
 import numpy as np

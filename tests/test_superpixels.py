@@ -1,4 +1,4 @@
-"""Superpixel regions (``regions=slic``) and IROF (``metrics=[aopc,irof]``), SPEC §9: the segments are
+"""Superpixel regions (``regions=slic``) and IROF (``metrics=[aopc,irof]``), DEFINITIONS §9: the segments are
 scikit-image's, ragged regions by hand, the curves against NumPy on a linear model, IROF against Quantus 0.6,
 batch-size and shard invariance, one-line errors."""
 

@@ -1,4 +1,4 @@
-"""SPEC §4 "Unequal regions": the area-matched AOPC, checked against an independent integration and on the case
+"""DEFINITIONS §4 "Unequal regions": the area-matched AOPC, checked against an independent integration and on the case
 that motivates it (a random heatmap at a patch that does not divide the image)."""
 
 import logging

@@ -26,7 +26,7 @@ def perturbed_scores(score_fn: ScoreFn, x: torch.Tensor, ranks: torch.Tensor, re
     """Scores f_c(x⁽ᵏ⁾), k = 1..steps, for a static replacement.
 
     Args:
-        score_fn: ``(inputs (N,C,H,W), targets (N,)) -> scores (N,)``, the model and score of SPEC §1.
+        score_fn: ``(inputs (N,C,H,W), targets (N,)) -> scores (N,)``, the model and score of DEFINITIONS §1.
         x: (B, C, H, W) unperturbed inputs.
         ranks: (B, O, H, W) per order, the position of each pixel's region (``bench.regions.pixel_ranks``).
         replacement: (B, J, C, H, W) replacement values per repeat.

@@ -1,4 +1,4 @@
-"""Linear imputation of removed pixels, batched on the device (ROAD, Rong et al. ICML 2022; SPEC §9).
+"""Linear imputation of removed pixels, batched on the device (ROAD, Rong et al. ICML 2022; DEFINITIONS §9).
 
 Every removed pixel i takes the value that makes it the weighted mean of its neighbours j inside the image
 (weight 1/6 for the 4 direct, 1/12 for the 4 diagonal ones), the kept pixels fixed at the image's values:

@@ -1,4 +1,4 @@
-"""Channel pooling: relevance R (B, C, H, W) → pixel heatmap h (B, H, W) (SPEC §2, TNNLS eq. 3)."""
+"""Channel pooling: relevance R (B, C, H, W) → pixel heatmap h (B, H, W) (DEFINITIONS §2, TNNLS eq. 3)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""Regions and their ordering (SPEC §3, TNNLS Sec. III-A).
+"""Regions and their ordering (DEFINITIONS §3, TNNLS Sec. III-A).
 
 Regions are the non-overlapping m×m tiles of the H×W grid, row-major; when m does not divide H or W
 the last row/column of tiles is smaller, so every pixel belongs to exactly one region. Or, per image, SLIC
-superpixels (SPEC §9, bench/engine/superpixels.py): a batch's images then have different numbers of regions, held
+superpixels (DEFINITIONS §9, bench/engine/superpixels.py): a batch's images then have different numbers of regions, held
 as ``Regions`` padded to the batch's largest count with empty regions that every order puts last.
 """
 
@@ -52,7 +52,7 @@ def morf_order(relevance: torch.Tensor, tiebreak: torch.Tensor) -> torch.Tensor:
 
 def seeded_orders(relevance: torch.Tensor, image_ids: list[str], seed: int,
                   counts: list[int] | None = None) -> dict[str, torch.Tensor]:
-    """The MoRF order of the heatmap and the random-baseline order, both seeded per image (SPEC §3).
+    """The MoRF order of the heatmap and the random-baseline order, both seeded per image (DEFINITIONS §3).
     ``counts``: image i has only regions 0 … counts[i]−1 (superpixels; the rest is padding, put last by
     both orders, and the permutations are those of counts[i] regions, whatever the batch)."""
     count = relevance.shape[1]
@@ -71,7 +71,7 @@ def mask_padding(relevance: torch.Tensor, counts: list[int]) -> torch.Tensor:
 
 
 def lerf_order(morf: torch.Tensor, counts: list[int] | None = None) -> torch.Tensor:
-    """LeRF: the MoRF order from its end (SPEC §3); with ``counts``, each image's real regions reversed and its
+    """LeRF: the MoRF order from its end (DEFINITIONS §3); with ``counts``, each image's real regions reversed and its
     padding kept last."""
     if counts is None or min(counts) == morf.shape[1]:
         return morf.flip(1)
@@ -98,7 +98,7 @@ def pixel_ranks(order: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 class Regions:
     """One batch's regions: ``ids`` (H, W) tiles shared by the batch or (B, H, W) per image, ``count`` R
     (padded: the batch's largest), ``counts`` the regions image b really has, ``sizes`` (B, R) their pixels
-    (0 for padding) and how a region's relevance is made from the heatmap (``aggregate``) (``sum``, SPEC §3; ``mean``, IROF)."""
+    (0 for padding) and how a region's relevance is made from the heatmap (``aggregate``) (``sum``, DEFINITIONS §3; ``mean``, IROF)."""
 
     ids: torch.Tensor
     count: int
@@ -131,7 +131,7 @@ class Regions:
         return s / self.sizes.clamp(min=1).to(s.dtype) if self.aggregate == "mean" else s
 
     def orders(self, heatmap: torch.Tensor, image_ids: list[str], seed: int) -> dict[str, torch.Tensor]:
-        """MoRF, LeRF and the random order of ``heatmap``'s regions (SPEC §3), seeded per image."""
+        """MoRF, LeRF and the random order of ``heatmap``'s regions (DEFINITIONS §3), seeded per image."""
         seeded = seeded_orders(self.relevance(heatmap), image_ids, seed, self.counts)
         seeded["lerf"] = lerf_order(seeded["morf"], self.counts)
         return seeded

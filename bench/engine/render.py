@@ -1,6 +1,6 @@
 """The one heatmap → RGB rendering of the suite, used by the complexity metric and by the figures.
 
-SPEC §5 / TNNLS Fig. 5: a pixel heatmap ``h`` (H×W) is divided by ``max |h|`` (per heatmap; an
+DEFINITIONS §5 / TNNLS Fig. 5: a pixel heatmap ``h`` (H×W) is divided by ``max |h|`` (per heatmap; an
 all-zero heatmap stays zero), clipped to [−1, 1] and mapped through one fixed diverging colormap
 (:data:`COLORMAP`), value 0 landing on the colormap's centre, −1 on its low end and +1 on its high end.
 The colormap object is matplotlib's own (``matplotlib.colormaps[COLORMAP]``), never a hand table.

@@ -1,4 +1,4 @@
-"""Replacement functions g (SPEC §4, TNNLS eq. 11): what a region's pixels become once it is perturbed.
+"""Replacement functions g (DEFINITIONS §4, TNNLS eq. 11): what a region's pixels become once it is perturbed.
 
 Two kinds, by what g depends on:
 
@@ -143,7 +143,7 @@ class Inpaint(Replacement):
 
 
 class Road(Replacement):
-    """ROAD's noisy linear imputation (Rong et al., ICML 2022; SPEC §9): the removed pixels of the original
+    """ROAD's noisy linear imputation (Rong et al., ICML 2022; DEFINITIONS §9): the removed pixels of the original
     image x (all regions removed so far) take the values that make each the weighted mean of its 8
     neighbours (bench/engine/imputation.py, solved on the device), plus Gaussian noise of σ = ``noise`` in
     model-input units (ROAD's default 0.01), seeded per image and repeat; ``noise=0``: the imputation alone.

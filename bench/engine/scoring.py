@@ -1,4 +1,4 @@
-"""What is explained and tracked (SPEC §1): target class c and the score f_c."""
+"""What is explained and tracked (DEFINITIONS §1): target class c and the score f_c."""
 
 from __future__ import annotations
 

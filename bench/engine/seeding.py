@@ -1,4 +1,4 @@
-"""Per-image random streams, made on the device, the same bits on every device (SPEC §4).
+"""Per-image random streams, made on the device, the same bits on every device (DEFINITIONS §4).
 
 Every random quantity of the protocol (tie-breaking permutation, random-baseline order, replacement
 draws, random heatmaps, noise of SmoothGrad / integrated gradients / continuity) is a pure function of

@@ -1,4 +1,4 @@
-"""SLIC superpixels as regions (SPEC §9; Rieger & Hansen 2020, IROF).
+"""SLIC superpixels as regions (DEFINITIONS §9; Rieger & Hansen 2020, IROF).
 
 Each image is segmented on its own by ``skimage.segmentation.slic`` (Achanta et al., TPAMI 2012) with the
 recorded settings, on the raw image scaled to [0, 1] (H×W×C, float64; three channels are converted to CIELAB

@@ -1,4 +1,4 @@
-"""Canonizers: BatchNorm merged into the linear layer that feeds it (SPEC §2), without touching the model.
+"""Canonizers: BatchNorm merged into the linear layer that feeds it (DEFINITIONS §2), without touching the model.
 
 A BatchNorm in evaluation mode is an affine map per channel, y = k ⊙ z + c with k = γ / √(σ² + ε) and
 c = β − k ⊙ μ, so a Conv2d/Linear followed by it is one linear layer with weight k ⊙ W and bias

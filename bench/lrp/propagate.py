@@ -2,7 +2,7 @@
 
 Convention: every tensor a of the forward pass carries relevance R_a = a ⊙ g_a, where g is the
 (modified) gradient. Starting from g = one-hot(c) at the logits, R = f_c(x) on class c and 0 elsewhere
-(SPEC §2). Under this convention plain autograd is already the right LRP step for ReLU (relevance passes
+(DEFINITIONS §2). Under this convention plain autograd is already the right LRP step for ReLU (relevance passes
 unchanged), winner-take-all max-pooling, flatten/dropout, average pooling (the gradient of a sum with
 positive weights and no bias *is* the z-rule: relevance in proportion to the summands, as Zennit's
 ``Norm`` rule) and residual additions (which split relevance in proportion to the summands). What needs
@@ -265,7 +265,7 @@ class _LinearStep:
         module, rule = self.module, self.rule
         if self.bn is not None and not (g is self.expected or torch.equal(g, self.expected)):
             raise BenchError(f"the output of {self.state.describe(module)} feeds its BatchNorm and something "
-                             "else; the BatchNorm cannot be merged (SPEC §2) — LRP refuses this model")
+                             "else; the BatchNorm cannot be merged (DEFINITIONS §2) — LRP refuses this model")
         # ``out`` is the layer's own output tensor (downstream got the relay's copy): this step may reuse
         # its memory, so it runs once
         out = self.z if self.bn is None else self.merged

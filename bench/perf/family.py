@@ -1,4 +1,4 @@
-"""The faithfulness family (SPEC §4, §9) against Quantus 0.6, protocol by protocol, on the same workload — a
+"""The faithfulness family (DEFINITIONS §4, §9) against Quantus 0.6, protocol by protocol, on the same workload — a
 benchmark, not a test: ``python -m bench.perf.family [--images 64] [--rounds 3] [--only NAME,…] [overrides …]``.
 
 One composed run (default: the embedded CNN and MNIST, ``method=lrp_eps``); its model, first ``--images`` images,

@@ -1,4 +1,4 @@
-"""Region perturbation and AOPC (Samek et al., TNNLS 2017, Sec. III-A; SPEC §3–4): every run computes it.
+"""Region perturbation and AOPC (Samek et al., TNNLS 2017, Sec. III-A; DEFINITIONS §3–4): every run computes it.
 
 Regions (the tiles of ``patch``, or each image's superpixels with ``regions=slic``) are perturbed in the
 heatmap's order — MoRF, and LeRF when ``orders`` lists it — and in the paired random order, by the run's
@@ -35,7 +35,7 @@ def unequal_regions(run) -> bool:
     return str(run.get("equal_regions", True)).lower() in ("false", "0")
 
 
-AREA_MATCHED = "over the same fraction of pixels as the random order (SPEC §4 Unequal regions)"
+AREA_MATCHED = "over the same fraction of pixels as the random order (DEFINITIONS §4 Unequal regions)"
 #: The columns of ``curves.parquet``, in this order (after the provenance, bench/run/tables.py).
 CURVE_COLUMNS = ["image_id", "label", "target_class", "order", "step", "fraction_perturbed", "score_value", "score_std",
                  "aopc", "nonfinite"]
@@ -146,7 +146,7 @@ class AOPC(Protocol):
 
 
 def area_quantities(curves: pd.DataFrame, images: pd.Index) -> dict[str, np.ndarray]:
-    """Per image (in the order of ``images``), the area-matched AOPC (SPEC §4 "Unequal regions") of MoRF and
+    """Per image (in the order of ``images``), the area-matched AOPC (DEFINITIONS §4 "Unequal regions") of MoRF and
     LeRF (those present), each paired with the random order over their common range [0, a_max]: the
     ``aopc_area_random`` reported is the one matched to MoRF."""
     wide = curves.pivot_table(index=["image_id", "order"], columns="step",
@@ -189,7 +189,7 @@ def area_integral(fraction: np.ndarray, score: np.ndarray, upper: np.ndarray) ->
 
 def area_matched_aopc(fraction: np.ndarray, score: np.ndarray, baseline_fraction: np.ndarray,
                       baseline_score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The area-matched AOPC of an order and of its paired random order (SPEC §4 "Unequal regions"), per image:
+    """The area-matched AOPC of an order and of its paired random order (DEFINITIONS §4 "Unequal regions"), per image:
 
         AOPC_area = (1/a_max) ∫₀^{a_max} ( f_c(x⁽⁰⁾) − F(a) ) da,   a_max = min(a_L(order), a_L(random)),
 

@@ -12,7 +12,7 @@ Next to them it declares:
 * ``tables`` — the tables the report reads, with their columns and the keys that tell their rows apart;
 * ``quantities`` and ``per_image(tables)`` — its per-image numbers with their direction (+1: higher is better,
   −1: lower is better, 0: not a comparison of methods, e.g. the random order's own value) and labels, from
-  which summary.csv, the printed table and the report's tables are derived (and the metric card, SPEC §10);
+  which summary.csv, the printed table and the report's tables are derived (and the metric card, DEFINITIONS §10);
 * ``figures`` — the report's figures of its tables (:mod:`bench.report.figures` draws the kinds).
 
 Nothing outside ``bench/protocols/`` names a protocol: the run, the summary and the report iterate over the
@@ -148,9 +148,9 @@ class Quantity:
     replaces: str = ""
 
 
-#: The unit of each score f_c (SPEC §1).
+#: The unit of each score f_c (DEFINITIONS §1).
 SCORE_UNITS = {"logit": "logit", "softmax": "probability", "log_softmax": "log-probability"}
-#: The unit of an area under a score curve over the fraction of pixels changed (SPEC §9 AUC).
+#: The unit of an area under a score curve over the fraction of pixels changed (DEFINITIONS §9 AUC).
 AREA = "{score} × fraction of pixels"
 
 
@@ -383,7 +383,7 @@ def grid_frame(per_image: Mapping[str, Any], values: Mapping[str, torch.Tensor],
 
 def curve_auc(curves: pd.DataFrame, fraction: str) -> pd.DataFrame:
     """Per image and order, the trapezoidal area under the score curve over the fraction of pixels changed
-    (column ``fraction``), from 0 to the last step's fraction (SPEC §9): Σ_k ½(f_k + f_{k+1})(a_{k+1} − a_k)."""
+    (column ``fraction``), from 0 to the last step's fraction (DEFINITIONS §9): Σ_k ½(f_k + f_{k+1})(a_{k+1} − a_k)."""
     import numpy as np
     from scipy.integrate import trapezoid
 

@@ -1,4 +1,4 @@
-"""Heatmap complexity (SPEC §5, TNNLS 2017 Sec. IV / Fig. 5): file size and image entropy.
+"""Heatmap complexity (DEFINITIONS §5, TNNLS 2017 Sec. IV / Fig. 5): file size and image entropy.
 
 Each heatmap is rendered by :mod:`bench.render` (divide by max|h|, colormap ``bwr``, 8-bit RGB), then
 

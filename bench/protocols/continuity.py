@@ -1,4 +1,4 @@
-"""Explanation continuity (SPEC §6, tutorial Montavon et al. 2018, Sec. 7.1 / Fig. 6).
+"""Explanation continuity (DEFINITIONS §6, tutorial Montavon et al. 2018, Sec. 7.1 / Fig. 6).
 
 Continuity is estimated over a finite neighbourhood of nearby input pairs (x, x′) as
 

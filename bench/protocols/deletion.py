@@ -1,4 +1,4 @@
-"""Deletion (Petsiuk, Das, Saenko, BMVC 2018, "RISE"; SPEC §9): the heatmap's top pixels set to the substrate.
+"""Deletion (Petsiuk, Das, Saenko, BMVC 2018, "RISE"; DEFINITIONS §9): the heatmap's top pixels set to the substrate.
 
 The pixels are ranked by the pooled heatmap (ties and the paired random order seeded per image, the pixel
 orders ROAD uses too); at step s = 0 … S (``steps``, default null = H, i.e. H·W/H pixels per step as RISE's 224

@@ -1,4 +1,4 @@
-"""Faithfulness correlation (Bhatt, Weller, Moura, IJCAI 2020; SPEC §9).
+"""Faithfulness correlation (Bhatt, Weller, Moura, IJCAI 2020; DEFINITIONS §9).
 
 Per image, ``subsets`` random pixel subsets S of ``subset_size`` pixels (seeded per image: the smallest of uniform
 draws; null: 224·H·W/224², the paper's 224 on 224×224 images) and the Pearson correlation between the subset's

@@ -1,5 +1,5 @@
 """Infidelity (Yeh, Hsieh, Suggala, Inouye, Ravikumar, NeurIPS 2019, "On the (in)fidelity and sensitivity of
-explanations"; SPEC §9).
+explanations"; DEFINITIONS §9).
 
     INFD(h, f, x) = E_I[(Iᵀh − (f_c(x) − f_c(x − I)))²],   Iᵀh = Σ_p I_p h_p
 

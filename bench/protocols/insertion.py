@@ -1,4 +1,4 @@
-"""Insertion (Petsiuk, Das, Saenko, BMVC 2018, "RISE"; SPEC §9): from the substrate, the heatmap's top pixels put
+"""Insertion (Petsiuk, Das, Saenko, BMVC 2018, "RISE"; DEFINITIONS §9): from the substrate, the heatmap's top pixels put
 back.
 
 The walk of deletion (bench/protocols/deletion.py) the other way: the curve starts at the substrate's score

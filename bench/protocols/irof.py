@@ -1,4 +1,4 @@
-"""IROF: iterative removal of features (Rieger & Hansen 2020; SPEC §9).
+"""IROF: iterative removal of features (Rieger & Hansen 2020; DEFINITIONS §9).
 
 Each image's SLIC superpixels (this block's own settings, so IROF combines with any ``regions``; the run's own
 superpixels are reused when they are SLIC of the same settings) are ranked by their *mean* relevance (ties

@@ -1,4 +1,4 @@
-"""Pixel-flipping with recomputed heatmaps (Montavon, Samek, Müller 2018, tutorial Sec. 7.2, Fig. 8; SPEC §9).
+"""Pixel-flipping with recomputed heatmaps (Montavon, Samek, Müller 2018, tutorial Sec. 7.2, Fig. 8; DEFINITIONS §9).
 
 At step k the heatmap of the *current* image x⁽ᵏ⁻¹⁾ is computed, its most relevant remaining region (the tiles
 of ``patch``, or the image's superpixels with ``regions=slic``; ties by a seeded permutation) is set to the

@@ -1,4 +1,4 @@
-"""ROAD: RemOve And Debias (Rong, Leemann, Borisov, Kasneci, Kasneci, ICML 2022; SPEC §9).
+"""ROAD: RemOve And Debias (Rong, Leemann, Borisov, Kasneci, Kasneci, ICML 2022; DEFINITIONS §9).
 
 The pixels are ranked by the pooled heatmap (ties and the paired random order seeded per image); at each
 removal fraction (``fractions``, default 10 %, 20 %, …, 90 %) the top pixels of the MoRF, LeRF and random orders
@@ -85,7 +85,7 @@ class ROAD(Protocol):
 
 
 def road_auc(road: pd.DataFrame) -> pd.DataFrame:
-    """Per image and order, the AUC of the ROAD score curve over the fraction of pixels removed (SPEC §9)."""
+    """Per image and order, the AUC of the ROAD score curve over the fraction of pixels removed (DEFINITIONS §9)."""
     return curve_auc(road, "fraction_removed")
 
 

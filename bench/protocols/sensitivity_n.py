@@ -1,4 +1,4 @@
-"""Sensitivity-n (Ancona, Ceolini, Öztireli, Gross, ICLR 2018; SPEC §9).
+"""Sensitivity-n (Ancona, Ceolini, Öztireli, Gross, ICLR 2018; DEFINITIONS §9).
 
 A heatmap is sensitive-n when Σ_{i∈S} h_i = f_c(x) − f_c(x with S set to the substrate) for every set S of n pixels.
 Per image and size n of the grid ``n``, ``subsets`` random sets S of n distinct pixels (the k-th of size n: the n

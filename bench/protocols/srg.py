@@ -1,7 +1,7 @@
-"""Symmetric relevance gain (Blücher, Vielhaben, Strodthoff 2024; SPEC §9), from the AOPC curves of the run.
+"""Symmetric relevance gain (Blücher, Vielhaben, Strodthoff 2024; DEFINITIONS §9), from the AOPC curves of the run.
 
 Per image, SRG = AUC(LeRF) − AUC(MoRF) of the score curves over the fraction of pixels perturbed (trapezoids,
-SPEC §9), and its AOPC form ``srg_aopc`` = AOPC_MoRF(L) − AOPC_LeRF(L). High: the heatmap separates what the
+DEFINITIONS §9), and its AOPC form ``srg_aopc`` = AOPC_MoRF(L) − AOPC_LeRF(L). High: the heatmap separates what the
 model relies on from what it does not, whatever the replacement does to the image. No forward pass of its own:
 it reads the ``curves`` table, which needs the LeRF order (``orders=[morf,lerf,random]``); a run with LeRF
 reports it whether or not ``metrics`` lists it.

@@ -42,7 +42,7 @@ def parser() -> argparse.ArgumentParser:
                         "summary.csv — " + "; ".join(f"{name}: {', '.join(qs)}" for name, qs in
                                                     quantities_by_protocol().items())
                         + ". Default: the headline of the protocol every run computes, AOPC − random, and the "
-                        "area-matched AOPC (SPEC §4 Unequal regions) for runs whose regions differ in size "
+                        "area-matched AOPC (DEFINITIONS §4 Unequal regions) for runs whose regions differ in size "
                         "(equal_regions false). Tables of a protocol's own (road_table.*) report its headline")
     p.add_argument("--reference", help="method on the x axis of the scatter figures (default: the first "
                                        "non-random method in catalogue order)")

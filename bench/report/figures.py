@@ -6,7 +6,7 @@ column it draws); this module draws the kinds:
   dataset (TNNLS Fig. 4, baseline = the random order of the same run) or one panel per patch size (Fig. 8);
 * ``orders`` — :func:`curve_figures`: the MoRF (and LeRF, when present) curves f_c(x⁽ᵏ⁾) themselves;
 * ``fraction`` — :func:`fraction_figures`: curves over the % of pixels changed (ROAD's MoRF and LeRF, deletion
-  and insertion, pixel-flipping; SPEC §9), a panel per declared (table, order);
+  and insertion, pixel-flipping; DEFINITIONS §9), a panel per declared (table, order);
 * ``scatter``, ``box`` — :func:`scatter_figures`, :func:`box_figures`: a per-image value of one method against
   another with the diagonal, and box plots per method (TNNLS Fig. 5, file size and entropy);
 * :func:`heatmap_grid_figures` — images × methods, rendered by :mod:`bench.engine.render` (Fig. 6), for every run.

@@ -1,4 +1,4 @@
-"""Heatmap quality vs network quality (SPEC §7, TNNLS Fig. 7): test accuracy and AOPC along training.
+"""Heatmap quality vs network quality (DEFINITIONS §7, TNNLS Fig. 7): test accuracy and AOPC along training.
 
 Input: a tidy table with columns ``iteration``, ``test_accuracy``, ``mean``, ``ci_low``, ``ci_high`` (of a
 quantity, AOPC in the paper) and optionally ``method`` and ``label`` — one row per checkpoint (and method), as

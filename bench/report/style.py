@@ -1,7 +1,7 @@
 """One look for every figure of the suite: method colours and markers, paper-size rcParams, deterministic saving.
 
 * **Method styles** — :data:`METHOD_STYLES` fixes a colour, a marker and a display name for every method of
-  the catalogue (SPEC §2 and beyond); a method keeps them in every figure. Families share hues: greys for
+  the catalogue (DEFINITIONS §2 and beyond); a method keeps them in every figure. Families share hues: greys for
   the random baseline, blues for sensitivity, greens for gradient-based/deconvolution variants, reds and
   oranges for LRP-0/ε/αβ, purples for γ/composite/deep Taylor. A name not in the table gets a colour and a
   marker from :data:`FALLBACK_COLORS` / :data:`FALLBACK_MARKERS` chosen by a hash (MD5) of the name, so the

@@ -6,7 +6,7 @@ intervals, the best methods of a column marked, and a paired test of every metho
   equal the run's ``summary.csv``: the run's seed, the images where it is finite). Mean, s.e.m. and a 95%
   percentile bootstrap interval over images. **Unequal regions**: in a column whose runs have regions of unequal
   size (``equal_regions`` false: tiles with a patch that does not divide the image side, superpixels) the default
-  AOPC quantity is the area-matched one (``aopc_area_*`` for ``aopc_*``, SPEC §4 "Unequal regions"), and the
+  AOPC quantity is the area-matched one (``aopc_area_*`` for ``aopc_*``, DEFINITIONS §4 "Unequal regions"), and the
   caption says so; an AOPC quantity asked for by name is kept, with a warning and a caption note that it is biased
   there.
 * **Unit**: every table names the unit of each quantity as the runs computed it (``protocols.unit`` of the
@@ -61,7 +61,7 @@ BASELINES = ("random",)
 #: Why and how a table's AOPC is area-matched (its caption).
 AREA_WHY = "the regions differ in size (the patch does not divide the image side, or superpixels)"
 AREA_HOW = ("each curve is compared with the random order over the same fraction of pixels perturbed "
-            "(SPEC §4, Unequal regions)")
+            "(DEFINITIONS §4, Unequal regions)")
 
 
 def declaration(quantity: str) -> protocols.Quantity | None:
@@ -105,7 +105,7 @@ def family_columns() -> tuple[str, ...]:
 
 def area_matched(quantity: str) -> str | None:
     """The quantity declared to stand in for ``quantity`` in runs with unequal regions (``Quantity.replaces``: the
-    area-matched AOPC, SPEC §4 "Unequal regions"), None when there is none."""
+    area-matched AOPC, DEFINITIONS §4 "Unequal regions"), None when there is none."""
     return next((q.name for _, q in protocols.quantities().values() if q.replaces == quantity), None)
 
 
@@ -263,7 +263,7 @@ def summary_table(results: Results, quantity: str | None = None, n_boot: int = 1
     if biased:
         results.warnings.append(
             f"{asked}: asked for by name, kept in the columns whose regions differ in size, where it is biased "
-            f"(SPEC §4 \"Unequal regions\"); {area_matched(asked)} is the comparable quantity there "
+            f"(DEFINITIONS §4 \"Unequal regions\"); {area_matched(asked)} is the comparable quantity there "
             f"(runs: {', '.join(sorted(biased))})")
     table = pd.DataFrame(rows)
     if table.empty:
@@ -443,7 +443,7 @@ def _area_text(table: pd.DataFrame) -> str:
                 f"{AREA_HOW}.")
     if biased.any():
         q = table.quantity.iloc[0]
-        return (f" ‡: in these columns the regions differ in size and {title(q)} is biased (SPEC §4, Unequal "
+        return (f" ‡: in these columns the regions differ in size and {title(q)} is biased (DEFINITIONS §4, Unequal "
                 f"regions); {area_matched(q)} is the comparable quantity there.")
     return ""
 

@@ -14,7 +14,7 @@ folder below it is found by its markers (bench/run/tables.py) and gets a status:
 Written to OUT (default ``DIR/collected/``): ``<table>.parquet`` for every table name the jobs wrote,
 ``summary.parquet`` and ``summary.csv``, ``jobs.csv`` (one row per job with status and reason),
 ``skipped.csv`` when images were skipped, and ``collection.json`` last. Rows keep the provenance columns
-of SPEC §8, so collections of different sweeps concatenate. Collecting again gives the same files; stale
+of DEFINITIONS §8, so collections of different sweeps concatenate. Collecting again gives the same files; stale
 files of an earlier collection are removed. Exit status 0 when every job finished, 1 when some failed, are
 incomplete or missing (their rows are not in the tables, they are listed), 2 on a usage error.
 

@@ -62,7 +62,7 @@ class Evaluator:
     channels_last: bool = False
     compile: bool = False
     protocols: tuple[Protocol, ...] = field(default_factory=_required)   # the run's, with their settings
-    regions_settings: dict[str, Any] = field(default_factory=lambda: {"kind": "tiles", "score": "sum"})  # SPEC §3, §9
+    regions_settings: dict[str, Any] = field(default_factory=lambda: {"kind": "tiles", "score": "sum"})  # DEFINITIONS §3, §9
 
     @classmethod
     def from_spec(cls, spec: RunSpec, model: nn.Module) -> "Evaluator":
@@ -86,7 +86,7 @@ class Evaluator:
         # tiles: R regions, L = min(steps, R); superpixels: R per image, L = steps (recorded n_regions 0)
         self.n_regions = 0 if self.superpixels else n_regions(h, w, self.patch)
         self.L = self.steps if self.superpixels else min(self.steps, self.n_regions)
-        # SPEC §4 "Unequal regions": tiles of one size only when the patch divides the image
+        # DEFINITIONS §4 "Unequal regions": tiles of one size only when the patch divides the image
         self.equal_regions = not self.superpixels and h % self.patch == 0 and w % self.patch == 0
         self._forward = self.model
         if self.channels_last:
@@ -95,18 +95,18 @@ class Evaluator:
             self._forward = torch.compile(self.model)
 
     def region_warnings(self) -> list[str]:
-        """One line each for what makes AOPC across patch sizes not comparable (SPEC §4): tiles of unequal size,
+        """One line each for what makes AOPC across patch sizes not comparable (DEFINITIONS §4): tiles of unequal size,
         and curves that stop before the whole image is perturbed."""
         h, w = self.image_hw
         lines = []
         if self.superpixels:
             lines.append("regions=slic: the superpixels differ in size, so AOPC is also reported area-matched "
-                         "(aopc_area_*, SPEC §4 Unequal regions); equal_regions=false is recorded")
+                         "(aopc_area_*, DEFINITIONS §4 Unequal regions); equal_regions=false is recorded")
         elif not self.equal_regions:
             area = [q.name for _, q in protocols.quantities().values() if q.replaces]
             lines.append(f"patch {self.patch} does not divide the {h}×{w} image: its tiles differ in size and "
                          f"AOPC − random is biased; quote the area-matched AOPC ({', '.join(area)}, "
-                         f"SPEC §4 Unequal regions); equal_regions=false is recorded")
+                         f"DEFINITIONS §4 Unequal regions); equal_regions=false is recorded")
         if not self.superpixels and self.L < self.n_regions:
             share = self.L * self.patch ** 2 / (h * w) if self.equal_regions else None
             lines.append(f"steps={self.steps} < {self.n_regions} regions at patch {self.patch}: the curves stop "
@@ -130,7 +130,7 @@ class Evaluator:
             return self._forward(inputs)[:n].float()
 
     def scores(self, inputs: torch.Tensor, target: torch.Tensor, score: str | None = None) -> torch.Tensor:
-        """f_c of a chunk of inputs (SPEC §1): the run's ``score`` (logit, softmax or log_softmax), or ``score``."""
+        """f_c of a chunk of inputs (DEFINITIONS §1): the run's ``score`` (logit, softmax or log_softmax), or ``score``."""
         return score_of(self.logits(inputs), target, self.score if score is None else score)
 
     def attribute(self, x: torch.Tensor, target: torch.Tensor, image_ids: list[str]) -> torch.Tensor:
@@ -139,12 +139,12 @@ class Evaluator:
         return self.method.attribute(self.model, x, target, ctx)
 
     def heatmap(self, x: torch.Tensor, target: torch.Tensor, image_ids: list[str]) -> torch.Tensor:
-        """The pixel heatmap h (B, H, W): the relevance pooled over channels (SPEC §2)."""
+        """The pixel heatmap h (B, H, W): the relevance pooled over channels (DEFINITIONS §2)."""
         return pool_channels(self.attribute(x, target, image_ids), self.pooling)
 
     # -- regions -----------------------------------------------------------------------------------
     def batch_regions(self, raw: torch.Tensor) -> Regions:
-        """The regions of a batch (SPEC §3): the run's tiles, or each image's SLIC superpixels (``regions=slic``,
+        """The regions of a batch (DEFINITIONS §3): the run's tiles, or each image's SLIC superpixels (``regions=slic``,
         bench/engine/superpixels.py, computed from the raw image)."""
         settings = self.regions_settings
         if not self.superpixels:

@@ -2,7 +2,7 @@
 
 A dataset that knows where the evidence for its label lies defines ``get_mask(i)`` → bool tensor (H, W),
 True on that region (``dataset=mnist_twodigit``: the cell of the digit that decides the class). For the
-method's pixel heatmap h of image i (channel-pooled exactly as in the benchmark, SPEC §2, for the explained
+method's pixel heatmap h of image i (channel-pooled exactly as in the benchmark, DEFINITIONS §2, for the explained
 class — the predicted one by default):
 
     share_inside = Σ_{p ∈ mask} max(h_p, 0) / Σ_p max(h_p, 0)

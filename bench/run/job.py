@@ -80,7 +80,7 @@ def _collate(items: list) -> Batch:
 
 
 def provenance(spec: RunSpec, evaluator: Evaluator, manifest: dict, wall_time_s: float) -> dict[str, Any]:
-    """The SPEC §8 columns every row of this run carries (``protocol``/``protocol_params`` are per row)."""
+    """The DEFINITIONS §8 columns every row of this run carries (``protocol``/``protocol_params`` are per row)."""
     return dict(
         run_key=manifest["run_key"], method=spec.method.name, method_params=params_json(spec.method.params),
         pooling=spec.pooling, dataset=spec.dataset.name, preprocessing=spec.dataset.obj.preprocessing,

@@ -1,4 +1,4 @@
-"""Heatmap quality vs network quality (SPEC §7, TNNLS Sec. IV-D, Fig. 7): one row per checkpoint.
+"""Heatmap quality vs network quality (DEFINITIONS §7, TNNLS Sec. IV-D, Fig. 7): one row per checkpoint.
 
 Runs of ``model=checkpoint`` (``experiment=network_quality``) carry the checkpoint folder and iteration in
 their ``model_params``; the folder's ``checkpoints.csv`` (bench/models/ ``train_embedded_cnn``) has the

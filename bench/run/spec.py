@@ -21,13 +21,13 @@ from typing import Any, Callable, Mapping
 import torch
 
 from .. import checks, plugins, protocols
-from ..engine.scoring import SCORES, TARGETS   # SPEC §1
+from ..engine.scoring import SCORES, TARGETS   # DEFINITIONS §1
 from ..errors import BenchError
 from ..protocols import Protocol, RunInfo
 from .config import plain
 
-ORDERS = ("morf", "lerf", "random")           # SPEC §4; the random baseline is always evaluated
-REGION_KINDS = ("tiles", "slic")              # SPEC §3, §9
+ORDERS = ("morf", "lerf", "random")           # DEFINITIONS §4; the random baseline is always evaluated
+REGION_KINDS = ("tiles", "slic")              # DEFINITIONS §3, §9
 REGION_SCORES = ("sum", "mean")
 PRECISIONS = ("fp32", "bf16", "fp16")
 #: Keys that do not change the numbers: a job may be resumed with other values.
@@ -167,7 +167,7 @@ REGION_KEYS = {"tiles": ("kind", "score"), "slic": ("kind", "score", *_slic_chec
 
 
 def _regions(node: Any) -> dict[str, Any]:
-    """The checked regions node (conf/regions/): tiles of ``patch`` (SPEC §3) or per-image SLIC superpixels."""
+    """The checked regions node (conf/regions/): tiles of ``patch`` (DEFINITIONS §3) or per-image SLIC superpixels."""
     if not isinstance(node, Mapping):
         raise BenchError(f"regions must be chosen from conf/regions/ (regions=tiles or regions=slic), got {node!r}")
     kind = checks.choice("regions.kind", node.get("kind"), REGION_KINDS)

@@ -1,4 +1,4 @@
-"""From a run's tidy tables to its summary table and the printed table (SPEC §4–6, §9).
+"""From a run's tidy tables to its summary table and the printed table (DEFINITIONS §4–6, §9).
 
 The summary is computed from the tables alone, so a run, a merge of shards and a collected sweep all produce it
 the same way: every protocol (bench/protocols/, catalogue order) gives its per-image quantities from the tables
@@ -159,7 +159,7 @@ def comparison_table(summary: pd.DataFrame) -> str:
     same = [f"{c}={_short(s[c].iloc[0])}" for c in ("dataset", "model", "images", "repeats") if c not in keys]
     lines = [f"comparison ({', '.join(same)}): mean [95% bootstrap CI] over images; ↑ higher is better, ↓ lower"]
     if replaced:
-        lines.append("where regions are unequal (equal_regions=false) AOPC is area-matched (SPEC §4 Unequal regions)")
+        lines.append("where regions are unequal (equal_regions=false) AOPC is area-matched (DEFINITIONS §4 Unequal regions)")
     return "\n".join([*lines, table.to_string(line_width=120)])
 
 

@@ -1,4 +1,4 @@
-"""The tidy-table schema (SPEC §8), defined once, and atomic writes.
+"""The tidy-table schema (DEFINITIONS §8), defined once, and atomic writes.
 
 Every row of every table carries the run's provenance (``PROVENANCE``), so tables from different runs and sweeps
 concatenate; each protocol's own columns are declared in its file (bench/protocols/). ``regions``: tiles | slic,
@@ -127,7 +127,7 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
 
 def with_provenance(df: pd.DataFrame, provenance: dict[str, Any], protocol: str | pd.Series | None = None
                     ) -> pd.DataFrame:
-    """The run's provenance columns first (SPEC §8), then the table's own columns. ``protocol``: the protocol
+    """The run's provenance columns first (DEFINITIONS §8), then the table's own columns. ``protocol``: the protocol
     the rows come from (a name, or one per row); ``protocol_params`` are then its settings from the run's
     ``protocol_settings``."""
     own = [c for c in df.columns if c not in PROVENANCE]
