@@ -6,7 +6,7 @@ from bench.interfaces import Method
 
 
 class GradientXInput(Method):
-    pooling = "sum"  # the default channel pooling (SPEC §2); `method.pooling=...` overrides it
+    pooling = "sum"  # the default channel pooling (DEFINITIONS §2); `method.pooling=...` overrides it
 
     def attribute(self, model, x, target, ctx):
         """x: (B, C, H, W) model inputs, target: (B,) classes → relevance of x's shape."""

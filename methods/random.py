@@ -1,4 +1,4 @@
-"""Random heatmaps: i.i.d. U[0, 1) per input element, seeded per image (SPEC §2 random baseline).
+"""Random heatmaps: i.i.d. U[0, 1) per input element, seeded per image (DEFINITIONS §2 random baseline).
 
 Note: every run also evaluates the exact uniform random *order* of regions as its paired baseline
 (bench/engine/regions.py); this method exists so that "random" can also be swept like any other method.

@@ -16,7 +16,10 @@ def _sections() -> set[str]:
 
 
 def _texts():
-    for path in [ROOT / "README.md", *sorted((ROOT / "conf").rglob("*.yaml")), *sorted((ROOT / "bench").rglob("*.py"))]:
+    files = [ROOT / "README.md", *sorted((ROOT / "conf").rglob("*.yaml"))]
+    for folder in ("bench", "methods", "datasets"):
+        files += sorted((ROOT / folder).rglob("*.py"))
+    for path in files:
         yield path, path.read_text()
 
 

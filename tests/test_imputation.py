@@ -63,7 +63,7 @@ def test_equals_a_sparse_direct_solve_in_float32():
         for c in range(3):
             ref = spsolve_imputation(x[c].astype(np.float32).astype(np.float64), m)
             err = np.abs(got[i, c] - ref).max() / np.abs(ref).max()
-            assert err <= 1e-6, (name, c, err)  # SPEC: ≤ 1e-4 relative in float32; the solve reaches float32's rounding
+            assert err <= 1e-6, (name, c, err)  # DEFINITIONS §9: ≤ 1e-4 relative in float32; the solve reaches float32's rounding
             assert np.array_equal(got[i, c][~m], x[c].astype(np.float32)[~m]), name  # kept pixels untouched
             worst = max(worst, err)
     assert worst > 0  # (the comparison compares something)

@@ -261,16 +261,16 @@ def test_fig4_relative_to_random_panels_lines_bands(results):
     assert [ax.get_title() for ax in axes] == ["otherset", "toyset"]
     for ax in axes:
         lines = labelled_lines(ax)
-        assert [ln.get_label() for ln in lines] == ["Random", "Sensitivity (ℓ₂)", "LRP-ε"]
+        assert [ln.get_label() for ln in lines] == ["Random heatmap", "Sensitivity (ℓ₂)", "LRP-ε"]
         methods = ("random", "sensitivity", "lrp_eps")
         assert [ln.get_color() for ln in lines] == [style.method_color(m) for m in methods]
         assert [ln.get_marker() for ln in lines] == [style.method_marker(m) for m in methods]
         assert len(bands(ax)) == 3
         assert all(len(ln.get_xdata()) == 11 and ln.get_ydata()[0] == pytest.approx(0) for ln in lines)
         assert lines[2].get_ydata()[-1] > lines[1].get_ydata()[-1] > lines[0].get_ydata()[-1]
-        assert ax.get_xlabel() == "perturbation steps L" and "random" in ax.get_ylabel()
+        assert ax.get_xlabel() == "pixels perturbed (%)" and "random" in ax.get_ylabel()
     legend = fig.legends[0]
-    assert [t.get_text() for t in legend.get_texts()] == ["Random", "Sensitivity (ℓ₂)", "LRP-ε"]
+    assert [t.get_text() for t in legend.get_texts()] == ["Random heatmap", "Sensitivity (ℓ₂)", "LRP-ε"]
     # the line at L is the summary table's mean
     t = summary_table(results, n_boot=50)
     toy = [ax for ax in axes if ax.get_title() == "toyset"][0]
@@ -284,7 +284,7 @@ def test_fig8_per_patch_relative_to_sensitivity(results):
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in axes] == ["patch 2×2", "patch 4×4"]
     for ax in axes:  # the baseline itself is not drawn
-        assert [ln.get_label() for ln in labelled_lines(ax)] == ["Random", "LRP-ε"]
+        assert [ln.get_label() for ln in labelled_lines(ax)] == ["Random heatmap", "LRP-ε"]
         assert "Sensitivity" in ax.get_ylabel()
     assert len([ax for ax in figs["__dataset-otherset"].axes if ax.get_visible()]) == 1
 
@@ -297,7 +297,7 @@ def test_curves_figure_morf_and_lerf_rows(tmp_path):
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert suffix == "" and [ax.get_title() for ax in axes] == ["MoRF · toyset", "LeRF · toyset"]
     for ax in axes:
-        assert [ln.get_label() for ln in labelled_lines(ax)] == ["Sensitivity (ℓ₂)", "LRP-ε", "random order"]
+        assert [ln.get_label() for ln in labelled_lines(ax)] == ["Sensitivity (ℓ₂)", "LRP-ε", "random order (baseline)"]
         assert len(bands(ax)) == 3
     morf, lerf = (labelled_lines(ax)[1].get_ydata() for ax in axes)
     assert morf[-1] < lerf[-1] and morf[0] == pytest.approx(lerf[0])
@@ -336,11 +336,11 @@ def test_road_curves_and_road_table(tmp_path):
     assert [ax.get_title() for ax in axes] == ["ROAD MoRF · toyset", "ROAD LeRF · toyset"]
     for ax, sign in zip(axes, (-1, 1)):
         lines = labelled_lines(ax)
-        assert [ln.get_label() for ln in lines] == ["Random", "random order", "Sensitivity (ℓ₂)", "LRP-ε"]
+        assert [ln.get_label() for ln in lines] == ["Random heatmap", "random order (baseline)", "Sensitivity (ℓ₂)", "LRP-ε"]
         assert list(lines[2].get_xdata()) == pytest.approx([0, 10, 30, 50])  # % of pixels removed
         assert np.sign(lines[3].get_ydata()[-1] - lines[3].get_ydata()[0]) == sign
         assert len(bands(ax)) == 4
-    assert "200" not in fig.texts[0].get_text() and "12 images" in fig.texts[0].get_text()
+    assert "200" not in fig._suptitle.get_text() and "12 images" in fig._suptitle.get_text()
 
     table = summary_table(res, "road_gap", n_boot=200)
     assert list(table.method) == ["random", "sensitivity", "lrp_eps"]  # the run without ROAD is not a row
@@ -408,14 +408,14 @@ def test_deletion_insertion_curves_and_the_family_table(tmp_path):
     [ax] = [ax for ax in fig.axes if ax.get_visible()]
     assert ax.get_title() == "Pixel-flipping · toyset" and ax.get_xlabel() == "pixels flipped (%)"
     lines = labelled_lines(ax)
-    assert [ln.get_label() for ln in lines] == ["Random", "random order", "Sensitivity (ℓ₂)", "LRP-ε"]
+    assert [ln.get_label() for ln in lines] == ["Random heatmap", "random order (baseline)", "Sensitivity (ℓ₂)", "LRP-ε"]
     assert list(lines[2].get_ydata()) == pytest.approx(5 - (1 + 4 * SLOPES["sensitivity"]) * 4 * np.linspace(0, 1, 5))
     [(_, fig)] = fraction_figures(res, "deletion_insertion_curves", n_boot=50)
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in axes] == ["Deletion · toyset", "Insertion · toyset"]
     assert [ax.get_ylabel() for ax in axes] == ["$f_c$ (softmax)"] * 2
     lines = labelled_lines(axes[0])
-    assert [ln.get_label() for ln in lines] == ["Random", "random order", "Sensitivity (ℓ₂)", "LRP-ε"]
+    assert [ln.get_label() for ln in lines] == ["Random heatmap", "random order (baseline)", "Sensitivity (ℓ₂)", "LRP-ε"]
     assert list(lines[2].get_xdata()) == pytest.approx([0, 25, 50, 75, 100])
     family = family_table(res, n_boot=100)
     assert list(dict.fromkeys(family.quantity)) == ["aopc_morf_minus_random", "irof_morf", "pixel_flipping_auc",
@@ -449,7 +449,7 @@ def test_complexity_scatter_and_entropy_boxes(results):
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert len(axes) == 4  # 2 datasets × (random, lrp_eps) against the reference, sensitivity
     for ax in axes:
-        assert "Sensitivity" in ax.get_xlabel() and ax.get_ylabel() in ("Random: PNG size (bytes)",
+        assert "Sensitivity" in ax.get_xlabel() and ax.get_ylabel() in ("Random heatmap: PNG size (bytes)",
                                                                         "LRP-ε: PNG size (bytes)")
         assert ax.xaxis.label.get_fontsize() == ax.yaxis.label.get_fontsize() == 8  # the suite's 8 pt, as elsewhere
         assert all(t.get_fontsize() == style.RC_PARAMS["xtick.labelsize"] for t in ax.get_xticklabels())
@@ -464,9 +464,9 @@ def test_complexity_scatter_and_entropy_boxes(results):
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in axes] == ["otherset", "toyset"]
     for ax in axes:
-        boxes = [p for p in ax.patches if p.get_label() in ("Random", "Sensitivity (ℓ₂)", "LRP-ε")]
-        assert [b.get_label() for b in boxes] == ["Random", "Sensitivity (ℓ₂)", "LRP-ε"]
-        assert [t.get_text() for t in ax.get_xticklabels()] == ["Random", "Sensitivity\n(ℓ₂)", "LRP-ε"]  # wrapped
+        boxes = [p for p in ax.patches if p.get_label() in ("Random heatmap", "Sensitivity (ℓ₂)", "LRP-ε")]
+        assert [b.get_label() for b in boxes] == ["Random heatmap", "Sensitivity (ℓ₂)", "LRP-ε"]
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["Random\nheatmap", "Sensitivity\n(ℓ₂)", "LRP-ε"]  # wrapped
 
 
 def test_heatmap_grid_uses_the_suite_rendering(results):
@@ -476,9 +476,9 @@ def test_heatmap_grid_uses_the_suite_rendering(results):
     fig = dict(figs)["__dataset-toyset"]
     grid = [ax for ax in fig.axes if ax.images]
     assert len(grid) == 3 * 5  # methods × images
-    assert [ax.get_ylabel() for ax in grid[::5]] == ["Random", "Sensitivity\n(ℓ₂)", "LRP-ε"]  # wrapped to fit
-    assert [ax.get_title() for ax in grid[:5]] == [""] * 5  # no internal ids as column titles
-    assert fig.get_figwidth() < style.TEXT_WIDTH_IN  # 5 small heatmaps: not the full text width
+    assert [ax.get_ylabel() for ax in grid[::5]] == ["Random heatmap", "Sensitivity\n(ℓ₂)", "LRP-ε"]  # wrapped
+    assert [ax.get_title() for ax in grid[:2]] == ["toyset-000\nclass 0 · pred. 0", "toyset-001\nclass 1 · pred. 1"]
+    assert fig.get_figwidth() == style.TEXT_WIDTH_IN  # 5 images: the page width (up to 4: one column)
     bar = [ax for ax in fig.axes if not ax.images][0]
     assert bar.get_position().width * fig.get_figwidth() <= 1.5 + 1e-9
     h = results.heatmaps
@@ -501,7 +501,8 @@ def test_heatmap_grid_has_a_row_of_the_input_images(tmp_path):
 def test_figures_name_datasets_and_say_what_the_bands_are(results):
     assert style.dataset_name("mnist_embedded") == "MNIST (embedded sample)" and style.dataset_name("x1") == "x1"
     for _, fig in relative_figures(results, FIG4_PANELS, FIG4_FILES, n_boot=20):
-        assert fig.texts[0].get_text() == "mean over 12 images; band: 95% bootstrap interval"
+        assert "toy_cnn" in fig._suptitle.get_text() and "12 images" in fig._suptitle.get_text()
+        assert "mean over 12 images; shaded: 95% percentile bootstrap interval" in style.caption_of(fig)
     fig = box_figures(results)[0][1]
     assert all(t.get_rotation() == 0 for ax in fig.axes for t in ax.get_xticklabels())
 
@@ -551,8 +552,9 @@ def test_report_writes_every_figure_and_table(sweep, tmp_path):
              "heatmap_grid__dataset-otherset", "network_quality"}
     assert names <= set(written)
     for name in names:  # PNG only here (time); PDF and PNG of each kind: the test below
-        [png] = written[name]
+        png, *caption = written[name]
         assert png == out / f"{name}.png" and png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 1000
+        assert caption == [out / f"{name}.caption.txt"]
     for ext in ("csv", "md", "tex"):
         assert (out / f"summary_table.{ext}").stat().st_size > 100
     table = pd.read_csv(out / "summary_table.csv")

@@ -100,3 +100,34 @@ def quantity_values(results, run: str, quantity: str) -> pd.Series | None:
     out = quantities[quantity].astype(np.float64).rename(quantity)
     out.index.name = "image_id"
     return out[np.isfinite(out.to_numpy())]
+
+
+def step_fractions(curves: pd.DataFrame, order: str = "morf") -> pd.Series:
+    """Per step, the mean over images of the fraction of pixels perturbed (``fraction_perturbed``) of ``order``:
+    where a step lies on a fraction-of-pixels axis (the same for every image with equal tiles)."""
+    sub = curves[curves.order == order]
+    return sub.groupby("step").fraction_perturbed.mean()
+
+
+def area_matched_difference(a: pd.DataFrame, a_order: str, b: pd.DataFrame, b_order: str, points: int = 50
+                            ) -> PerImage | None:
+    """Per image, the area-matched AOPC (DEFINITIONS §4 Unequal regions) of ``a``'s ``a_order`` curve minus that of
+    ``b``'s ``b_order`` curve (the same run's random order, or another run's MoRF), as a function of the fraction of
+    pixels perturbed: at ``points`` fractions up to the largest one every image's two curves reach. ``steps`` are
+    those fractions in %."""
+    from ..protocols.aopc import area_aopc_curve
+
+    fa, sa = per_image(a, a_order, "fraction_perturbed"), per_image(a, a_order, "score_value")
+    fb, sb = per_image(b, b_order, "fraction_perturbed"), per_image(b, b_order, "score_value")
+    if fa is None or fb is None:
+        return None
+    images = [i for i in fa.image_ids if i in set(fb.image_ids)]
+    if not images:
+        return None
+    ia, ib = pd.Index(fa.image_ids).get_indexer(images), pd.Index(fb.image_ids).get_indexer(images)
+    end = min(fa.values[ia, -1].min(), fb.values[ib, -1].min())
+    if not end > 0:
+        return None
+    grid = np.linspace(0.0, end, points + 1)[1:]
+    diff = (area_aopc_curve(fa.values[ia], sa.values[ia], grid) - area_aopc_curve(fb.values[ib], sb.values[ib], grid))
+    return PerImage(np.asarray(images, dtype=object), 100 * grid, diff)

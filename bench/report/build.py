@@ -127,6 +127,9 @@ def make_report(dirs, out=None, *, baseline: str = "random", patch_baseline: str
     for name, make in progress(jobs, desc="report: figures", unit="fig", enabled=show_progress):
         for suffix, fig in make():
             written[name + suffix] = style.save_figure(fig, out, name + suffix, formats)
+            if style.caption_of(fig):  # the caption beside the figure, never drawn into it
+                _write_text(out / f"{name + suffix}.caption.txt", style.caption_of(fig) + "\n")
+                written[name + suffix].append(out / f"{name + suffix}.caption.txt")
     if correlations:
         write_csv(correlations[0], out / "network_quality_correlations.csv")
         written["network_quality_correlations"] = [out / "network_quality_correlations.csv"]

@@ -108,4 +108,7 @@ def network_quality_figure(df: pd.DataFrame, *, title: str | None = None, logx: 
         handles = [h for a in (ax, ax2) for h in a.get_legend_handles_labels()[0]]
         labels = [lab for a in (ax, ax2) for lab in a.get_legend_handles_labels()[1]]
         fig.legend(handles, labels, loc="outside lower center", ncol=1 if len(methods) > 1 else 2)
+        style.set_caption(fig, f"Test accuracy (left axis, black) and {value_label} (right axis; mean over images "
+                               f"with its 95% bootstrap interval) of the model's checkpoints along training (TNNLS "
+                               f"Fig. 7); r: Pearson, ρ: Spearman correlation over the checkpoints.")
     return fig, corr

@@ -1,7 +1,8 @@
 """One look for every figure of the suite: method colours and markers, paper-size rcParams, deterministic saving.
 
-* **Method styles** — :data:`METHOD_STYLES` fixes a colour, a marker and a display name for every method of
-  the catalogue (DEFINITIONS §2 and beyond); a method keeps them in every figure. Families share hues: greys for
+* **Method styles** — :data:`METHOD_STYLES` fixes a colour, a marker (no two methods share one, so they differ in
+  grey print too) and a display name for every method of the catalogue (DEFINITIONS §2 and beyond); a method
+  keeps them in every figure. Families share hues: greys for
   the random baseline, blues for sensitivity, greens for gradient-based/deconvolution variants, reds and
   oranges for LRP-0/ε/αβ, purples for γ/composite/deep Taylor. A name not in the table gets a colour and a
   marker from :data:`FALLBACK_COLORS` / :data:`FALLBACK_MARKERS` chosen by a hash (MD5) of the name, so the
@@ -80,7 +81,7 @@ class MethodStyle:
 
 #: The fixed style of every known method, in the order methods are listed in legends and tables.
 METHOD_STYLES: dict[str, MethodStyle] = {
-    "random": MethodStyle("#7f7f7f", "x", "Random"),
+    "random": MethodStyle("#7f7f7f", "x", "Random heatmap"),
     "sensitivity": MethodStyle("#1f77b4", "o", "Sensitivity (ℓ₂)"),
     "sensitivity_linf": MethodStyle("#6baed6", "v", "Sensitivity (ℓ∞)"),
     "sensitivity_sq": MethodStyle("#08306b", "^", "Sensitivity (ℓ₂²)"),
@@ -88,14 +89,14 @@ METHOD_STYLES: dict[str, MethodStyle] = {
     "deconvnet": MethodStyle("#2ca02c", "D", "Deconvnet"),
     "guided_backprop": MethodStyle("#8c564b", "P", "Guided backprop"),
     "lrp_0": MethodStyle("#fb9a99", "<", "LRP-0"),
-    "lrp_eps": MethodStyle("#d62728", "o", "LRP-ε"),
-    "lrp_eps_0.01": MethodStyle("#e377c2", ">", "LRP-ε (ε=0.01)"),
-    "lrp_eps_100": MethodStyle("#67000d", "s", "LRP-ε (ε=100)"),
-    "lrp_a2b1": MethodStyle("#ff7f0e", "^", "LRP-αβ (α=2, β=1)"),
-    "lrp_a1b0": MethodStyle("#fdbf6f", "v", "LRP-αβ (α=1, β=0)"),
-    "lrp_gamma": MethodStyle("#9467bd", "D", "LRP-γ"),
-    "deep_taylor": MethodStyle("#bcbd22", "P", "Deep Taylor"),
-    "lrp_composite": MethodStyle("#54278f", "X", "LRP composite"),
+    "lrp_eps": MethodStyle("#d62728", "X", "LRP-ε"),
+    "lrp_eps_0.01": MethodStyle("#e377c2", "+", "LRP-ε (ε=0.01)"),
+    "lrp_eps_100": MethodStyle("#67000d", "1", "LRP-ε (ε=100)"),
+    "lrp_a2b1": MethodStyle("#ff7f0e", "2", "LRP-αβ (α=2, β=1)"),
+    "lrp_a1b0": MethodStyle("#fdbf6f", ">", "LRP-αβ (α=1, β=0)"),
+    "lrp_gamma": MethodStyle("#9467bd", "d", "LRP-γ"),
+    "deep_taylor": MethodStyle("#bcbd22", "H", "Deep Taylor"),
+    "lrp_composite": MethodStyle("#54278f", "8", "LRP composite"),
     "integrated_gradients": MethodStyle("#005a32", "p", "Integrated gradients"),
     "smoothgrad": MethodStyle("#74c476", "h", "SmoothGrad"),
     "occlusion": MethodStyle("#000000", "*", "Occlusion"),
@@ -106,7 +107,19 @@ FALLBACK_COLORS = ("#a6761d", "#1b9e77", "#e7298a", "#66a61e", "#7570b3", "#d95f
                    "#01665e", "#c51b7d", "#4d9221", "#8073ac")
 FALLBACK_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">", "p", "h", "*")
 #: Line styles that tell apart several runs of one method in the same panel (other parameters, seeds...).
-LINESTYLES = ("-", "--", ":", "-.")
+LINESTYLES = ("-", "--", (0, (5, 1, 1, 1)), "-.")
+#: The random *order* (every run's baseline), drawn unlike any method — the random *heatmap* is a method
+#: ("Random heatmap", grey ×): black, dotted, no markers.
+RANDOM_ORDER = {"label": "random order (baseline)", "color": "black", "linestyle": ":", "linewidth": 1.3}
+
+
+def set_caption(fig: Figure, text: str) -> None:
+    """The caption of a figure: written beside it as ``<name>.caption.txt`` (never drawn into it)."""
+    fig._bench_caption = text
+
+
+def caption_of(fig: Figure) -> str:
+    return getattr(fig, "_bench_caption", "")
 
 
 def _digest(name: str) -> int:
