@@ -6,7 +6,8 @@ Which figures and tables there are follows from the protocols' declarations (ben
 ``aopc_vs_random__patch-4``):
 
 =====================================  =================================================================
-a protocol's ``relative`` figure       its value relative to the random order vs L, a panel per dataset
+a protocol's ``relative`` figure       its value relative to the random order vs the % of pixels perturbed (area-
+                                       matched for unequal regions), a panel per dataset
 (``aopc_vs_random``)                   (TNNLS Fig. 4); ``…_by_patch`` a panel per patch size, when several (Fig. 8)
 a protocol's ``orders`` figure         MoRF (and LeRF) curves f_c(x⁽ᵏ⁾) vs k with the random order
 (``curves``)
@@ -21,9 +22,10 @@ a protocol's ``orders`` figure         MoRF (and LeRF) curves f_c(x⁽ᵏ⁾) vs
                                        dataset/patch, best marked, paired tests
 ``<protocol>_table.{md,tex,csv}``      the same for the headline of a protocol that asks for it (``own_table``;
                                        ``road_table``: the ROAD gap), when the runs have it
-``faithfulness_table.{md,csv}``        the headline of every protocol of the faithfulness family the runs have:
+``faithfulness_table.{md,tex,csv}``    the headline of every protocol of the faithfulness family the runs have:
                                        mean [95% CI] per method, best marked (by each quantity's direction)
-``runs.csv``                           the runs read: key, folder, condition, L, images, duplicate flag
+``runs.csv``                           the runs read: key, folder, condition, L, images, equal_regions, duplicate flag
+``<figure>.caption.txt``               each figure's caption (what its lines and bands are), beside it
 ``warnings.txt``                       what was left out or ambiguous (duplicates, missing baselines), if any
 =====================================  =================================================================
 """
