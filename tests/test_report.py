@@ -42,7 +42,7 @@ def provenance(method, dataset="toyset", patch=4, seed=0, L=10, params=None, **k
                 torchvision_version="x", numpy_version="x", python_version="x", wall_time_s=1.0,
                 run_key=f"{method}-{dataset}-{patch}-{seed}", images=12, model_sha="w", equal_regions=True,
                 bootstrap=1000, metrics="aopc", protocol_settings='{"aopc": {}}', code_sha="c", device_name="cpu",
-                scipy_version="x", skimage_version="x", pandas_version="x")
+                scipy_version="x", skimage_version="x", pandas_version="x", randomise_layers=0, input_noise=0.0)
     prov.update(kw)
     return prov
 

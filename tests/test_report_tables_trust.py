@@ -32,7 +32,8 @@ def provenance(method, **kw):
                 target="predicted", score="logit", precision="fp32", seed=0, bootstrap=N_BOOT, metrics="aopc",
                 protocol_settings=params_json({"aopc": {}}), code_sha="c0de", device="cpu", device_name="CPU",
                 bench_version="0", torch_version="x", torchvision_version="x", numpy_version="x",
-                scipy_version="x", skimage_version="x", pandas_version="x", python_version="x", wall_time_s=1.0)
+                scipy_version="x", skimage_version="x", pandas_version="x", python_version="x", wall_time_s=1.0,
+                randomise_layers=0, input_noise=0.0)
     prov.update(kw)
     assert set(prov) == set(PROVENANCE) - {"protocol", "protocol_params"}  # (per table: with_provenance)
     return prov

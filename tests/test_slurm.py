@@ -143,8 +143,8 @@ def test_grid_on_slurm_is_collected_and_a_finished_sweep_is_not_resubmitted(clus
 
 @pytest.mark.slurm
 def test_a_cancelled_job_is_listed_then_the_same_command_resumes_it(cluster, cache_dir, tmp_path):
-    # job #0 is slow (batch_size=1: ~20 s on 2 cores) and cancelled after its first block; job #1 is quick
-    grid = ["method=smoothgrad,random", "n_images=300", "block_size=10", "steps=10", "bootstrap=50"]
+    # job #0 is slow (batch_size=1: ~12 s on 2 cores) and cancelled after its first block; job #1 is quick
+    grid = ["method=smoothgrad,random", "n_images=100", "block_size=5", "steps=10", "bootstrap=50"]
     out = tmp_path / "sweep"
     args = [*grid, "batch_size=1", *SLURM, f"hydra.sweep.dir={out}"]
     first = subprocess.Popen([sys.executable, "-m", "bench", "-m", *FAST_MODEL, *args], cwd=tmp_path,
@@ -166,7 +166,7 @@ def test_a_cancelled_job_is_listed_then_the_same_command_resumes_it(cluster, cac
     assert "block(s) done (killed, timed out or still running)" in listed[0]  # its process is gone
     assert "Traceback" not in stdout + stderr
     done_before = len(list((slow / "parts").glob("*.done.json")))
-    assert 1 <= done_before < 30
+    assert 1 <= done_before < 20
 
     again = sweep(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr

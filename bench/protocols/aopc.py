@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from bench.engine.curves import imputed_scores, perturbed_scores, sequential_scores
-from bench.protocols.base import Batch, Figure, Protocol, Quantity, Table, grid_frame
+from bench.protocols.base import Batch, Figure, Protocol, Quantity, Steps, Table, grid_frame
 
 LAST = "at the last step L"
 
@@ -48,12 +48,17 @@ class AOPC(Protocol):
     needs = ("regions", "region_orders")
     tables = (Table("curves", ("image_id", "order", "step", "score_value", "aopc")),)
     quantities = (
-        Quantity("aopc_random", 0, "AOPC (random order)", LAST, printed="random AOPC"),
-        Quantity("aopc_morf", +1, "AOPC (MoRF)", LAST, printed="AOPC(L={L})"),
+        Quantity("aopc_random", 0, "AOPC (random order)", LAST, printed="random AOPC",
+            steps=Steps("curves", "random", from_start=True)),
+        Quantity("aopc_morf", +1, "AOPC (MoRF)", LAST, printed="AOPC(L={L})",
+            steps=Steps("curves", "morf", from_start=True)),
         Quantity("aopc_morf_minus_random", +1, "AOPC − random", LAST, headline=True,
-                 printed="AOPC − random [95% CI]", print_as="ci"),
-        Quantity("aopc_lerf", -1, "AOPC (LeRF)", LAST, printed="LeRF AOPC"),
-        Quantity("aopc_lerf_minus_random", -1, "AOPC (LeRF) − random", LAST),
+                 printed="AOPC − random [95% CI]", print_as="ci",
+                     steps=Steps("curves", "morf", "random", from_start=True)),
+        Quantity("aopc_lerf", -1, "AOPC (LeRF)", LAST, printed="LeRF AOPC",
+            steps=Steps("curves", "lerf", from_start=True)),
+        Quantity("aopc_lerf_minus_random", -1, "AOPC (LeRF) − random", LAST,
+            steps=Steps("curves", "lerf", "random", from_start=True)),
         # for runs with unequal regions these stand in for the plain ones in comparisons (``replaces``)
         Quantity("aopc_area_random", 0, "area-matched AOPC (random order)", AREA_MATCHED, when=unequal_regions,
                  replaces="aopc_random"),

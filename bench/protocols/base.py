@@ -119,6 +119,19 @@ def substrate_settings(default: str = "zero") -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------- quantities
 
 @dataclass(frozen=True)
+class Steps:
+    """Where a quantity read from a curve has its per-step values, the items of its internal consistency (Cronbach's
+    α, DEFINITIONS §10): in table ``table``, column ``value`` at steps ≥ 1 of order ``order``, minus those of order
+    ``minus`` when given; ``from_start``: the item is the drop f(x⁽⁰⁾) − f(x⁽ᵏ⁾) (AOPC's summand) instead."""
+
+    table: str
+    order: str
+    minus: str = ""
+    from_start: bool = False
+    value: str = "score_value"
+
+
+@dataclass(frozen=True)
 class Quantity:
     """One per-image number of a protocol (a row of summary.csv).
 
@@ -132,7 +145,8 @@ class Quantity:
     the unit of the score it was computed from (the protocol's ``score`` setting when it has one, else the run's:
     :data:`SCORE_UNITS`), e.g. ``"{score} × fraction of pixels"`` for an area under a score curve. ``when``: printed
     only for runs whose provenance (a summary row) it accepts; ``replaces``: for those runs it stands in for that
-    quantity in comparisons (the combined table of a sweep, the report)."""
+    quantity in comparisons (the combined table of a sweep, the report). ``steps``: where its per-step values are,
+    for a quantity read from a curve with the same steps for every image (:class:`Steps`)."""
 
     name: str
     direction: int
@@ -146,6 +160,7 @@ class Quantity:
     unit: str = "{score}"
     when: Callable[[Mapping[str, Any]], bool] | None = None
     replaces: str = ""
+    steps: Steps | None = None
 
 
 #: The unit of each score f_c (DEFINITIONS §1).

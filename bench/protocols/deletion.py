@@ -23,8 +23,8 @@ import torch
 
 from bench.engine.curves import imputed_scores
 from bench.engine.regions import pixel_order_ranks
-from bench.protocols.base import (AREA, SCORES, Batch, Figure, Protocol, Quantity, Table, choice, curve_auc, grid_frame,
-                                  integer, optional, setting, substrate_settings)
+from bench.protocols.base import (AREA, SCORES, Batch, Figure, Protocol, Quantity, Steps, Table, choice, curve_auc,
+                                  grid_frame, integer, optional, setting, substrate_settings)
 
 AREAS = "per image (trapezoidal areas over the fractions of pixels changed)"
 
@@ -41,9 +41,12 @@ class Deletion(Protocol):
     needs = ("pixel_orders",)
     tables = (Table("deletion", ("image_id", "order", "step", "fraction_changed", "score_value")),)
     quantities = (
-        Quantity("deletion_auc_morf", -1, "deletion AUC", AREAS, headline=True, unit=AREA),
-        Quantity("deletion_auc_random", 0, "deletion AUC (random order)", AREAS, unit=AREA),
-        Quantity("deletion_auc_morf_minus_random", -1, "deletion AUC − random", AREAS, unit=AREA),
+        Quantity("deletion_auc_morf", -1, "deletion AUC", AREAS, headline=True, unit=AREA,
+            steps=Steps("deletion", "morf")),
+        Quantity("deletion_auc_random", 0, "deletion AUC (random order)", AREAS, unit=AREA,
+            steps=Steps("deletion", "random")),
+        Quantity("deletion_auc_morf_minus_random", -1, "deletion AUC − random", AREAS, unit=AREA,
+            steps=Steps("deletion", "morf", "random")),
     )
     figures = (Figure("deletion_insertion_curves", "fraction", x="fraction_changed",
                       panels=(("deletion", "morf", "Deletion", "pixels deleted (%)"),)),)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.protocols.base import AREA, Figure, Quantity, Table, substrate_settings
+from bench.protocols.base import AREA, Figure, Quantity, Steps, Table, substrate_settings
 from bench.protocols.deletion import AREAS, Deletion
 
 
@@ -22,9 +22,12 @@ class Insertion(Deletion):
     inserts = True
     tables = (Table("insertion", ("image_id", "order", "step", "fraction_changed", "score_value")),)
     quantities = (
-        Quantity("insertion_auc_morf", +1, "insertion AUC", AREAS, headline=True, unit=AREA),
-        Quantity("insertion_auc_random", 0, "insertion AUC (random order)", AREAS, unit=AREA),
-        Quantity("insertion_auc_morf_minus_random", +1, "insertion AUC − random", AREAS, unit=AREA),
+        Quantity("insertion_auc_morf", +1, "insertion AUC", AREAS, headline=True, unit=AREA,
+            steps=Steps("insertion", "morf")),
+        Quantity("insertion_auc_random", 0, "insertion AUC (random order)", AREAS, unit=AREA,
+            steps=Steps("insertion", "random")),
+        Quantity("insertion_auc_morf_minus_random", +1, "insertion AUC − random", AREAS, unit=AREA,
+            steps=Steps("insertion", "morf", "random")),
     )
     figures = (Figure("deletion_insertion_curves", "fraction", x="fraction_changed",
                       panels=(("insertion", "morf", "Insertion", "pixels inserted (%)"),)),)

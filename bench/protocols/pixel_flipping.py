@@ -25,7 +25,7 @@ import torch
 from bench.engine.curves import perturbed_scores
 from bench.engine.regions import morf_order
 from bench.engine.seeding import randperm_ragged
-from bench.protocols.base import (AREA, Batch, Figure, Protocol, Quantity, Table, curve_auc, grid_frame, integer,
+from bench.protocols.base import (AREA, Batch, Figure, Protocol, Quantity, Steps, Table, curve_auc, grid_frame, integer,
                                   optional, setting, substrate_settings)
 
 AREAS = "per image (trapezoidal areas over the fractions of pixels changed)"
@@ -43,9 +43,12 @@ class PixelFlipping(Protocol):
     attributes_inputs = True
     tables = (Table("pixel_flipping", ("image_id", "order", "step", "fraction_perturbed", "score_value")),)
     quantities = (
-        Quantity("pixel_flipping_auc", -1, "pixel-flipping AUC", AREAS, headline=True, unit=AREA),
-        Quantity("pixel_flipping_auc_random", 0, "pixel-flipping AUC (random order)", AREAS, unit=AREA),
-        Quantity("pixel_flipping_auc_minus_random", -1, "pixel-flipping AUC − random", AREAS, unit=AREA),
+        Quantity("pixel_flipping_auc", -1, "pixel-flipping AUC", AREAS, headline=True, unit=AREA,
+            steps=Steps("pixel_flipping", "morf")),
+        Quantity("pixel_flipping_auc_random", 0, "pixel-flipping AUC (random order)", AREAS, unit=AREA,
+            steps=Steps("pixel_flipping", "random")),
+        Quantity("pixel_flipping_auc_minus_random", -1, "pixel-flipping AUC − random", AREAS, unit=AREA,
+            steps=Steps("pixel_flipping", "morf", "random")),
     )
     figures = (Figure("pixel_flipping_curves", "fraction", x="fraction_perturbed",
                       panels=(("pixel_flipping", "morf", "Pixel-flipping", "pixels flipped (%)"),)),)

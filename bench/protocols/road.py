@@ -25,7 +25,7 @@ import torch
 from bench.engine.curves import imputed_scores
 from bench.engine.regions import pixel_order_ranks
 from bench.engine.replacement import Road as NoisyLinearImputation
-from bench.protocols.base import (AREA, Batch, Figure, Protocol, Quantity, Table, curve_auc, grid_frame,
+from bench.protocols.base import (AREA, Batch, Figure, Protocol, Quantity, Steps, Table, curve_auc, grid_frame,
                                   increasing_fractions, number, setting)
 
 AREAS = "per image (trapezoidal areas over the fractions of pixels changed)"
@@ -42,11 +42,13 @@ class ROAD(Protocol):
     own_table = True
     tables = (Table("road", ("image_id", "order", "step", "fraction_removed", "score_value")),)
     quantities = (
-        Quantity("road_auc_morf", -1, "ROAD AUC(MoRF)", AREAS, unit=AREA),
-        Quantity("road_auc_lerf", +1, "ROAD AUC(LeRF)", AREAS, unit=AREA),
-        Quantity("road_auc_random", 0, "ROAD AUC(random)", AREAS, unit=AREA),
-        Quantity("road_gap", +1, "ROAD gap AUC(LeRF) − AUC(MoRF)", AREAS, headline=True, unit=AREA),
-        Quantity("road_auc_morf_minus_random", -1, "ROAD AUC(MoRF) − AUC(random)", AREAS, unit=AREA),
+        Quantity("road_auc_morf", -1, "ROAD AUC(MoRF)", AREAS, unit=AREA, steps=Steps("road", "morf")),
+        Quantity("road_auc_lerf", +1, "ROAD AUC(LeRF)", AREAS, unit=AREA, steps=Steps("road", "lerf")),
+        Quantity("road_auc_random", 0, "ROAD AUC(random)", AREAS, unit=AREA, steps=Steps("road", "random")),
+        Quantity("road_gap", +1, "ROAD gap AUC(LeRF) − AUC(MoRF)", AREAS, headline=True, unit=AREA,
+            steps=Steps("road", "lerf", "morf")),
+        Quantity("road_auc_morf_minus_random", -1, "ROAD AUC(MoRF) − AUC(random)", AREAS, unit=AREA,
+            steps=Steps("road", "morf", "random")),
     )
     figures = (Figure("road_curves", "fraction", x="fraction_removed",
                       panels=(("road", "morf", "ROAD MoRF", "pixels removed (%)"),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from bench.protocols.aopc import final_aopc
-from bench.protocols.base import AREA, Protocol, Quantity, curve_auc
+from bench.protocols.base import AREA, Protocol, Quantity, Steps, curve_auc
 
 
 @dataclass(frozen=True)
@@ -23,8 +23,10 @@ class SRG(Protocol):
     orders = ("lerf",)
     quantities = (
         Quantity("srg", +1, "SRG AUC(LeRF) − AUC(MoRF)",
-                 "per image (trapezoidal areas over the fractions of pixels changed)", headline=True, unit=AREA),
-        Quantity("srg_aopc", +1, "SRG AOPC(MoRF) − AOPC(LeRF)", "at the last step L"),
+                 "per image (trapezoidal areas over the fractions of pixels changed)", headline=True, unit=AREA,
+                     steps=Steps("curves", "lerf", "morf")),
+        Quantity("srg_aopc", +1, "SRG AOPC(MoRF) − AOPC(LeRF)", "at the last step L",
+            steps=Steps("curves", "lerf", "morf")),
     )
 
     @classmethod

@@ -24,6 +24,10 @@ a protocol's ``orders`` figure         MoRF (and LeRF) curves f_c(x⁽ᵏ⁾) vs
                                        ``road_table``: the ROAD gap), when the runs have it
 ``faithfulness_table.{md,tex,csv}``    the headline of every protocol of the faithfulness family the runs have:
                                        mean [95% CI] per method, best marked (by each quantity's direction)
+``per_image.parquet``                  every run's per-image quantities, tidy (run identity, image_id, quantity,
+                                       value, direction): what the metric card is computed from
+``metric_card.{csv,md,tex,pdf,png}``   the metric report card (DEFINITIONS §10), when the runs have ≥ 3 methods
+                                       with random (experiment=metric_card: every criterion; bench/report/card.py)
 ``runs.csv``                           the runs read: key, folder, condition, L, images, equal_regions, duplicate flag
 ``<figure>.caption.txt``               each figure's caption (what its lines and bands are), beside it
 ``warnings.txt``                       what was left out or ambiguous (duplicates, missing baselines), if any
@@ -43,6 +47,7 @@ from ..run.progress import progress
 from ..run.tables import atomic_write, write_csv
 from . import figures, style, table
 from .load import Results, load_results
+from .card_report import write_card
 from .network import network_quality_figure
 
 log = logging.getLogger(__name__)
@@ -137,6 +142,7 @@ def make_report(dirs, out=None, *, baseline: str = "random", patch_baseline: str
         written["network_quality_correlations"] = [out / "network_quality_correlations.csv"]
 
     written.update(table.write_tables(results, out, quantity, n_boot, seed, digits))
+    written.update(write_card(results, out, formats))
     write_csv(results.runs, out / "runs.csv")
     written["runs"] = [out / "runs.csv"]
     if results.warnings:

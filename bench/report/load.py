@@ -68,7 +68,7 @@ log = logging.getLogger(__name__)
 #: defaults then apply, e.g. to a quantity's unit: ``protocols.unit``).
 BACKFILL = {"regions": "tiles", "regions_params": '{"score": "sum"}', "run_key": "", "model_sha": "",
             "bootstrap": 1000, "protocol_settings": "{}", "protocol_params": "{}", "code_sha": "", "device_name": "",
-            "scipy_version": "", "skimage_version": "", "pandas_version": "",
+            "scipy_version": "", "skimage_version": "", "pandas_version": "", "randomise_layers": 0, "input_noise": 0.0,
             "protocol": "recovered", "images": "recovered", "metrics": "recovered", "equal_regions": "recovered"}
 #: The condition of an older run as its tables tell it: :data:`CONDITION` without what :func:`backfill` recovers.
 OLDER_KEY = [c for c in CONDITION if c not in ("images", "metrics")]

@@ -25,9 +25,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
-from . import slurm
+from . import card_sweep, slurm
 from .config import compose, hydra_record, register_resolvers  # noqa: F401 (compose: for tools)
 from ..errors import BenchError, cli_error_line, failure_text
 from ..plugins import CONF_DIR
@@ -49,7 +50,12 @@ SWEEP = SweepOutcome()
 
 
 class CollectCallback(Callback):
-    """After a multirun: collect the sweep folder and list failed jobs (conf/config.yaml, hydra.callbacks)."""
+    """After a multirun: collect the sweep folder and list failed jobs (conf/config.yaml, hydra.callbacks).
+    ``then``: functions (dotted paths, set by an experiment) called with the collection afterwards, e.g. the metric
+    card's (conf/experiment/metric_card.yaml)."""
+
+    def __init__(self, then: list[str] | None = None) -> None:
+        self.then = list(then or [])
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from .collect import collect, format_report
@@ -68,10 +74,19 @@ class CollectCallback(Callback):
             if ended and job.status in ("incomplete", "missing"):
                 job.reason = f"{ended}; {job.reason}"
         print(format_report(SWEEP.collection), file=sys.stderr if not SWEEP.collection.ok else sys.stdout)
-        if SWEEP.collection.summary is not None:  # the sweep's comparison: methods × conditions
-            from .summary import comparison_table
+        if SWEEP.collection.summary is None:
+            return
+        from .summary import comparison_table
 
-            print("\n" + comparison_table(SWEEP.collection.summary))
+        summary = SWEEP.collection.summary
+        card = str(config.hydra.sweeper.get("_target_", "")) == card_sweep.TARGET
+        if card:  # the comparison of the reference runs; the card's other runs are read by the card
+            variant = summary[(summary.randomise_layers == 0) & (summary.input_noise == 0)]
+            summary = variant[variant.seed == variant.seed.min()]
+        print("\n" + comparison_table(summary))  # the sweep's comparison: methods × conditions
+        for name in self.then:
+            get_method(name)(SWEEP.collection)
+
 
 
 # -------------------------------------------------------------------------------- errors
@@ -178,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         check_group_overrides(sys.argv[1:])
         slurm.register()  # hydra/launcher=slurm_* (bench/run/slurm.py)
+        card_sweep.register()  # hydra/sweeper=metric_card (bench/run/card_sweep.py)
         slurm.ENDED.clear()
         app()
     except KeyboardInterrupt:

@@ -26,6 +26,7 @@ from ..engine.pooling import pool_channels
 from ..engine.regions import Regions, n_regions, seeded_orders
 from ..engine.replacement import Replacement
 from ..engine.scoring import choose_target, score_of
+from ..engine.seeding import randn_per_image
 from ..interfaces import Context, Method, Normalization
 from .. import protocols
 from ..protocols import Batch, Protocol, protocol_class, required
@@ -63,12 +64,18 @@ class Evaluator:
     compile: bool = False
     protocols: tuple[Protocol, ...] = field(default_factory=_required)   # the run's, with their settings
     regions_settings: dict[str, Any] = field(default_factory=lambda: {"kind": "tiles", "score": "sum"})  # DEFINITIONS §3, §9
+    explained: nn.Module | None = None   # the model the method explains (f⁽ᵏ⁾, DEFINITIONS §10); None: ``model``
+    input_noise: float = 0.0   # σ: the images are x + σ·ε, ε seeded standard normal in model-input units (§10)
 
     @classmethod
-    def from_spec(cls, spec: RunSpec, model: nn.Module) -> "Evaluator":
-        """The evaluator of a checked run specification (bench/run/spec.py), for ``model``."""
+    def from_spec(cls, spec: RunSpec, model: nn.Module, explained: nn.Module | None = None,
+                  input_noise: float = 0.0) -> "Evaluator":
+        """The evaluator of a checked run specification (bench/run/spec.py), for ``model``; ``explained``: the
+        model the method explains when not ``model`` (``randomise_layers``), ``input_noise``: the resolved σ."""
         dataset = spec.dataset.obj
-        return cls(model=model.to(spec.device).eval(), method=spec.method.obj, pooling=spec.pooling,
+        explained = None if explained is None or explained is model else explained.to(spec.device).eval()
+        return cls(model=model.to(spec.device).eval(), explained=explained, input_noise=float(input_noise),
+                   method=spec.method.obj, pooling=spec.pooling,
                    replacement=spec.perturbation.obj, normalization=dataset.normalization,
                    image_hw=tuple(dataset.image_shape[1:]), patch=spec.patch, steps=spec.steps,
                    repeats=spec.repeats, batch_size=spec.batch_size, seed=spec.seed, target=spec.target,
@@ -136,11 +143,18 @@ class Evaluator:
     def attribute(self, x: torch.Tensor, target: torch.Tensor, image_ids: list[str]) -> torch.Tensor:
         """The method's relevance R of ``x`` (x's shape); ``image_ids`` seed a method's per-image draws."""
         ctx = Context(image_ids=image_ids, seed=self.seed, normalization=self.normalization)
-        return self.method.attribute(self.model, x, target, ctx)
+        return self.method.attribute(self.model if self.explained is None else self.explained, x, target, ctx)
 
     def heatmap(self, x: torch.Tensor, target: torch.Tensor, image_ids: list[str]) -> torch.Tensor:
         """The pixel heatmap h (B, H, W): the relevance pooled over channels (DEFINITIONS §2)."""
         return pool_channels(self.attribute(x, target, image_ids), self.pooling)
+
+    def noisy(self, x: torch.Tensor, image_ids: list[str], sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """x + σ·ε and its raw pixels (DEFINITIONS §10 "Resilience to minor input noise"): ε a seeded standard normal
+        draw per image in model-input units (the same ε for every σ, method and device)."""
+        eps = randn_per_image(self.seed, "input_noise", list(image_ids), tuple(x.shape[1:]), x.device, x.dtype)
+        x = x + sigma * eps
+        return x, self.normalization.denormalize(x)
 
     # -- regions -----------------------------------------------------------------------------------
     def batch_regions(self, raw: torch.Tensor) -> Regions:
@@ -175,6 +189,8 @@ class Evaluator:
         indices = list(range(len(image_ids))) if indices is None else list(indices)
         raw = raw.to(self.device, non_blocking=True).float()
         x = self.normalization.normalize(raw)
+        if self.input_noise:
+            x, raw = self.noisy(x, image_ids, self.input_noise)
         with torch.inference_mode():
             logits = self.logits(x)
         target = choose_target(logits, labels, self.target)

@@ -38,6 +38,7 @@ from .progress import Progress
 from .spec import RunSpec, build_spec
 from .summary import summarize_run, undefined_reasons, with_run
 from .tables import device_name, params_json, versions
+from .variants import explained_model, input_noise
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ def provenance(spec: RunSpec, evaluator: Evaluator, manifest: dict, wall_time_s:
         precision=evaluator.precision, seed=spec.seed, bootstrap=spec.bootstrap,
         metrics=",".join(p.name for p in spec.protocols),
         protocol_settings=params_json({p.name: p.values() for p in spec.protocols}), code_sha=manifest["code_sha"],
+        randomise_layers=spec.randomise_layers, input_noise=evaluator.input_noise,
         device=str(spec.device), device_name=device_name(spec.device), wall_time_s=round(wall_time_s, 3),
         **versions())
 
@@ -181,7 +183,8 @@ def run(spec: RunSpec | Any, out_dir: str | Path, config_yaml: str = "", hydra_f
         torch.manual_seed(spec.seed)
         model = load_model(spec) if model is None else model.eval()
         manifest = manifest_of(spec, model)
-        evaluator = Evaluator.from_spec(spec, model)
+        evaluator = Evaluator.from_spec(spec, model, explained_model(spec, model))
+        evaluator.input_noise = input_noise(spec, evaluator)
         setup_s = time.perf_counter() - start
         done = job.claim(manifest, spec.resume, setup_s)
         if done is not None:

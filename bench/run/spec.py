@@ -83,6 +83,8 @@ class RunSpec:
     resume: bool
     shard: int
     num_shards: int
+    randomise_layers: int   # the method explains f⁽ᵏ⁾, the protocols evaluate the model (DEFINITIONS §10)
+    input_noise: float | str   # σ of the seeded Gaussian noise on the model inputs, or "auto" (DEFINITIONS §10)
     config: dict[str, Any] = field(repr=False)   # the resolved config, as checked (config.yaml, manifest)
 
     @property
@@ -152,6 +154,8 @@ SCALARS: dict[str, Callable[[Any], Any]] = {
     "metrics": lambda v: checks.choices("metrics", v, protocols.available()),
     "block_size": _pos("block_size"), "resume": lambda v: checks.boolean("resume", v),
     "shard": _nonneg("shard"), "num_shards": _pos("num_shards"),
+    "randomise_layers": _nonneg("randomise_layers"),
+    "input_noise": lambda v: v if v == "auto" else checks.number("input_noise (a σ ≥ 0 or auto)", v, low=0),
 }
 def _slic_checks(block: str) -> dict[str, Callable[[Any], Any]]:
     """The checks of SLIC's settings (bench/engine/superpixels.py)."""
@@ -308,6 +312,9 @@ def build_spec(conf: Mapping[str, Any], here: bool = True, dataset: Any = None) 
             raise BenchError(f"metrics=[…, {p.name}] attributes perturbed copies of the images, but "
                              f"method={info.method} has heatmaps of the images themselves only")
         p.check(info)
+    if info.fixed_heatmaps and (v["randomise_layers"] or v["input_noise"]):
+        raise BenchError(f"method={info.method} has fixed heatmaps of the dataset's images: randomise_layers and "
+                         f"input_noise need heatmaps computed by the method; set both to 0")
     method.prepare(dataset, v["n_images"], nodes["dataset"]["name"])
     pooling = nodes["method"].get("pooling") or method.pooling
     checks.choice("method.pooling", pooling, POOLINGS)
@@ -326,4 +333,5 @@ def build_spec(conf: Mapping[str, Any], here: bool = True, dataset: Any = None) 
         save_heatmaps=v["save_heatmaps"], cache_dir=os.path.expanduser(v["cache_dir"]), orders=orders,
         per_repeat=v["per_repeat"], precision=v["precision"], channels_last=v["channels_last"],
         compile=v["compile"], metrics=metrics, protocols=run_protocols, regions=regions,
-        block_size=v["block_size"], resume=v["resume"], shard=v["shard"], num_shards=v["num_shards"], config=conf)
+        block_size=v["block_size"], resume=v["resume"], shard=v["shard"], num_shards=v["num_shards"],
+        randomise_layers=v["randomise_layers"], input_noise=v["input_noise"], config=conf)

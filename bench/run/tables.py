@@ -29,9 +29,9 @@ PROVENANCE = [
     "run_key", "method", "method_params", "pooling", "dataset", "preprocessing", "images", "model", "model_params",
     "model_sha", "perturbation", "perturbation_params", "regions", "regions_params", "patch", "equal_regions", "steps",
     "L", "n_regions", "repeats", "orders", "target", "score", "precision", "seed", "bootstrap", "metrics",
-    "protocol_settings", "protocol", "protocol_params", "code_sha", "device", "device_name", "bench_version",
-    "torch_version", "torchvision_version", "numpy_version", "scipy_version", "skimage_version", "pandas_version",
-    "python_version", "wall_time_s",
+    "protocol_settings", "randomise_layers", "input_noise", "protocol", "protocol_params", "code_sha", "device",
+    "device_name", "bench_version", "torch_version", "torchvision_version", "numpy_version", "scipy_version",
+    "skimage_version", "pandas_version", "python_version", "wall_time_s",
 ]
 SUMMARY_COLUMNS = PROVENANCE + ["quantity", "unit", "mean", "median", "sem", "ci_low", "ci_high", "n_images"]
 
@@ -39,13 +39,14 @@ SUMMARY_COLUMNS = PROVENANCE + ["quantity", "unit", "mean", "median", "sem", "ci
 SERIES = ["method", "method_params", "pooling"]
 #: What a heatmap depends on (not patch, perturbation, steps or repeats): runs that differ only elsewhere have the
 #: same heatmaps (the report keeps one copy of their per-heatmap tables).
-HEATMAP_KEY = ["dataset", "model", "target", "score", *SERIES, "seed"]
+HEATMAP_KEY = ["dataset", "model", "target", "score", *SERIES, "seed", "randomise_layers", "input_noise"]
 #: What was measured (a run's condition): every setting that can change a number — the images, the weights
 #: (``model_sha``), every protocol's settings (``protocol_settings``) and the bootstrap included. The code identity
 #: (``code_sha``: it covers the method's own file, so it differs between methods), device, versions, wall time and
 #: the derived L / n_regions / equal_regions are recorded but not part.
 CONDITION = [*SERIES, "dataset", "images", "model", "model_sha", "perturbation", "regions", "regions_params", "patch",
-             "steps", "repeats", "target", "score", "seed", "bootstrap", "metrics", "protocol_settings"]
+             "steps", "repeats", "target", "score", "seed", "bootstrap", "metrics", "protocol_settings",
+             "randomise_layers", "input_noise"]
 #: What methods are compared under, one column of a report table: the condition without the method. Runs that
 #: differ in images, repeats, seed or any setting are separate columns, never ranked together.
 COLUMN_KEY = [c for c in CONDITION if c not in SERIES]
