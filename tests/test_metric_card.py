@@ -176,6 +176,23 @@ def test_criteria_without_their_runs_say_what_they_need():
         assert np.isnan(r.loc[c, "value"]) and "needs" in r.loc[c, "note"]
 
 
+def test_a_protocol_some_methods_did_not_run_is_carded_over_those_that_did():
+    from bench.report.card import metric_card
+
+    strength = {"random": 0.0, "a": 1.0, "b": 2.0, "c": 3.0}
+    df = synthetic({"aopc_morf_minus_random": lambda m, s, k, noisy, n: np.full(n, strength[m]),
+                    "deletion_auc_morf": lambda m, s, k, noisy, n: np.full(n, strength[m])})
+    df = df[~((df.method == "c") & (df.quantity == "deletion_auc_morf"))]
+    card = metric_card(df)
+    r = criteria(card, "deletion_auc_morf")
+    assert r.loc["reliability", "value"] == pytest.approx(1.0) and r.loc["discriminative_power", "value"] == 1.0
+    assert np.isnan(criteria(card, "aopc_morf_minus_random").loc["agreement", "value"])   # 4 vs 3 methods
+    assert (card.criterion == "kendall_w").sum() == 0
+    two = df[~((df.method.isin(["b", "c"])) & (df.quantity == "deletion_auc_morf"))]
+    r = criteria(metric_card(two), "deletion_auc_morf")
+    assert r.value.isna().all() and "fewer than 3 methods" in r.loc["reliability", "note"]
+
+
 def test_no_card_without_three_methods_and_random():
     from bench.report.card import cards
 
@@ -256,8 +273,8 @@ def test_the_sweep_expands_each_method_into_the_cards_runs():
                     ["method=lrp_eps", "patch=4", "seed=0", "input_noise=auto"]]
 
 
-CARD = ["-m", *FAST_MODEL, "experiment=metric_card", "n_images=12", "steps=6", "repeats=1", "bootstrap=200",
-        "metrics=[aopc,deletion]", "deletion.steps=4", "hydra.sweeper.seeds=[0,1]", "hydra.sweeper.layers=[1,3]",
+CARD = ["-m", *FAST_MODEL, "experiment=metric_card", "n_images=10", "steps=4", "repeats=1", "bootstrap=100",
+        "metrics=[aopc,deletion]", "deletion.steps=3", "hydra.sweeper.seeds=[0,1]", "hydra.sweeper.layers=[1,3]",
         "save_heatmaps=0"]
 
 
@@ -322,7 +339,7 @@ def test_metric_card_sweep_and_report_end_to_end(capsys, cache_dir, tmp_path, mo
     per_image = pd.read_parquet(tmp_path / "report" / "per_image.parquet")
     assert {"run", "method", "seed", "randomise_layers", "input_noise", "image_id", "quantity", "value",
             "direction"} <= set(per_image.columns)
-    assert per_image.groupby("run").image_id.nunique().eq(12).all()
+    assert per_image.groupby("run").image_id.nunique().eq(10).all()
     card = pd.read_csv(tmp_path / "report" / "metric_card.csv")
     from bench.report.card import CRITERIA
     head = card[card.quantity == "aopc_morf_minus_random"].set_index("criterion")

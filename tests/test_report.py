@@ -225,6 +225,8 @@ def test_wilcoxon_and_holm():
     d = np.array([0.5, -0.2, 1.1, 0.9, 0.3, 0.0, 1.4, 0.8])
     assert wilcoxon_p(d) == pytest.approx(wilcoxon(d[d != 0]).pvalue)
     assert wilcoxon_p(np.zeros(5)) == 1.0 and np.isnan(wilcoxon_p(np.array([1.0])))
+    ties = np.array([0.5, 0.5, -0.2, 1.1, 0.0, 1.1, 0.8, 0.5])   # ties: the normal approximation, as documented
+    assert wilcoxon_p(ties) == pytest.approx(wilcoxon(ties[ties != 0], method="approx").pvalue)
     np.testing.assert_allclose(holm(np.array([0.01, 0.04, np.nan, 0.03])), [0.03, 0.06, np.nan, 0.06])
 
 

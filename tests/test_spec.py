@@ -214,7 +214,7 @@ def test_the_entry_point_in_process(override, finished_run, capsys, pinned):
 def test_help_shell_completion_and_stdout_holds_only_the_table(finished_run, cache_dir):
     env = {**os.environ, "BENCH_CACHE_DIR": str(cache_dir), "BENCH_CODE_VERSION": "tests"}
     help_text = subprocess.run([bench_command(), "--help"], capture_output=True, text=True, env=env).stdout
-    assert help_text.startswith("bench — ") and help_text.count("\n  bench ") == 5
+    assert help_text.startswith("bench — ") and help_text.count("\n  bench ") == 6
     assert "python -m bench.collect" in help_text and "python -m bench.report" in help_text and "README" in help_text
     comp = subprocess.run([bench_command(), "-sc", "query=bash"], capture_output=True, text=True, timeout=60,
                           env={**env, "COMP_LINE": "bench meth", "COMP_POINT": "10"}).stdout.split()

@@ -215,7 +215,6 @@ def _card_rows(card: Card, resamples: int, seed: int) -> list[dict]:
     s0 = card.seeds[0]
     clean = pi[(pi.randomise_layers == 0) & (pi.input_noise == 0)]
     ref = clean[clean.seed == s0]
-    real = [m for m in card.methods if m != "random"]
     names, heads = card_quantities(card), headlines(card)
     out = []
 
@@ -242,16 +241,24 @@ def _card_rows(card: Card, resamples: int, seed: int) -> list[dict]:
 
     for q in names:
         v = values(q, s0, 0, 0.0, card.methods)                             # M × n
+        has = np.isfinite(v).any(1)                                         # the methods whose runs have q
+        methods = [m for m, h in zip(card.methods, has) if h]
+        real = [m for m in methods if m != "random"]
+        v = v[has]
         keep = np.isfinite(v).all(0)
+        if len(methods) < 3 or "random" not in methods or keep.sum() < 2:
+            for c in CRITERIA:
+                row(q, c, np.nan, int(keep.sum()), f"fewer than 3 methods with random, or 2 images, have {q}")
+            continue
         if not keep.all():
             v = v[:, keep]
         wq, n = w[:, keep], int(keep.sum())
         means = cs.wmean(v, wq)                                             # R × M
         ranks = cs.ranking(means)
-        ref_means[q] = ranks
+        ref_means[q] = (tuple(methods), ranks)
         # seeds
         if len(card.seeds) >= 2:
-            by_seed = np.stack([values(q, s, 0, 0.0, card.methods)[:, keep] for s in card.seeds])   # S × M × n
+            by_seed = np.stack([values(q, s, 0, 0.0, methods)[:, keep] for s in card.seeds])   # S × M × n
             if np.isfinite(by_seed).all():
                 m_s = cs.wmean(by_seed, wq)                                 # R × S × M
                 spread = m_s.std(1, ddof=1).mean(-1)
@@ -302,7 +309,7 @@ def _card_rows(card: Card, resamples: int, seed: int) -> list[dict]:
         # noisy inputs
         if card.noise is not None:
             nk = noisy_keep[keep]
-            noisy_v = values(q, s0, 0, card.noise, card.methods)[:, keep][:, nk]
+            noisy_v = values(q, s0, 0, card.noise, methods)[:, keep][:, nk]
             if nk.sum() >= 2 and np.isfinite(noisy_v).all():
                 wn = wq[:, nk]
                 row(q, "resilience", cs.tau_b(cs.ranking(cs.wmean(v[:, nk], wn)), cs.ranking(cs.wmean(noisy_v, wn))),
@@ -330,16 +337,16 @@ def _card_rows(card: Card, resamples: int, seed: int) -> list[dict]:
             row(q, "consistency", np.nan, n, "not read from a curve with the same steps for every image"
                 if steps is None else "the curves' tables are not in the results")
     # agreement with the other headline quantities, and Kendall's W of the headlines
-    for q in names:
-        others = [r for r in heads if r != q and r in ref_means and len(ref_means[r]) == len(ref_means[q])]
+    for q in (q for q in names if q in ref_means):  # against the headlines ranking the same methods
+        others = [r for r in heads if r != q and r in ref_means and ref_means[r][0] == ref_means[q][0]]
         if not others:
-            row(q, "agreement", np.nan, len(images), "needs a second protocol")
+            row(q, "agreement", np.nan, len(images), "needs a second protocol run by the same methods")
             continue
-        row(q, "agreement", _nanmean([cs.tau_b(ref_means[q], ref_means[r]) for r in others], 0), len(images),
-            f"against {', '.join(others)}")
-    usable = [h for h in heads if h in ref_means and len(ref_means[h]) == len(w)]
+        row(q, "agreement", _nanmean([cs.tau_b(ref_means[q][1], ref_means[r][1]) for r in others], 0),
+            len(images), f"against {', '.join(others)}")
+    usable = [h for h in heads if h in ref_means and ref_means[h][0] == tuple(card.methods)]
     if len(usable) >= 2:
-        stacked = np.stack([ref_means[h] for h in usable], 1)                # R × m × M
+        stacked = np.stack([ref_means[h][1] for h in usable], 1)             # R × m × M
         row("(headline quantities)", "kendall_w", cs.kendall_w(stacked), len(images), ", ".join(usable))
     return out
 

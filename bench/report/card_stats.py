@@ -23,7 +23,8 @@ def weights(n: int, resamples: int, seed: int) -> np.ndarray:
 
 def wmean(v: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Weighted means over the last axis (images) of ``v`` (..., n): (R, ...)."""
-    return np.einsum("...i,ri->r...", v, w) / w.sum(1).reshape(-1, *[1] * (v.ndim - 1))
+    with np.errstate(invalid="ignore", divide="ignore"):   # a resample without any of these images: NaN
+        return np.einsum("...i,ri->r...", v, w) / w.sum(1).reshape(-1, *[1] * (v.ndim - 1))
 
 
 def ranking(means: np.ndarray) -> np.ndarray:

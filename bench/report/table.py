@@ -128,9 +128,12 @@ def wilcoxon_p(d: np.ndarray) -> float:
     if not np.any(d != 0):
         return 1.0
     from scipy.stats import wilcoxon
-    with warnings.catch_warnings():
+    nonzero = np.abs(d[d != 0])
+    exact = nonzero.size <= 50 and np.unique(nonzero).size == nonzero.size   # (SciPy's own "auto" would run a
+    with warnings.catch_warnings():                                          # permutation test on ties: slow)
         warnings.simplefilter("ignore")
-        return float(wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
+        return float(wilcoxon(d, zero_method="wilcox", alternative="two-sided",
+                              method="exact" if exact else "approx").pvalue)
 
 
 def holm(p: np.ndarray) -> np.ndarray:
