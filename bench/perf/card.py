@@ -28,21 +28,21 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..report.card import metric_card, per_image_table
     from ..report.load import load_results
+    from ..run.card_sweep import reference_runs
 
     results = load_results([args.collected], show_progress=False)
     runs = pd.read_csv(f"{args.collected}/summary.csv").drop_duplicates("run_key")
-    s0 = runs[(runs.randomise_layers == 0) & (runs.input_noise == 0)].seed.min()
     kind = pd.Series("further seeds", index=runs.index)
-    kind[(runs.seed == s0) & (runs.randomise_layers == 0) & (runs.input_noise == 0)] = "plain sweep"
+    kind[reference_runs(runs).index] = "plain sweep"
     kind[runs.randomise_layers > 0] = "randomised models"
     kind[runs.input_noise > 0] = "noisy inputs"
     wall = runs.groupby(kind).wall_time_s.agg(["sum", "count"])
     stats_s = []
     for _ in range(args.rounds):
+        results._quantities.clear()  # every round derives the per-image quantities from the tables again
         t = time.perf_counter()
         card = metric_card(per_image_table(results), results)
         stats_s.append(time.perf_counter() - t)
-    results._quantities.clear()
     plain = wall.loc["plain sweep", "sum"]
     total = wall["sum"].sum() + statistics.median(stats_s)
     images = int(runs.images.iloc[0])

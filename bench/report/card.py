@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 from .. import protocols
+from ..run.card_sweep import clean_runs, reference_runs
+from ..run.summary import stand_in
 from ..run.tables import COLUMN_KEY
 from . import card_stats as cs
 from .load import Results
@@ -115,7 +117,7 @@ def cards(per_image: pd.DataFrame, results: Results | None = None) -> list[Card]
     if per_image.empty:
         return out
     for _, rows in per_image.groupby([c for c in CARD_KEY if c in per_image], sort=False, dropna=False):
-        clean = rows[(rows.randomise_layers == 0) & (rows.input_noise == 0)]
+        clean = clean_runs(rows)
         methods = sorted(clean.method.unique(), key=lambda m: (m != "random", m))
         if len(methods) < 3 or "random" not in methods:
             continue
@@ -127,7 +129,7 @@ def cards(per_image: pd.DataFrame, results: Results | None = None) -> list[Card]
         first = rows.iloc[0]
         condition = (f"{first.dataset} · {first.model} · {first.regions} patch {first.patch} · "
                      f"{first.perturbation} · {first.images} images · {len(methods)} methods")
-        steps = _steps(results, clean[clean.seed == s0]) if results is not None else {}
+        steps = _steps(results, reference_runs(rows)) if results is not None else {}
         out.append(Card(condition, methods, seeds, layers, noise, rows, steps))
     return out
 
@@ -171,16 +173,8 @@ def card_quantities(card: Card) -> list[str]:
 
 def headlines(card: Card) -> list[str]:
     """One quantity per protocol (its headline; the area-matched stand-in when the card's regions are unequal)."""
-    declared = protocols.quantities()
-    names = card_quantities(card)
-    equal = bool(card.per_image.equal_regions.iloc[0])
-    out = []
-    for q in names:
-        if not declared[q][1].headline:
-            continue
-        stand = [r for r in names if declared[r][1].replaces == q]
-        out.append(stand[0] if stand and not equal else q)
-    return out
+    declared, first = protocols.quantities(), card.per_image.iloc[0]
+    return [stand_in(q, first) for q in card_quantities(card) if declared[q][1].headline]
 
 
 class _Values:
@@ -213,8 +207,7 @@ def _card_rows(card: Card, resamples: int, seed: int) -> list[dict]:
     declared = protocols.quantities()
     pi = card.per_image
     s0 = card.seeds[0]
-    clean = pi[(pi.randomise_layers == 0) & (pi.input_noise == 0)]
-    ref = clean[clean.seed == s0]
+    ref = reference_runs(pi)
     names, heads = card_quantities(card), headlines(card)
     out = []
 

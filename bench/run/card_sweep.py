@@ -27,6 +27,17 @@ TARGET = "hydra_plugins.bench_card.CardSweeper"
 BASIC = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
+def clean_runs(rows):
+    """The rows (of any table with the provenance) of runs neither randomised nor noisy: the seeds' runs."""
+    return rows[(rows.randomise_layers == 0) & (rows.input_noise == 0)]
+
+
+def reference_runs(rows):
+    """The rows of the reference runs: clean (:func:`clean_runs`), at the first seed — the plain sweep."""
+    clean = clean_runs(rows)
+    return clean[clean.seed == clean.seed.min()]
+
+
 def card_jobs(jobs: list[list[str]], seeds: Sequence[int], layers: Sequence[int], noise: Any) -> list[list[str]]:
     """Each job (its overrides) expanded into the card's runs (module docstring)."""
     out = []

@@ -81,12 +81,10 @@ class CollectCallback(Callback):
         summary = SWEEP.collection.summary
         card = str(config.hydra.sweeper.get("_target_", "")) == card_sweep.TARGET
         if card:  # the comparison of the reference runs; the card's other runs are read by the card
-            variant = summary[(summary.randomise_layers == 0) & (summary.input_noise == 0)]
-            summary = variant[variant.seed == variant.seed.min()]
+            summary = card_sweep.reference_runs(summary)
         print("\n" + comparison_table(summary))  # the sweep's comparison: methods × conditions
         for name in self.then:
             get_method(name)(SWEEP.collection)
-
 
 
 # -------------------------------------------------------------------------------- errors

@@ -68,13 +68,13 @@ class Evaluator:
     input_noise: float = 0.0   # σ: the images are x + σ·ε, ε seeded standard normal in model-input units (§10)
 
     @classmethod
-    def from_spec(cls, spec: RunSpec, model: nn.Module, explained: nn.Module | None = None,
-                  input_noise: float = 0.0) -> "Evaluator":
+    def from_spec(cls, spec: RunSpec, model: nn.Module, explained: nn.Module | None = None) -> "Evaluator":
         """The evaluator of a checked run specification (bench/run/spec.py), for ``model``; ``explained``: the
-        model the method explains when not ``model`` (``randomise_layers``), ``input_noise``: the resolved σ."""
+        model the method explains when not ``model`` (``randomise_layers``). Its ``input_noise`` σ is resolved
+        afterwards (bench/run/variants.py: ``auto`` needs the evaluator's forward passes)."""
         dataset = spec.dataset.obj
         explained = None if explained is None or explained is model else explained.to(spec.device).eval()
-        return cls(model=model.to(spec.device).eval(), explained=explained, input_noise=float(input_noise),
+        return cls(model=model.to(spec.device).eval(), explained=explained,
                    method=spec.method.obj, pooling=spec.pooling,
                    replacement=spec.perturbation.obj, normalization=dataset.normalization,
                    image_hw=tuple(dataset.image_shape[1:]), patch=spec.patch, steps=spec.steps,
@@ -149,11 +149,14 @@ class Evaluator:
         """The pixel heatmap h (B, H, W): the relevance pooled over channels (DEFINITIONS §2)."""
         return pool_channels(self.attribute(x, target, image_ids), self.pooling)
 
+    def noise(self, x: torch.Tensor, image_ids: list[str]) -> torch.Tensor:
+        """ε of DEFINITIONS §10 "Resilience to minor input noise": a seeded standard normal draw per image, x's shape,
+        in model-input units (the same ε for every σ, method and device)."""
+        return randn_per_image(self.seed, "input_noise", list(image_ids), tuple(x.shape[1:]), x.device, x.dtype)
+
     def noisy(self, x: torch.Tensor, image_ids: list[str], sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """x + σ·ε and its raw pixels (DEFINITIONS §10 "Resilience to minor input noise"): ε a seeded standard normal
-        draw per image in model-input units (the same ε for every σ, method and device)."""
-        eps = randn_per_image(self.seed, "input_noise", list(image_ids), tuple(x.shape[1:]), x.device, x.dtype)
-        x = x + sigma * eps
+        """x + σ·ε (:meth:`noise`) and its raw pixels."""
+        x = x + sigma * self.noise(x, image_ids)
         return x, self.normalization.denormalize(x)
 
     # -- regions -----------------------------------------------------------------------------------

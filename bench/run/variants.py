@@ -46,7 +46,7 @@ def input_noise(spec: RunSpec, evaluator) -> float:
             ids = [it[0] for it in items]
             x = evaluator.normalization.normalize(torch.stack([it[1].float() for it in items]).to(evaluator.device))
             clean = evaluator.logits(x).argmax(1)
-            eps = evaluator.noisy(torch.zeros_like(x), ids, 1.0)[0]   # ε itself
+            eps = evaluator.noise(x, ids)
             noisy = (x[None] + grid.view(-1, *[1] * x.dim()) * eps[None]).flatten(0, 1)
             pred = evaluator.logits(noisy).argmax(1).view(len(NOISE_GRID), len(ids))
             kept += (pred == clean[None]).sum(1).cpu()
