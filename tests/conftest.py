@@ -7,6 +7,32 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Time limits of tests follow the machine's speed at the moment they are set (``scaled``): a test fails for a wrong
+# result, never because the machine is busy. REFERENCE_S: the workload below on an idle 2-core machine (the best of
+# 30 runs on the development machine, 2026-12-04).
+REFERENCE_S = 0.046
+
+
+def slowness() -> float:
+    """How many times slower than the idle reference machine this one runs now (≥ 1): a fixed single-threaded
+    workload, the median of 3 timings (a loaded machine shares its cores, so the workload takes longer)."""
+    import statistics
+    import time
+
+    def once() -> float:
+        start, total = time.perf_counter(), 0
+        for i in range(1_000_000):
+            total += i * i
+        return time.perf_counter() - start
+
+    return max(1.0, statistics.median(once() for _ in range(3)) / REFERENCE_S)
+
+
+def scaled(seconds: float) -> float:
+    """A time limit of ``seconds`` on the idle reference machine, for this machine as fast as it is now."""
+    return seconds * slowness()
+
+
 # Tests train the embedded CNN for one epoch (seconds) into a throw-away cache, shared by the session.
 FAST_MODEL = ["model.params.epochs=1"]
 
@@ -63,7 +89,7 @@ def run_cli(cache_dir, tmp_path):
         run_dir = run_dir or tmp_path / "run"
         args = [sys.executable, "-m", "bench", *(FAST_MODEL if fast_model else []), f"hydra.run.dir={run_dir}",
                 *overrides]
-        proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=scaled(300),
                               env={**os.environ, "BENCH_CACHE_DIR": str(cache_dir), **(env or {})})
         return proc, run_dir
     return _run

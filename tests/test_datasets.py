@@ -22,6 +22,8 @@ from bench.plugins import CONF_DIR, ROOT, load_class
 WNIDS = [w for w in (ROOT / "datasets" / "imagenet_wnids.txt").read_text().splitlines() if w and w[0] != "#"]
 SMALL = ["n_images=4", "steps=2", "repeats=1", "bootstrap=50", "batch_size=8", "device=cpu"]
 
+from conftest import scaled
+
 
 def jpeg(path: Path, seed: int, size=(24, 20), mode="RGB") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -306,7 +308,7 @@ def test_twodigit_canvas_label_and_masks():
 def bench_cli(tmp_path, cache_dir, *overrides, env=None):
     run_dir = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "bench", f"hydra.run.dir={run_dir}", *overrides], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300,
+                          capture_output=True, text=True, timeout=scaled(300),
                           env={**os.environ, "BENCH_CACHE_DIR": str(cache_dir), **(env or {})})
     return proc, run_dir
 

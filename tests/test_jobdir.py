@@ -18,7 +18,7 @@ import pytest
 from bench.run import identity, jobdir
 from bench.run.collect import collect
 
-from conftest import FAST_MODEL, bench_main
+from conftest import FAST_MODEL, bench_main, scaled
 
 SLOW_METHOD = textwrap.dedent("""
     import os, time
@@ -71,7 +71,7 @@ def test_one_process_per_folder_and_a_killed_holder_is_taken_over(slow, tmp_path
         start = time.monotonic()
         code, out, err = bench_main([*slow, f"hydra.run.dir={run_dir}"], capsys)
         assert code == 2 and err.count("\n") == 1 and f"is in use by pid {holder.pid} on host" in err, err
-        assert time.monotonic() - start < 10
+        assert time.monotonic() - start < scaled(10)
         assert all(p.read_bytes() == b for p, b in before.items())
         running = collect(run_dir, write=False).jobs[0]
         assert running.status == "incomplete" and f"running: pid {holder.pid}" in running.reason
@@ -79,9 +79,12 @@ def test_one_process_per_folder_and_a_killed_holder_is_taken_over(slow, tmp_path
         holder.send_signal(signal.SIGKILL)
         holder.communicate()
     assert (run_dir / ".lock").exists() and not (run_dir / "DONE").exists()
-    # the same command again: the dead holder's lock is taken over, the finished block kept
+    # (how many blocks the killed holder finished depends on the machine's load: counted, not assumed)
+    n_done = sum(jobdir.finished_block(run_dir, b, 2 * b, 2 * b + 2) is not None for b in range(3))
+    assert n_done >= 1
+    # the same command again: the dead holder's lock is taken over, the finished blocks kept
     code, out, err = bench_main([*slow, f"hydra.run.dir={run_dir}"], capsys)
-    assert code == 0 and "taking over stale lock" in err and "2 already done" in err, err
+    assert code == 0 and "taking over stale lock" in err and f"{2 * n_done} already done" in err, err
     assert not (run_dir / ".lock").exists()
     reference = tmp_path / "reference"
     assert bench_main([*slow, f"hydra.run.dir={reference}"], capsys)[0] == 0

@@ -21,6 +21,8 @@ from bench.models.embedded import _embedded_setup
 from bench.plugins import CONF_DIR
 from bench.run.job import run
 
+from conftest import scaled
+
 
 def params_of(node):
     from omegaconf import OmegaConf
@@ -324,7 +326,7 @@ def test_cli_user_model_on_sun397_and_missing_weights(tmp_path, user_model, cach
 
     def cli(*overrides):
         return subprocess.run([sys.executable, "-m", "bench", f"hydra.run.dir={tmp_path / 'run'}", *overrides],
-                              cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+                              cwd=tmp_path, capture_output=True, text=True, timeout=scaled(300), env=env)
 
     proc = cli("dataset=sun397", f"dataset.params.root={root}", "model=user", "model.params._target_=tiny_user_model.Net",
                f"model.params.checkpoint={ckpt}", "+model.params.num_classes=3", "+model.params.width=5",

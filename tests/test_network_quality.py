@@ -8,6 +8,8 @@ import pandas as pd
 
 from bench.run.network_quality import network_quality_table
 
+from conftest import scaled
+
 
 def test_network_quality_table_joins_accuracy(tmp_path):
     (tmp_path / "checkpoints.csv").write_text("iteration,epoch,train_loss,test_accuracy,file\n"
@@ -28,7 +30,7 @@ def test_network_quality_experiment_end_to_end(cache_dir, tmp_path):
     args = [sys.executable, "-m", "bench", "-m", "experiment=network_quality", "n_images=3", "steps=3", "repeats=1",
             "model.params.train.epochs=1", "model.params.train.checkpoints=[0,63]", "model.params.iteration=0,63",
             f"hydra.sweep.dir={tmp_path / 'sweep'}", f"model.params.dir={tmp_path / 'ckpts'}"]
-    proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=scaled(600))
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = pd.read_csv(tmp_path / "sweep" / "collected" / "network_quality.csv")
     assert table.iteration.tolist() == [0, 63] and (table.method == "lrp_eps").all()

@@ -16,7 +16,7 @@ import pytest
 from bench.run.collect import collect
 from bench.errors import BenchError
 
-from conftest import FAST_MODEL
+from conftest import FAST_MODEL, scaled
 
 # A seeded random heatmap that takes its time (so the job can be killed between blocks) and logs which
 # images it explained (to show that a resumed job does not recompute the finished blocks).
@@ -85,7 +85,7 @@ def test_sigkilled_job_resumes_to_the_uninterrupted_result(cache_dir, slow, tmp_
     while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=scaled(60))
     assert proc.returncode == -signal.SIGKILL, err  # killed in the middle of block 1 (each block sleeps 1 s)
     assert first.exists() and not (run_dir / "DONE").exists() and not (run_dir / "curves.parquet").exists()
 
@@ -101,7 +101,7 @@ def test_sigkilled_job_resumes_to_the_uninterrupted_result(cache_dir, slow, tmp_
     (run_dir / "parts" / "block-000002.done.json").write_text(json.dumps({"block": 2, "start": 4, "stop": 5}))
 
     args, env = _cli(slow, run_dir, tmp_path / "attempt2.log", 0)
-    proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=scaled(300))
     assert proc.returncode == 0, proc.stderr
     assert "4 image(s) to compute, 2 already done" in proc.stdout + proc.stderr
     done = json.loads((run_dir / "DONE").read_text())

@@ -21,7 +21,7 @@ import pytest
 from bench.run import slurm
 from bench.run.collect import collect
 
-from conftest import FAST_MODEL
+from conftest import FAST_MODEL, scaled
 
 START = "tests/slurm/start.sh"
 
@@ -55,9 +55,10 @@ SLURM = ["hydra/launcher=slurm_cpu", "hydra.launcher.cpus_per_task=1", "hydra.la
 
 
 def sweep(*args, cwd, timeout=600):
-    """``python -m bench -m …`` (the user's command) in a subprocess."""
+    """``python -m bench -m …`` (the user's command) in a subprocess; ``timeout``: seconds on an idle machine
+    (``scaled`` to the machine's speed now)."""
     return subprocess.run([sys.executable, "-m", "bench", "-m", *FAST_MODEL, *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env=dict(os.environ))
+                          text=True, timeout=scaled(timeout), env=dict(os.environ))
 
 
 def tables(sweep_dir: Path) -> dict[str, pd.DataFrame]:
@@ -94,7 +95,7 @@ def reference_meanwhile(args, tmp_path):
     class Pending:
         @staticmethod
         def result() -> Path:
-            stdout, stderr = proc.communicate(timeout=900)
+            stdout, stderr = proc.communicate(timeout=scaled(900))
             assert proc.returncode == 0, stderr
             return out
     return Pending()
@@ -129,6 +130,7 @@ def errors(proc) -> list[str]:
 
 
 def wait_for(predicate, timeout: float, what: str):
+    timeout = scaled(timeout)
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         value = predicate()
@@ -175,7 +177,7 @@ def test_a_cancelled_job_is_listed_then_the_same_command_resumes_it(cluster, cac
     slow = wait_for(first_block, 300, "the first finished block of the slow job")[0].parent.parent
     array = wait_for(lambda: slurm_jobs(out), 10, "submitit's job folders")[0].split("_")[0]
     subprocess.run(["scancel", f"{array}_0"], check=True)
-    stdout, stderr = first.communicate(timeout=300)
+    stdout, stderr = first.communicate(timeout=scaled(300))
     assert first.returncode == 1, stdout + stderr
     assert "1 not finished" in stdout + stderr or "1 incomplete" in stdout + stderr
     listed = [ln for ln in (stdout + stderr).splitlines() if ln.strip().startswith(f"{slow.name}:")]

@@ -14,7 +14,7 @@ from bench.run.collect import collect
 from bench.run.config import dirname_of, sweep_name
 from bench.run.tables import PROVENANCE
 
-from conftest import FAST_MODEL
+from conftest import FAST_MODEL, scaled
 
 SMALL = ["n_images=3", "steps=2", "repeats=1", "bootstrap=50", "block_size=2"]
 
@@ -27,7 +27,7 @@ def pinned_code(monkeypatch):
 
 def cli(*args, cwd, module="bench", timeout=300):
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=dict(os.environ))
+                          timeout=scaled(timeout), env=dict(os.environ))
 
 
 def in_process(overrides, out_dir):
@@ -66,7 +66,7 @@ def test_multirun_grid_collects_into_one_table_and_lists_failed_and_missing_jobs
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "-m", "method=random,sensitivity,boom", "patch=4,7,29", *FAST_MODEL, *SMALL,
          f"hydra.sweep.dir={sweep}", f"hydra.searchpath=[file://{plugin / 'conf'}]"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "BENCH_PLUGIN_PATH": str(plugin)})
+        cwd=tmp_path, capture_output=True, text=True, timeout=scaled(300), env={**os.environ, "BENCH_PLUGIN_PATH": str(plugin)})
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.count("error: patch=29 is larger than the 28×28 images") == 3
     assert "5 job(s) failed" in proc.stderr

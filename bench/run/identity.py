@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-JOB_FORMAT = 2  # 2: the identity holds only the protocols a run computes (their settings and files)
+JOB_FORMAT = 3  # 2: the identity holds only the protocols a run computes (their settings and files);
+# 3: + model architecture, dataset and library versions, and a digest of every block and table file
 
 #: The modules whose code computes numbers; their imports inside the package are followed (statically,
 #: so the same files are hashed whatever the process imported before).
@@ -105,6 +106,80 @@ def model_sha(model) -> str:
     return h.hexdigest()
 
 
+def model_arch(model) -> str:
+    """Hash of the model's architecture: its module tree as printed (types, sizes, activations, settings) and,
+    for a model class defined outside torch and the hubs (a user's or a plug-in's own file), that file's code —
+    two models with equal weights but another forward are other runs."""
+    import inspect
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr(model).encode())
+    files: set[str] = set()
+    for module in model.modules():
+        cls = type(module)
+        h.update(f"{cls.__module__}.{cls.__qualname__}".encode())
+        if cls.__module__.split(".")[0] in ("torch", "torchvision", "timm", "transformers"):
+            continue
+        try:
+            files.add(inspect.getsourcefile(cls) or "")
+        except TypeError:
+            pass
+    for f in sorted(filter(None, files)):
+        try:
+            h.update(Path(f).read_bytes())
+        except OSError:
+            h.update(f.encode())
+    return h.hexdigest()
+
+
+def data_sha(dataset, n_images: int) -> str:
+    """Hash of the images a run reads: the first ``n_images`` (image id, label, and for files: path and size in
+    bytes, for arrays: the array's bytes), the dataset's preprocessing and normalisation. Cheap (``stat``, no
+    decoding): a folder whose files were replaced, renamed or resized is another dataset."""
+    import numpy as np
+    import torch
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{type(dataset).__module__}.{type(dataset).__qualname__}:{dataset.preprocessing}:"
+             f"{dataset.normalization}:{dataset.image_shape}:{dataset.num_classes}:{n_images}".encode())
+    samples = getattr(dataset, "samples", None)
+    if isinstance(samples, list) and samples and isinstance(samples[0], tuple) and len(samples[0]) == 3:
+        for image_id, path, label in samples[:n_images]:
+            try:
+                size = os.stat(path).st_size
+            except OSError:
+                size = -1
+            h.update(f"{image_id}\0{path}\0{size}\0{label}\n".encode())
+        return h.hexdigest()
+    images = getattr(dataset, "images", None)
+    if isinstance(images, (np.ndarray, torch.Tensor)):
+        arr = images.numpy() if isinstance(images, torch.Tensor) else images
+        index = getattr(dataset, "test_idx", None)
+        used = arr[np.asarray(index)[:n_images]] if index is not None else arr[:n_images]
+        h.update(np.ascontiguousarray(used).tobytes())
+        labels = getattr(dataset, "labels", None)
+        if labels is not None:
+            labels = np.asarray(labels)
+            h.update(np.ascontiguousarray(labels[np.asarray(index)[:n_images]] if index is not None
+                                          else labels[:n_images]).tobytes())
+    h.update("\n".join(dataset.image_id(i) for i in range(min(n_images, len(dataset)))).encode())
+    return h.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """The versions of the libraries whose code computes the numbers (torch's kernels, the hubs' models)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("torch", "torchvision", "numpy", "scipy", "scikit-image", "timm", "transformers", "captum",
+                 "zennit"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
 def inputs_sha(spec) -> str | None:
     """Hash of what the method and dataset objects hold beyond their configuration (their ``inputs_sha``:
     precomputed heatmaps read from files, the Python API's images in memory); None when neither has one."""
@@ -116,14 +191,16 @@ def inputs_sha(spec) -> str | None:
 
 
 def manifest_of(spec, model) -> dict[str, Any]:
+    """The job's identity (everything its numbers depend on) and block layout, as job.json holds it."""
     conf, code, weights = (spec.run_config(), code_sha(spec.method.obj, spec.dataset.obj, *spec.protocols),
                            model_sha(model))
+    arch, data, libs = model_arch(model), data_sha(spec.dataset.obj, spec.n_images), library_versions()
     inputs = inputs_sha(spec)
-    key = hashlib.blake2b(json.dumps([conf, code, weights] + ([inputs] if inputs else []), sort_keys=True,
-                                     default=str).encode(), digest_size=8).hexdigest()
+    key = hashlib.blake2b(json.dumps([conf, code, weights, arch, data, libs] + ([inputs] if inputs else []),
+                                     sort_keys=True, default=str).encode(), digest_size=8).hexdigest()
     blocks = spec.blocks()
     return dict(format=JOB_FORMAT, run_key=key, run_config=conf, code_sha=code, model_sha=weights,
-                **({"inputs_sha": inputs} if inputs else {}),
+                model_arch=arch, data_sha=data, libraries=libs, **({"inputs_sha": inputs} if inputs else {}),
                 shard=spec.shard, num_shards=spec.num_shards, n_images=spec.n_images, block_size=spec.block_size,
                 n_blocks=spec.n_blocks, blocks=[blocks[0][0], blocks[-1][0] + 1])
 
@@ -154,6 +231,17 @@ def incompatibility(old: dict, new: dict) -> str | None:
         return "results computed by different code (the bench sources or the method/dataset plug-in changed)"
     if old.get("model_sha") != new["model_sha"]:
         return "results computed with different model weights (the cached model was retrained or changed)"
+    # (a caller that does not load the model — bench/run/slurm.py — leaves model_arch out: not compared then)
+    if "model_arch" in new and old.get("model_arch") != new["model_arch"]:
+        return "results of a different model architecture (its modules or its class's code changed)"
+    if "data_sha" in new and old.get("data_sha") != new["data_sha"]:
+        return ("results computed on different images (the dataset's files, their order, labels or "
+                "preprocessing changed)")
+    if "libraries" in new and old.get("libraries") != new["libraries"]:
+        a, b = old.get("libraries") or {}, new["libraries"]
+        diff = [f"{k} {a.get(k, '<none>')} there, {b.get(k, '<none>')} now" for k in sorted(set(a) | set(b))
+                if a.get(k) != b.get(k)]
+        return f"results computed with other library versions ({', '.join(diff[:3])})"
     if old.get("inputs_sha") != new.get("inputs_sha"):
         return "results computed from different inputs (the precomputed heatmaps or the images in memory changed)"
     return None

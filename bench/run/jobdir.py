@@ -7,11 +7,13 @@ its status only through ``status``. Layout of ``<job>/``::
     job.json                      manifest: run key, configuration (without runtime keys), code and model
                                   hashes, shard, block layout, one record per attempt
     parts/block-NNNNNN.<t>.parquet the rows of one block of images, per table (no provenance)
-    parts/block-NNNNNN.done.json   written last for a block: its tables, skipped images, time, device
+    parts/block-NNNNNN.done.json   written last for a block: its tables with their files' digests, skipped
+                                  images, time, device
     <table>.parquet, summary.csv   the final tables (unsharded jobs; the parts are then removed)
     skipped.csv, config.yaml      images left out with the reason; the resolved configuration
     .hydra/{config,hydra,overrides}.yaml, bench.log   Hydra's record of the command, the job's log
-    DONE                          written last of all: the job is finished (shards keep their parts)
+    DONE                          written last of all: the job is finished (shards keep their parts); lists the
+                                  final tables with their files' digests
     FAILED                        "error: <reason>" (+ traceback); removed when the job starts again
 
 Rules. Every file is written atomically, and a block or a job counts as finished only through its
@@ -19,10 +21,19 @@ marker, written after everything it vouches for. A command writes nothing into a
 configuration is accepted, the lock is held and the folder's run is known to be the same run (or the
 folder is empty, or ``resume=false`` says to discard it): a refused command leaves a finished folder
 byte-identical. A failure is recorded (FAILED) only in a folder the command owns, or one that holds no run.
+
+Containment. The folder is the only place a job reads its results from, writes or deletes: every name read from a
+marker is a plain file name checked to stay inside it (no absolute path, no ``..``), and a file or ``parts/``
+that is a symbolic link leaving the folder makes the folder refused (``escape``). A block or table file whose
+bytes do not match the digest its marker recorded is not finished: a block is recomputed; a final table makes the
+job ``failed`` ("damaged: …") until the same command recomputes it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
 import shutil
 import time
 from contextlib import contextmanager
@@ -38,6 +49,64 @@ from .tables import protocol_of_table, read_json, with_provenance, write_csv, wr
 
 # (the lock file, .lock, is bench/run/lock.py's)
 MANIFEST, DONE, FAILED, PARTS, LOG, HYDRA = "job.json", "DONE", "FAILED", "parts", "bench.log", ".hydra"
+
+
+# ------------------------------------------------------------------------------------------ containment
+
+_TABLE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+_FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def file_digest(path: Path) -> str:
+    """blake2b-128 of a file's bytes (written into the marker that vouches for the file)."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def inside(job_dir: Path, name: Any) -> Path | None:
+    """``job_dir / name`` for a plain file name read from a marker (no folder part, no ``..``, not absolute),
+    or None for any other value."""
+    if not isinstance(name, str) or not _FILE_NAME.match(name) or name in (".", ".."):
+        return None
+    return Path(job_dir) / name
+
+
+def escape(job_dir: Path) -> str | None:
+    """The first entry of the folder (or of its ``parts/``) that is a symbolic link or a special file — a job's
+    files are regular files inside it — as one line, or None."""
+    job_dir = Path(job_dir)
+    try:
+        entries = list(job_dir.iterdir())
+        parts = job_dir / PARTS
+        if parts.is_symlink():
+            return (f"{parts} is a symbolic link (to {os.path.realpath(parts)}); a job's files must lie inside its "
+                    f"folder")
+        if parts.is_dir():
+            entries += list(parts.iterdir())
+    except OSError:
+        return None
+    for entry in entries:
+        if entry.name == ".lock":
+            continue
+        if entry.is_symlink():
+            return (f"{entry} is a symbolic link (to {os.path.realpath(entry)}); a job's files must lie inside its "
+                    f"folder")
+        if not (entry.is_file() or entry.is_dir()):
+            return f"{entry} is not a regular file (a FIFO, socket or device)"
+    return None
+
+
+def _verified(path: Path | None, digest: Any) -> bool:
+    """Whether ``path`` is a regular file whose bytes have ``digest``."""
+    if path is None or not isinstance(digest, str) or path.is_symlink() or not path.is_file():
+        return False
+    try:
+        return file_digest(path) == digest
+    except OSError:
+        return False
 
 
 # ------------------------------------------------------------------------------------------ blocks
@@ -56,11 +125,19 @@ def part_path(job_dir: Path, block: int, table: str) -> Path:
 
 def finished_block(job_dir: Path, block: int, start: int, stop: int) -> dict | None:
     """The marker of a finished block (images ``start``…``stop - 1``), or None when the block is not done:
-    no marker, an unreadable one, another layout, or a part file missing."""
-    marker = read_json(block_marker(job_dir, block))
-    if not isinstance(marker, dict) or (marker.get("start"), marker.get("stop")) != (start, stop):
+    no marker, an unreadable one, another layout, a table name that is not a plain name, or a part file
+    missing or not matching the digest the marker recorded (it is then recomputed)."""
+    if (Path(job_dir) / PARTS).is_symlink():
         return None
-    if not all(part_path(job_dir, block, t).is_file() for t in marker.get("tables", {})):
+    marker = read_json(block_marker(job_dir, block))
+    if not isinstance(marker, dict) or (marker.get("start"), marker.get("stop")) != (start, stop) \
+            or marker.get("block") != block:
+        return None
+    tables, digests = marker.get("tables"), marker.get("digests")
+    if not isinstance(tables, dict) or not isinstance(digests, dict) or set(tables) != set(digests):
+        return None
+    if not all(isinstance(t, str) and _TABLE_NAME.match(t) and _verified(part_path(job_dir, block, t), digests[t])
+               for t in tables):
         return None
     return marker
 
@@ -87,33 +164,61 @@ def assemble(blocks: list[tuple[Path, dict]], provenance: dict[str, Any]
     return {name: pd.concat(parts, ignore_index=True) for name, parts in frames.items()}, skipped
 
 
-def finished_job(job_dir: Path) -> dict | None:
-    """The DONE marker of a finished job, or None: no marker, or a file it vouches for is missing."""
+def damage(job_dir: Path) -> str | None:
+    """Why the DONE marker of ``job_dir`` does not vouch for its files (one line), or None when it does (or there
+    is no DONE): a name that leaves the folder, a file missing, or a file whose bytes changed after it was written."""
     job_dir = Path(job_dir)
+    if not (job_dir / DONE).exists():
+        return None
+    link = escape(job_dir)
+    if link:
+        return link
     done = read_json(job_dir / DONE)
     if not isinstance(done, dict):
-        return None
-    files = [e["file"] for e in (done.get("tables") or {}).values()]
-    files += [done["summary"]] if done.get("summary") else []
-    if not all((job_dir / f).is_file() for f in files):
-        return None
-    if done.get("num_shards", 1) > 1 and not all(
-            finished_block(job_dir, b, start, stop) for b, start, stop in done.get("block_spans", [])):
+        return f"{job_dir / DONE} is unreadable"
+    entries = dict(done.get("tables") or {})
+    if done.get("summary") is not None:
+        entries["summary"] = {"file": done.get("summary"), "digest": (done.get("digests") or {}).get("summary")}
+    for name, entry in entries.items():
+        entry = entry if isinstance(entry, dict) else {}
+        path = inside(job_dir, entry.get("file"))
+        if path is None:
+            return f"{job_dir / DONE} names {entry.get('file')!r} for table {name!r}: not a file of this folder"
+        if not path.is_file():
+            return f"{path} is missing"
+        if not _verified(path, entry.get("digest")):
+            return f"{path} changed after the job finished (its bytes do not match the digest written with it)"
+    if done.get("num_shards", 1) > 1:
+        spans = done.get("block_spans", [])
+        bad = [b for b, start, stop in spans if not finished_block(job_dir, b, start, stop)] \
+            if all(isinstance(s, list) and len(s) == 3 for s in spans) else ["?"]
+        if bad:
+            return f"{job_dir / PARTS}: block {bad[0]} is missing or changed after the job finished"
+    return None
+
+
+def finished_job(job_dir: Path) -> dict | None:
+    """The DONE marker of a finished job, or None: no marker, or a file it vouches for is missing or changed
+    (``damage``)."""
+    job_dir = Path(job_dir)
+    done = read_json(job_dir / DONE)
+    if not isinstance(done, dict) or damage(job_dir) is not None:
         return None
     return done
 
 
 def read_job_tables(job_dir: Path, done: dict) -> dict[str, pd.DataFrame]:
     """The final tables of a finished unsharded job, by name, as listed in its DONE marker."""
-    return {name: pd.read_parquet(Path(job_dir) / entry["file"]) for name, entry in done["tables"].items()}
+    return {name: pd.read_parquet(inside(job_dir, entry["file"])) for name, entry in done["tables"].items()}
 
 
 # ------------------------------------------------------------------------------------------ status
 
 @dataclass
 class Status:
-    """What a folder holds: ``finished``, ``failed``, ``incomplete`` (killed, timed out or running),
-    ``legacy`` (a finished run of the format before resumable jobs) or ``empty`` (no run)."""
+    """What a folder holds: ``finished``, ``failed`` (also: "damaged: …", a finished job whose files changed
+    afterwards), ``incomplete`` (killed, timed out or running), ``legacy`` (a finished run of the format before
+    resumable jobs) or ``empty`` (no run)."""
 
     status: str
     reason: str = ""
@@ -134,6 +239,10 @@ def status(job_dir: Path) -> Status:
         return Status("failed", _first_line(job_dir / FAILED) or "failed (no reason recorded)", manifest, None, holder)
     if done is not None:
         return Status("finished", "", manifest, done, holder)
+    problem = (damage(job_dir) if (job_dir / DONE).exists() else None) or escape(job_dir)
+    if problem and not holder:
+        return Status("failed", f"damaged: {problem}; the same command recomputes it (resume=true)", manifest, None,
+                      holder)
     if manifest is None and (job_dir / "curves.parquet").is_file() and (job_dir / "summary.csv").is_file() \
             and not (job_dir / PARTS).exists() and not (job_dir / DONE).exists():
         return Status("legacy", "", None, None, holder)
@@ -161,6 +270,8 @@ def _first_line(path: Path) -> str:
     import re
 
     try:
+        if not path.is_file():
+            return ""
         lines = path.read_text(errors="replace").strip().splitlines()
     except OSError:
         return ""
@@ -202,8 +313,15 @@ class JobDir:
         folder holding another run is refused in one line without being touched (unless ``resume=false``)."""
         assert self._lock is not None, "claim() needs the lock"
         out = self.path
+        link = escape(out)
+        if link:
+            raise BenchError(f"{out} cannot hold this job: {link}; remove it or choose another output folder")
         old = read_json(out / MANIFEST)
         old = old if isinstance(old, dict) else None
+        if old is None and resume and holds_run(out):
+            raise BenchError(f"{out} already holds results without a job manifest (an older layout, or not written "
+                             f"by this suite); rerun with resume=false to discard them, or choose another output "
+                             f"folder")
         if old is not None and resume:
             problem = incompatibility(old, manifest)
             if problem:
@@ -212,6 +330,11 @@ class JobDir:
             done = finished_job(out)
             if done is not None:
                 return done
+            broken = damage(out)
+            if broken:
+                import logging
+
+                logging.getLogger(__name__).warning("%s: %s; recomputing it", out, broken)
         self.claimed = True
         if not resume or old is None:
             self._discard()
@@ -243,12 +366,18 @@ class JobDir:
     def _discard(self) -> None:
         """Remove what an earlier job left (its markers, parts and final tables)."""
         out = self.path
-        done = read_json(out / DONE) or {}
-        for entry in (done.get("tables") or {}).values():
-            (out / entry["file"]).unlink(missing_ok=True)
+        done = read_json(out / DONE)
+        entries = (done.get("tables") or {}).values() if isinstance(done, dict) else []
+        for entry in entries:  # only plain names inside the folder (``inside``): never a path read from a marker
+            path = inside(out, entry.get("file") if isinstance(entry, dict) else None)
+            if path is not None:
+                path.unlink(missing_ok=True)
         for name in (DONE, FAILED, MANIFEST, "summary.csv", "skipped.csv", "curves.parquet"):
             (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / PARTS, ignore_errors=True)
+        if (out / PARTS).is_symlink():
+            (out / PARTS).unlink()
+        else:
+            shutil.rmtree(out / PARTS, ignore_errors=True)
 
     def attempts_setup_s(self) -> float:
         return sum(a.get("setup_s", 0.0) for a in (read_json(self.path / MANIFEST) or {}).get("attempts", []))
@@ -265,12 +394,12 @@ class JobDir:
                     skipped: list[tuple[str, str]], seconds: float, device: str, device_name: str = "") -> None:
         self._owner()
         b, start, stop = block
-        tables = {}
+        tables, digests = {}, {}
         for name, parts in frames.items():
             rows = pd.concat(parts, ignore_index=True)
             write_parquet(rows, part_path(self.path, b, name))
-            tables[name] = len(rows)
-        write_json(dict(block=b, start=start, stop=stop, tables=tables, skipped=skipped,
+            tables[name], digests[name] = len(rows), file_digest(part_path(self.path, b, name))
+        write_json(dict(block=b, start=start, stop=stop, tables=tables, digests=digests, skipped=skipped,
                         wall_time_s=round(seconds, 3), device=device, device_name=device_name or device),
                    block_marker(self.path, b))
 
@@ -295,8 +424,9 @@ class JobDir:
         for name, table in tables.items():
             write_parquet(table, out / f"{name}.parquet")
         write_csv(summary, out / "summary.csv")
-        write_json(dict(info, tables={n: {"file": f"{n}.parquet", "rows": len(t)} for n, t in tables.items()},
-                        summary="summary.csv"), out / DONE)
+        write_json(dict(info, tables={n: {"file": f"{n}.parquet", "rows": len(t),
+                                          "digest": file_digest(out / f"{n}.parquet")} for n, t in tables.items()},
+                        summary="summary.csv", digests={"summary": file_digest(out / "summary.csv")}), out / DONE)
         self.tidy()
 
     def tidy(self) -> None:

@@ -242,14 +242,17 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
 def _finished_run(folder: Path, spec) -> bool:
     """Whether ``folder`` holds a finished run of ``spec``'s configuration and code (bench/run/identity.py)."""
     from . import jobdir
-    from .identity import JOB_FORMAT, code_sha, incompatibility, inputs_sha
+    from .identity import JOB_FORMAT, code_sha, data_sha, incompatibility, inputs_sha, library_versions
 
     st = jobdir.status(folder)
     if st.status != "finished" or st.manifest is None:
         return False
+    # (the model is not loaded here: its weights and architecture are checked by the job itself)
     new = dict(format=JOB_FORMAT, shard=spec.shard, num_shards=spec.num_shards,
                run_config=json.loads(json.dumps(spec.run_config(), default=str)),
-               code_sha=code_sha(spec.method.obj, spec.dataset.obj), model_sha=st.manifest.get("model_sha"))
+               code_sha=code_sha(spec.method.obj, spec.dataset.obj, *spec.protocols),
+               model_sha=st.manifest.get("model_sha"), data_sha=data_sha(spec.dataset.obj, spec.n_images),
+               libraries=library_versions())
     inputs = inputs_sha(spec)
     if inputs:
         new["inputs_sha"] = inputs

@@ -152,8 +152,11 @@ def write_text(text: str, path: Path) -> None:
 
 
 def read_json(path: Path) -> Any:
-    """The JSON content of ``path``, or None when it is missing or unreadable."""
+    """The JSON content of ``path``, or None when it is missing, unreadable or not a regular file (a FIFO would
+    block the reader)."""
     try:
+        if not Path(path).is_file():
+            return None
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
