@@ -78,3 +78,50 @@ def _range(low, high) -> str:
     if high is not None:
         return f" ≤ {high}"
     return ""
+
+
+SYSTEM_TREES = ("/proc", "/sys", "/dev")
+
+
+def special_file(path) -> str | None:
+    """Why ``path`` (after following links) is not an ordinary file or folder to read — a FIFO, socket or
+    device (reading one blocks or never ends), or anything under /proc, /sys, /dev — or None."""
+    import os
+    import stat
+
+    real = os.path.realpath(path)
+    if any(real == t or real.startswith(t + "/") for t in SYSTEM_TREES):
+        return f"{path} lies under {real.split('/')[1] and '/' + real.split('/')[1]} (a system file, not data)"
+    try:
+        mode = os.stat(real).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    return f"{path} is {kind}, not a regular file"
+
+
+def regular_file(name: str, path) -> None:
+    """Raise one line when ``path`` (the value of setting ``name``) is a special file (``special_file``)."""
+    why = special_file(path)
+    if why:
+        raise BenchError(f"{name}: {why}; give a regular file")
+
+
+def writable_dir(name: str, path) -> None:
+    """Raise one line unless folder ``path`` (setting ``name``) exists or can be made, and a file can be created
+    in it — checked before the work whose result would be written there."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path, prefix=".bench-writable-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise BenchError(f"{name}={path} is not a writable folder ({exc.strerror or exc}); choose another one") \
+            from None

@@ -41,7 +41,18 @@ def _parquet(path: Path, method: str | None) -> dict[str, np.ndarray]:
     elif len(methods) > 1:
         raise BenchError(f"method.params.path={path} holds heatmaps of several methods ({', '.join(methods)}); "
                          f"choose one with method.params.source_method")
-    df = df.drop_duplicates("image_id")  # a table of one method's runs at several patch sizes: the same heatmaps
+    # a table of one method's runs at several patch sizes holds the same heatmap several times: taken once;
+    # different heatmaps for one image are ambiguous: refused
+    repeated = df[df.image_id.duplicated(keep=False)]
+    for image_id, rows in repeated.groupby(repeated.image_id.astype(str), sort=True):
+        first = np.asarray(rows.heatmap.iloc[0])
+        if any((int(h), int(w)) != (int(rows.height.iloc[0]), int(rows.width.iloc[0])) or
+               not np.array_equal(np.asarray(flat), first, equal_nan=True)
+               for h, w, flat in zip(rows.height, rows.width, rows.heatmap)):
+            raise BenchError(f"method.params.path={path} holds {len(rows)} different heatmaps for image "
+                             f"'{image_id}'{' of one method' if 'method' in df.columns else ''}; which one is meant "
+                             f"is ambiguous: keep one (e.g. the rows of one patch size)")
+    df = df.drop_duplicates("image_id")
     out = {}
     for image_id, h, w, flat in zip(df.image_id.astype(str), df.height, df.width, df.heatmap):
         flat = np.asarray(flat)
@@ -56,7 +67,10 @@ def read_heatmaps(path: str, ids: list[str], shape: tuple[int, int, int], what: 
                   method: str | None = None) -> dict[str, np.ndarray]:
     """{image id: float32 array (H, W) or (C, H, W)} for every id in ``ids``, checked against the images'
     ``shape`` (C, H, W) of dataset ``what``; one line naming the first offender otherwise."""
+    from ..checks import regular_file
+
     p = Path(path).expanduser()
+    regular_file(f"method.params.path={path}", p)
     if not p.exists():
         raise BenchError(f"method.params.path={path} does not exist; give {FORMATS}")
     if p.is_dir():
@@ -64,6 +78,8 @@ def read_heatmaps(path: str, ids: list[str], shape: tuple[int, int, int], what: 
         if not files:
             raise BenchError(f"method.params.path={path} is a folder without .npy files; give {FORMATS}")
         source = {i: files[i] for i in ids if i in files}
+        for i in source:
+            regular_file(f"method.params.path={path}: heatmap '{i}'", source[i])
         load = lambda i: np.load(source[i], allow_pickle=False)  # noqa: E731
         known = list(files)
     elif p.suffix == ".npz":
@@ -71,6 +87,10 @@ def read_heatmaps(path: str, ids: list[str], shape: tuple[int, int, int], what: 
             archive = np.load(p, allow_pickle=False)
         except Exception as exc:
             raise BenchError(f"method.params.path={path}: cannot be read as .npz ({type(exc).__name__})") from None
+        dup = next((k for k in archive.files if archive.files.count(k) > 1), None)
+        if dup is not None:
+            raise BenchError(f"method.params.path={path} holds two heatmaps for image '{dup}'; which one is meant is "
+                             f"ambiguous: keep one")
         source = {i: i for i in ids if i in archive.files}
         load = lambda i: archive[i]  # noqa: E731
         known = list(archive.files)

@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from ..interfaces import Dataset, Normalization, UnreadableImage
-from ..checks import integer, number
+from ..checks import integer, number, regular_file, special_file
 from ..errors import BenchError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp", ".gif")
@@ -192,6 +192,7 @@ def need_root(root, what: str, layout: str) -> Path:
         raise BenchError(f"dataset '{what}' reads local files; set dataset.params.root=/path/to/folder. "
                          f"Expected layout: {layout}")
     path = Path(os.path.expanduser(str(root)))
+    regular_file(f"dataset '{what}': dataset.params.root", path)
     if not path.is_dir():
         raise BenchError(f"dataset '{what}': folder {path} does not exist; put the images there — {layout} — "
                          f"or set dataset.params.root=/path/to/folder")
@@ -236,6 +237,7 @@ def find_class_file(classes: str | None, root: Path, name: str, what: str, layou
 
 def read_lines(path: Path) -> list[str]:
     """Non-empty lines without comments (``#``) of a text file."""
+    regular_file("a dataset's list file", path)
     try:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
@@ -338,6 +340,9 @@ class ImageFiles(Dataset):
         from PIL import Image
 
         image_id, path, label = self.samples[index]
+        why = special_file(path)
+        if why:  # a FIFO named like an image would block the reader
+            raise UnreadableImage(image_id, why)
         try:
             with Image.open(path) as img:
                 raw = self.transform(img)

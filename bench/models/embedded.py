@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..interfaces import Dataset, UnreadableImage
+from ..checks import writable_dir
 from ..errors import BenchError
 
 from .weights import atomic_torch_save, _load_state, _need_file
@@ -165,7 +166,7 @@ def load_embedded_cnn(dataset: Dataset, cache_dir: str, epochs: int = 6, lr: flo
             return model.eval()
         except Exception as exc:  # corrupt cache: retrain, never fail
             log.warning("cached model %s unreadable (%s); retraining", path, exc)
-    path.parent.mkdir(parents=True, exist_ok=True)  # a cache folder that cannot be made fails before training
+    writable_dir("cache_dir", path.parent)  # a cache folder that cannot be written fails before training
     log.info("training the embedded CNN (cached afterwards at %s)", path)
     torch.manual_seed(seed)
     model = build()

@@ -154,6 +154,25 @@ class HFLogits(nn.Module):
         return self.model(pixel_values=x).logits
 
 
+def _no_remote_code(folder: Path, transformers) -> None:
+    """Refuse, before transformers reads it, a folder whose model is code of its own: ``auto_map`` in its
+    config.json (or a ``model_type`` transformers does not know), which only ``trust_remote_code`` would run."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"model 'huggingface': {folder / 'config.json'} is not readable JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise BenchError(f"model 'huggingface': {folder / 'config.json'} is not a JSON object")
+    if "auto_map" in config:
+        raise BenchError(f"model 'huggingface': {folder} defines its model in its own Python code (auto_map in "
+                         f"config.json), which the suite never runs; export the model as a torch.nn.Module of your "
+                         f"own and use model=user")
+    known = getattr(transformers.models.auto.configuration_auto, "CONFIG_MAPPING_NAMES", {})
+    if known and config.get("model_type") not in known:
+        raise BenchError(f"model 'huggingface': {folder}/config.json names model_type={config.get('model_type')!r}, "
+                         f"which transformers {transformers.__version__} does not have (remote code is never run)")
+
+
 def load_huggingface(dataset: Dataset, path: str | None = None, cache_dir: str | None = None) -> nn.Module:
     """``AutoModelForImageClassification.from_pretrained(path, local_files_only=True)`` (safetensors preferred)."""
     if not path:
@@ -167,9 +186,11 @@ def load_huggingface(dataset: Dataset, path: str | None = None, cache_dir: str |
     if not weights:
         raise BenchError(f"model 'huggingface': no weights in {folder}; put model.safetensors there (save_pretrained)")
     transformers = _need("transformers", "huggingface")
+    _no_remote_code(folder, transformers)
     try:
         model = transformers.AutoModelForImageClassification.from_pretrained(
-            str(folder), local_files_only=True, use_safetensors=weights[0] != "pytorch_model.bin")
+            str(folder), local_files_only=True, trust_remote_code=False,
+            use_safetensors=weights[0] != "pytorch_model.bin")
     except Exception as exc:  # an unknown architecture, a config that does not match the weights …
         raise BenchError(f"model 'huggingface': {folder} cannot be loaded ({type(exc).__name__}: "
                          f"{' '.join(str(exc).split())[:300]})") from None

@@ -4,7 +4,12 @@ object (``given``)."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import inspect
 import logging
+import os
+import sys
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +23,58 @@ from .weights import _load_state, _need_file
 log = logging.getLogger(__name__)
 
 
+def _system_file(path: str | None) -> bool:
+    """Whether ``path`` is part of Python itself (the standard library, builtins, frozen modules)."""
+    if not path or path in ("built-in", "frozen"):
+        return True
+    stdlib = [sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib")]
+    real = os.path.realpath(path)
+    site = [os.path.realpath(p) for p in {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}]
+    return any(real.startswith(os.path.realpath(d) + os.sep) for d in stdlib) and \
+        not any(real.startswith(d + os.sep) for d in site)
+
+
+def _installed_file(path: str) -> bool:
+    """Whether ``path`` belongs to an installed package (site-packages) rather than to a user's own files."""
+    real = os.path.realpath(path)
+    roots = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")} | {sys.prefix, sys.base_prefix}
+    return any(real.startswith(os.path.realpath(r) + os.sep) for r in roots)
+
+
 def _import(target: str) -> Any:
-    module_name, _, attr = target.rpartition(".")
-    if not module_name:
+    """The class (or factory) ``target`` names — only a ``torch.nn.Module`` subclass, or a function defined in a
+    file of the user's own (not Python's standard library, not an installed package); checked before anything is
+    called, so that a config never runs ``os.system``, ``subprocess.getoutput``, ``builtins.eval`` …"""
+    module_name, _, attr = str(target).rpartition(".")
+    if not module_name or not all(part.isidentifier() for part in str(target).split(".")):
         raise BenchError(f"model 'user': _target_ must be 'package.module.Class', got '{target}'")
+    refused = (f"model 'user': _target_ '{target}' is not a torch.nn.Module class nor a function in a file of your "
+               f"own; the suite calls only those")
     try:
-        return getattr(importlib.import_module(module_name), attr)
+        top = importlib.util.find_spec(module_name.split(".")[0])
+    except (ImportError, ValueError):
+        top = None
+    if top is None:
+        raise BenchError(f"model 'user': cannot import _target_ '{target}' (no module named "
+                         f"'{module_name.split('.')[0]}'); make its module importable (the current directory or "
+                         f"PYTHONPATH)")
+    where = [top.origin] if top.origin else list(top.submodule_search_locations or [])  # (a namespace package)
+    if module_name.split(".")[0] in sys.builtin_module_names or not where or any(map(_system_file, where)):
+        raise BenchError(refused)  # (the standard library holds no model; it is not even imported)
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise BenchError(f"model 'user': cannot import _target_ '{target}' ({type(exc).__name__}: {exc}); make "
                          f"its module importable (the current directory or PYTHONPATH)") from None
+    if inspect.isclass(obj):
+        if issubclass(obj, nn.Module):
+            return obj
+        raise BenchError(refused)
+    if inspect.isfunction(obj):
+        source = inspect.getsourcefile(obj)
+        if source and not _installed_file(source) and not _system_file(source):
+            return obj
+    raise BenchError(refused)
 
 
 def load_user(dataset: Dataset, _target_: str | None = None, checkpoint: str | None = None,

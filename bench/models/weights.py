@@ -37,6 +37,11 @@ def atomic_torch_save(obj, path: Path) -> None:
 def _need_file(path: Path, subject: str, hint: str) -> Path:
     """``path`` when it is a file; else one line ``<subject> <path> is a directory, not a file; <hint>`` or
     ``<subject> <path> does not exist; <hint>``."""
+    from ..checks import special_file
+
+    why = special_file(path)
+    if why:
+        raise BenchError(f"{subject} {why}; {hint}")
     if path.is_dir():
         raise BenchError(f"{subject} {path} is a directory, not a file; {hint}")
     if not path.is_file():

@@ -83,7 +83,10 @@ class CollectCallback(Callback):
         if card:  # the comparison of the reference runs; the card's other runs are read by the card
             summary = card_sweep.reference_runs(summary)
         print("\n" + comparison_table(summary))  # the sweep's comparison: methods × conditions
-        for name in self.then:
+        for name in self.then:  # (the suite's own functions only: a config value never names arbitrary code)
+            if not str(name).startswith("bench."):
+                log.error("hydra.callbacks.collect.then: %r is not a function of the bench package; not called", name)
+                continue
             get_method(name)(SWEEP.collection)
 
 

@@ -32,6 +32,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import re
 import subprocess
 import sys
@@ -103,6 +104,8 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.config is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        check_settings({k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+                        for k, v in dict(self.params).items()})
         planned = [self._plan(list(o), initial_job_idx + i) for i, o in enumerate(job_overrides)]
         todo = [p for p in planned if p.submit]
         for p in planned:
@@ -235,6 +238,59 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         ENDED.by_overrides[frozenset(p.overrides)] = text
         log.error("job #%d (%s) %s", p.idx, " ".join(filter_overrides(p.overrides)), text)
         return False
+
+
+# ------------------------------------------------------------------------------------------ settings
+
+#: what a value written into the sbatch script may hold: Slurm's names, times, sizes, lists and node ranges
+#: (``gpu:a100:2``, ``1-00:00:00``, ``16G``, ``node[01-04]``, ``a@b.org``) — no space, quote, ``$``, backtick,
+#: ``;``, newline or other control character; ``constraint`` also Slurm's ``&|()!`` operators
+_SBATCH_VALUE = re.compile(r"^[A-Za-z0-9_.,:=@+/%*\[\]-]*$")
+_CONSTRAINT = re.compile(r"^[A-Za-z0-9_.,:=@+/%*\[\]&|()!-]*$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_settings(params: dict[str, Any]) -> None:
+    """Every launcher setting, before anything is planned or written: values that go into ``#SBATCH`` lines or
+    the srun command match ``_SBATCH_VALUE``; ``setup``/``teardown`` are the user's own shell lines, one line
+    each (no newline or control character). One line naming the setting otherwise."""
+    def bad(name: str, value: Any, why: str) -> BenchError:
+        rule = ("each is written into the job script as one line" if name.startswith(("setup", "teardown")) else
+                "a Slurm setting is written into the job script, so it may not hold newlines, spaces, quotes or "
+                "shell characters")
+        return BenchError(f"hydra.launcher.{name}={value!r} {why}; {rule}")
+
+    def value_ok(name: str, value: Any) -> None:
+        if value is None or isinstance(value, bool):
+            return
+        if isinstance(value, (int, float)):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise bad(name, value, "is not a finite number")
+            return
+        if not isinstance(value, str):
+            raise bad(name, value, "is not a plain value")
+        pattern = _CONSTRAINT if name.endswith("constraint") else _SBATCH_VALUE
+        if not pattern.match(value):
+            raise bad(name, value, "holds a character Slurm settings never need")
+
+    for key, value in params.items():
+        if key in ("setup", "teardown"):
+            for i, line in enumerate(value or []):
+                if not isinstance(line, str) or _CONTROL.search(line):
+                    raise bad(f"{key}[{i}]", line, "must be one shell line")
+        elif key in ("additional_parameters", "srun_args"):
+            items = (value or {}).items() if isinstance(value, dict) else enumerate(value or [])
+            for k, v in items:
+                if isinstance(k, str) and not re.match(r"^[A-Za-z][A-Za-z0-9_-]*$", k):
+                    raise bad(f"{key}[{k!r}]", v, "has a name that is not an sbatch option")
+                value_ok(f"{key}.{k}" if isinstance(k, str) else f"{key}[{k}]", v)
+        elif key in ("submitit_folder", "_target_"):
+            if not isinstance(value, str) or _CONTROL.search(value):
+                raise bad(key, value, "must be one line")
+        elif isinstance(value, (list, tuple, dict)):
+            raise bad(key, value, "must be a single value")
+        else:
+            value_ok(key, value)
 
 
 # ------------------------------------------------------------------------------------------ helpers
