@@ -89,11 +89,12 @@ def test_bad_input_is_the_clis_one_line_message(cli_run):
              (dict(method="lrp_eps", images=x[:, 0]), "images must be a float array (N, C, H, W)"),
              (dict(method="lrp_eps", labels=[1, 2]), "labels must hold one class per image: 6 images, 2 labels"),
              (dict(heatmaps=np.zeros((5, 28, 28))), "heatmaps must be (N, H, W) or (N, C, H, W) for the 6 images"),
-             (dict(heatmaps={"x": np.zeros((28, 28))}), "has no heatmap for image 'image-00000'")]
+             (dict(heatmaps={"x": np.zeros((28, 28))}), "no heatmap for image 'image-00000'")]
     for kwargs, message in cases:
         kwargs = {"images": x, **kwargs}
         with pytest.raises(BenchError) as err:
-            bench.evaluate_explanations(model, kwargs.pop("images"), **kwargs, steps=2, repeats=1)
+            bench.evaluate_explanations(model, kwargs.pop("images"), **{"mean": 0, "std": 1, **kwargs}, steps=2,
+                                        repeats=1)
         assert message in str(err.value) and "\n" not in str(err.value), (kwargs, str(err.value))
 
 

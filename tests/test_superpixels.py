@@ -83,7 +83,8 @@ def test_superpixel_curves_equal_numpy_on_a_linear_model():
     raw = colour_images()
     model = linear_model()
     steps = 20
-    tables = bench.evaluate_explanations(model, raw, method="sensitivity", perturbation="zero", steps=steps,
+    tables = bench.evaluate_explanations(model, raw, mean=0, std=1, method="sensitivity", perturbation="zero",
+                                         steps=steps,
                                          repeats=1, bootstrap=20, orders=["morf", "lerf", "random"],
                                          regions={"kind": "slic", **SLIC})
     curves = tables["curves"]
@@ -118,8 +119,8 @@ def irof_case():
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
                                 torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
                                 torch.nn.Linear(8 * 12 * 12, 5)).eval()
-    tables = bench.evaluate_explanations(model, raw, method="sensitivity", steps=2, repeats=1, bootstrap=20,
-                                         save_heatmaps=6, metrics=["aopc", "irof"],
+    tables = bench.evaluate_explanations(model, raw, mean=0, std=1, method="sensitivity", steps=2, repeats=1,
+                                         bootstrap=20, save_heatmaps=6, metrics=["aopc", "irof"],
                                          irof={"compactness": 10.0})  # Quantus's (scikit-image's default)
     return raw, model, tables
 
@@ -209,7 +210,8 @@ def test_irof_uses_the_runs_superpixels_when_the_settings_agree():
     """With ``regions=slic`` and the same SLIC settings in ``irof`` the run's segments are reused (not computed
     twice); the IROF table is the one a tiles run computes with its own segmentation."""
     raw, model = colour_images(), linear_model()
-    common = dict(method="sensitivity", steps=5, repeats=1, bootstrap=20, metrics=["aopc", "irof"], irof=SLIC)
+    common = dict(mean=0, std=1, method="sensitivity", steps=5, repeats=1, bootstrap=20, metrics=["aopc", "irof"],
+                  irof=SLIC)
     tiles = bench.evaluate_explanations(model, raw, **common)["irof"]
     slic_run = bench.evaluate_explanations(model, raw, regions={"kind": "slic", **SLIC}, **common)["irof"]
     own = [c for c in tiles.columns

@@ -92,6 +92,14 @@ class CollectCallback(Callback):
 
 # -------------------------------------------------------------------------------- errors
 
+def _raised_in(exc: BaseException, package: str) -> bool:
+    """Whether the innermost frame of ``exc``'s traceback is code of ``package`` (an installed library)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}{package}{os.sep}" in tb.tb_frame.f_code.co_filename
+
+
 def error_line(exc: BaseException) -> str | None:
     """The one line for a problem the user can fix (None: a bug, whose traceback should show)."""
     if type(exc).__name__ == "ConfigCompositionException" and "Could not override" in str(exc):
@@ -109,6 +117,15 @@ def error_line(exc: BaseException) -> str | None:
         from .spec import top_keys
 
         return f"error: unknown setting '{key}'; valid settings: {', '.join(top_keys())}"
+    if isinstance(exc, (ValueError, TypeError)) and _raised_in(exc, "joblib"):  # hydra/launcher=joblib's settings
+        said = (str(exc).splitlines() or [repr(exc)])[0].strip("'\"")
+        return (f"error: hydra/launcher=joblib refused its settings ({said}); see hydra.launcher.* (n_jobs: an "
+                f"integer ≥ 1, or -1 for one job per core)")
+    if "Ambiguous value for argument" in str(exc):  # a list of values without -m: the user meant a sweep
+        found = re.search(r"argument '([^']+)'", str(exc))
+        given = found.group(1) if found else "key=a,b"
+        return (f"error: {given} gives several values, which is a sweep: add -m (python -m bench -m {given} …), "
+                f"or quote a list value as key='[a,b]'")
     if type(exc).__name__ == "OverrideParseException":
         return f"error: cannot read the override '{getattr(exc, 'override', '?')}': {str(exc).splitlines()[0]}"
     return cli_error_line(exc)

@@ -2,17 +2,20 @@
 the CLI (``python -m bench``), without Hydra on the user's side::
 
     import bench
-    tables = bench.evaluate_explanations(model, images, labels, method="lrp_eps", patch=4, n_images=len(images))
+    tables = bench.evaluate_explanations(model, images, labels, mean=0.1307, std=0.3081, method="lrp_eps", patch=4)
     tables["summary"], tables["curves"]          # the CLI's summary.csv and curves.parquet, as DataFrames
 
 ``images``: raw pixels (N, C, H, W) in ``raw_range`` (default [0, 1]); the model sees ``(raw − mean) / std``
-(``mean``/``std`` per channel, default 0 and 1). ``method=`` a name of conf/method/ (``method_params={…}``
-overrides its parameters) or ``heatmaps=`` heatmaps of these images — (N, H, W) / (N, C, H, W) or
-{image id: array} — evaluated as ``method=precomputed``. Every other keyword is a setting of conf/config.yaml
-(``patch``, ``steps``, ``repeats``, ``seed``, ``metrics=[…]``, ``perturbation="blur"``, ``road={…}`` …; a
-block given as a dict updates the default block). Bad settings raise ``BenchError`` with the CLI's one-line
-message. The run's job folder is ``out`` (kept; ``resume`` applies as on the CLI) or a temporary folder removed
-afterwards. The model is put in eval mode on the run's device.
+(``mean``/``std`` per channel, required: ``mean=0, std=1`` for a model that takes raw pixels). ``method=`` a
+name of conf/method/ (``method_params={…}`` overrides its parameters) or ``heatmaps=`` heatmaps of these
+images — (N, H, W) / (N, C, H, W) or {image id: array} — evaluated as ``method=precomputed`` and named
+``method_name`` in the rows. ``model_name`` names the model in the rows (default: its class); its weights'
+digest is ``model_sha``. Every other keyword is a setting of conf/config.yaml (``patch``, ``steps``,
+``repeats``, ``seed``, ``metrics=[…]``, ``perturbation="blur"``, ``road={…}`` …; a block given as a dict
+updates the default block). Bad input raises ``BenchError`` with one line, before any work. The run's job
+folder is ``out`` (kept; ``resume`` applies as on the CLI) or a temporary folder removed afterwards. The model
+runs in eval mode on the run's device; afterwards it is as it was given (modes, devices, dtypes,
+``requires_grad``, hooks), also when the run fails; ``images`` are not modified.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import torch
 
 from ..interfaces import Dataset, Normalization
 from ..errors import BenchError
+
+_REQUIRED = object()  # mean= and std= have no default: the API asks rather than assume raw pixels
 
 GROUPS = ("perturbation", "regions")  # config groups a keyword may name (method is its own argument); regions
 # may also be given as a dict, e.g. regions={"kind": "slic", "n_segments": 50}
@@ -60,70 +65,163 @@ class InMemoryImages(Dataset):
 
 
 def _images(images, labels, image_ids, mean, std, raw_range) -> InMemoryImages:
-    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    try:
+        x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise BenchError(f"images must be a float array (N, C, H, W) of raw pixels ({exc})") from None
     if x.ndim != 4 or not x.is_floating_point():
         raise BenchError(f"images must be a float array (N, C, H, W) of raw pixels, got {tuple(x.shape)} {x.dtype}")
-    x = x.detach().float().cpu()
+    if len(x) == 0:
+        raise BenchError("images holds no image (N = 0); give at least one")
+    if x.device.type == "meta":
+        raise BenchError("images are on the meta device (no values); give real tensors")
+    x = x.detach().to("cpu", torch.float32, copy=True)  # a copy: the caller's tensor is never touched
     n, c = x.shape[:2]
     ids = [f"image-{i:05d}" for i in range(n)] if image_ids is None else [str(i) for i in image_ids]
     if len(ids) != n or len(set(ids)) != n:
         raise BenchError(f"image_ids must be {n} unique ids, one per image; got {len(ids)} ({len(set(ids))} unique)")
-    lab = [-1] * n if labels is None else [int(v) for v in torch.as_tensor(labels).flatten().tolist()]
+    try:
+        lab_t = None if labels is None else torch.as_tensor(np.asarray(labels)).flatten()
+    except (TypeError, ValueError) as exc:
+        raise BenchError(f"labels must be class indices, one per image ({exc})") from None
+    if lab_t is not None and (lab_t.is_floating_point() and not torch.equal(lab_t, lab_t.round())
+                              or lab_t.dtype == torch.bool or lab_t.is_complex()):
+        raise BenchError(f"labels must be integer class indices, got {lab_t.dtype}")
+    lab = [-1] * n if lab_t is None else [int(v) for v in lab_t.tolist()]
     if len(lab) != n:
         raise BenchError(f"labels must hold one class per image: {n} images, {len(lab)} labels")
     lo, hi = (float(v) for v in raw_range)
     if not torch.isfinite(x).all() or x.min() < lo or x.max() > hi:
         raise BenchError(f"images must be finite raw pixels in raw_range=[{lo:g}, {hi:g}]; got values in "
                          f"[{float(x.min()):g}, {float(x.max()):g}] (normalise with mean=/std=, not beforehand)")
-    per = lambda v, d: tuple(float(t) for t in (np.broadcast_to(np.asarray(v if v is not None else d, float), (c,))))  # noqa: E731
-    return InMemoryImages(x, lab, ids, Normalization((lo, hi), per(mean, 0.0), per(std, 1.0)), 0)
+
+    def per(name: str, value) -> tuple[float, ...]:
+        try:
+            v = np.broadcast_to(np.asarray(value, float), (c,))
+        except (TypeError, ValueError):
+            raise BenchError(f"{name} must be one number or {c} (one per channel), got {value!r}") from None
+        if not np.isfinite(v).all() or (name == "std" and (v <= 0).any()):
+            raise BenchError(f"{name} must be finite{' and > 0' if name == 'std' else ''}, got {value!r}")
+        return tuple(float(t) for t in v)
+    return InMemoryImages(x, lab, ids, Normalization((lo, hi), per("mean", mean), per("std", std)), 0)
+
+
+class _ModelState:
+    """What the run may change on the user's model — each module's mode, each parameter's and buffer's device,
+    dtype and ``requires_grad``, each module's hooks — recorded and put back afterwards."""
+
+    HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+             "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs")
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.modes = [(m, m.training) for m in model.modules()]
+        self.tensors = [(t, t.device, t.dtype, t.requires_grad) for t in (*model.parameters(), *model.buffers())]
+        self.hooks = [(m, name, dict(getattr(m, name))) for m in model.modules() for name in self.HOOKS
+                      if isinstance(getattr(m, name, None), dict)]
+
+    def restore(self) -> None:
+        for module, training in self.modes:
+            module.training = training
+        for t, device, dtype, requires_grad in self.tensors:
+            if t.device != device or t.dtype != dtype:
+                t.data = t.data.to(device=device, dtype=dtype)
+            if t.requires_grad != requires_grad:
+                t.requires_grad_(requires_grad)
+        for module, name, hooks in self.hooks:
+            current = getattr(module, name)
+            current.clear()
+            current.update(hooks)
+
+
+def _check_model(model: torch.nn.Module, data: InMemoryImages) -> int:
+    """The model's number of classes from one forward pass on the first image, or one line saying why the model
+    cannot be evaluated (meta tensors, an exception, an output that is not (N, classes) float logits)."""
+    meta = next((n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.device.type == "meta"), None)
+    if meta is not None:
+        raise BenchError(f"model: {meta} is on the meta device (no weights); load the weights first "
+                         f"(e.g. model.to_empty(device='cpu') and load_state_dict)")
+    try:
+        with torch.inference_mode():
+            out = model.eval()(data.normalization.normalize(data.images[:1]))
+    except Exception as exc:
+        first = (str(exc).splitlines() or [""])[0][:300]
+        raise BenchError(f"model: the first forward pass on images of shape {tuple(data.images.shape[1:])} failed "
+                         f"({type(exc).__name__}: {first})") from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or not out.is_floating_point():
+        got = f"{tuple(out.shape)} {out.dtype}" if isinstance(out, torch.Tensor) else type(out).__name__
+        raise BenchError(f"model must return float class scores of shape (batch, classes), got {got}")
+    return int(out.shape[1])
 
 
 def evaluate_explanations(model: torch.nn.Module, images, labels=None, *, method: str | None = None,
                           heatmaps=None, method_params: Mapping[str, Any] | None = None,
-                          image_ids: Sequence[str] | None = None, mean=None, std=None, raw_range=(0.0, 1.0),
-                          out: str | Path | None = None, **settings: Any) -> dict[str, pd.DataFrame]:
+                          method_name: str | None = None, model_name: str | None = None,
+                          image_ids: Sequence[str] | None = None, mean=_REQUIRED, std=_REQUIRED,
+                          raw_range=(0.0, 1.0), out: str | Path | None = None,
+                          **settings: Any) -> dict[str, pd.DataFrame]:
     """The tidy tables of one run (see the module docstring): {"summary": …, "curves": …, and "road",
     "complexity", "continuity", "heatmaps" … as the metrics write them}."""
-    from ..models import check_fits
+    from ..checks import text, writable_dir
     from .job import run
     from .spec import build_spec
 
     if (method is None) == (heatmaps is None):
         raise BenchError("give either method=<name of conf/method/> or heatmaps=<heatmaps of these images>")
+    if method_name is not None and heatmaps is None:
+        raise BenchError("method_name= names given heatmaps; a method of conf/method/ has its own name")
     if not isinstance(model, torch.nn.Module):
         raise BenchError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if mean is _REQUIRED or std is _REQUIRED:
+        raise BenchError("give mean= and std= of the model's input normalisation (the model sees (images − mean) / "
+                         "std; mean=0, std=1 for a model that takes raw pixels)")
     data = _images(images, labels, image_ids, mean, std, raw_range)
-    with torch.inference_mode():
-        data.num_classes = int(model.eval()(data.normalization.normalize(data.images[:1])).shape[1])
-    groups = [f"{g}={settings[g].get('kind', 'tiles') if isinstance(settings[g], Mapping) else settings.pop(g)}"
-              for g in GROUPS if g in settings]
-    work = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="bench-"))
+    name = text("model_name", model_name) if model_name is not None else type(model).__name__
+    if out is not None:
+        if Path(out).exists() and not Path(out).is_dir():
+            raise BenchError(f"out={out} is a file, not a folder")
+        writable_dir("out", out)
+    state = _ModelState(model)
     try:
-        if heatmaps is not None:
-            method = "precomputed"
-            work.mkdir(parents=True, exist_ok=True)
-            _write_heatmaps(heatmaps, data.ids, work / "given_heatmaps.npz")
-            method_params = {"path": str(work / "given_heatmaps.npz"), **dict(method_params or {})}
-        conf = _compose([f"method={method}", *groups])
-        conf["dataset"] = {"name": "in_memory", "plugin": "in_memory", "params": {}}
-        conf["model"] = {"name": type(model).__name__, "kind": "given", "input": None, "params": {}}
-        conf["n_images"] = len(data)
-        conf["method"]["params"].update(dict(method_params or {}))
-        for key, value in settings.items():
-            if isinstance(conf.get(key), dict) and isinstance(value, Mapping):
-                conf[key].update(value)
-            else:
-                conf[key] = list(value) if isinstance(value, tuple) else value
-        spec = build_spec(conf, dataset=data)
-        check_fits(model, data, type(model).__name__)
-        run(spec, work / "run", model=model)
-        return read_tables(work / "run")
-    finally:
-        if out is None:
-            import shutil
+        data.num_classes = _check_model(model, data)
+        bad = [(i, v) for i, v in enumerate(data.labels) if labels is not None and not 0 <= v < data.num_classes]
+        if bad:
+            raise BenchError(f"labels[{bad[0][0]}]={bad[0][1]} is not a class of the model (its {data.num_classes} "
+                             f"outputs are classes 0…{data.num_classes - 1}); {len(bad)} label(s) out of range")
+        if settings.get("target") == "label" and labels is None:
+            raise BenchError("target='label' explains each image's label: give labels=, or use target='predicted'")
+        groups = [f"{g}={settings[g].get('kind', 'tiles') if isinstance(settings[g], Mapping) else settings.pop(g)}"
+                  for g in GROUPS if g in settings]
+        work = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="bench-"))
+        try:
+            if heatmaps is not None:
+                given = _check_heatmaps(heatmaps, data)
+                method = "precomputed"
+                work.mkdir(parents=True, exist_ok=True)
+                np.savez(work / "given_heatmaps.npz", **given)
+                method_params = {"path": str(work / "given_heatmaps.npz"), **dict(method_params or {})}
+            conf = _compose([f"method={method}", *groups])
+            if method_name is not None:
+                conf["method"]["name"] = text("method_name", method_name)
+            conf["dataset"] = {"name": "in_memory", "plugin": "in_memory", "params": {}}
+            conf["model"] = {"name": name, "kind": "given", "input": None, "params": {}}
+            conf["n_images"] = len(data)
+            conf["method"]["params"].update(dict(method_params or {}))
+            for key, value in settings.items():
+                if isinstance(conf.get(key), dict) and isinstance(value, Mapping):
+                    conf[key].update(value)
+                else:
+                    conf[key] = list(value) if isinstance(value, tuple) else value
+            spec = build_spec(conf, dataset=data)
+            run(spec, work / "run", model=model)
+            return read_tables(work / "run")
+        finally:
+            if out is None:
+                import shutil
 
-            shutil.rmtree(work, ignore_errors=True)
+                shutil.rmtree(work, ignore_errors=True)
+    finally:
+        state.restore()
 
 
 def _compose(overrides: list[str]) -> dict:
@@ -140,16 +238,52 @@ def _compose(overrides: list[str]) -> dict:
         raise BenchError(lines[0] + (f"; available: {', '.join(options)}" if options else "")) from None
 
 
-def _write_heatmaps(heatmaps, ids: list[str], path: Path) -> None:
+def _check_heatmaps(heatmaps, data: InMemoryImages) -> dict[str, np.ndarray]:
+    """``heatmaps=`` as {image id: float32 array}, checked in the caller's terms: an array (N, H, W) or
+    (N, C, H, W) for the N images, or a dict whose keys are exactly the image ids; finite numbers."""
+    c, h, w = data.image_shape
+    shapes = f"(H, W) = ({h}, {w}) or (C, H, W) = ({c}, {h}, {w})"
     if isinstance(heatmaps, Mapping):
-        arrays = {str(k): np.asarray(v) for k, v in heatmaps.items()}
+        keys = [str(k) for k in heatmaps]
+        missing = [i for i in data.ids if i not in keys]
+        extra = [k for k in keys if k not in set(data.ids)]
+        if missing or extra or len(set(keys)) != len(keys):
+            raise BenchError("heatmaps: the keys must be exactly the image ids"
+                             + (f"; no heatmap for image '{missing[0]}' ({len(missing)} missing)" if missing else "")
+                             + (f"; '{extra[0]}' is not an image id ({len(extra)} such key(s))" if extra else "")
+                             + ("" if image_ids_given(data) else " (the ids are image-00000 … unless image_ids= is "
+                                                               "given)"))
+        items = [(str(k), v) for k, v in heatmaps.items()]
+        where = lambda k, i: f"heatmaps['{k}']"  # noqa: E731
     else:
-        h = heatmaps.detach().cpu().numpy() if isinstance(heatmaps, torch.Tensor) else np.asarray(heatmaps)
-        if h.ndim not in (3, 4) or len(h) != len(ids):
-            raise BenchError(f"heatmaps must be (N, H, W) or (N, C, H, W) for the {len(ids)} images, or "
-                             f"{{image id: array}}; got shape {tuple(h.shape)}")
-        arrays = dict(zip(ids, h))
-    np.savez(path, **arrays)
+        try:
+            arr = heatmaps.detach().cpu().numpy() if isinstance(heatmaps, torch.Tensor) else np.asarray(heatmaps)
+        except (TypeError, ValueError) as exc:
+            raise BenchError(f"heatmaps must be an array (N, H, W) / (N, C, H, W) or {{image id: array}} ({exc})") \
+                from None
+        if arr.ndim not in (3, 4) or len(arr) != len(data) or tuple(arr.shape[1:]) not in ((h, w), (c, h, w)):
+            raise BenchError(f"heatmaps must be (N, H, W) or (N, C, H, W) for the {len(data)} images of shape "
+                             f"{tuple(data.image_shape)}, i.e. ({len(data)}, {h}, {w}) or ({len(data)}, {c}, {h}, "
+                             f"{w}); got {tuple(arr.shape)}")
+        items = list(zip(data.ids, arr))
+        where = lambda k, i: f"heatmaps[{i}]"  # noqa: E731
+    out = {}
+    for i, (key, value) in enumerate(items):
+        try:
+            a = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+        except (TypeError, ValueError):
+            a = np.asarray([])
+        if a.dtype.kind not in "fiub" or a.shape not in ((h, w), (c, h, w)):
+            raise BenchError(f"{where(key, i)} is {a.dtype} {tuple(a.shape)}; each heatmap is a number array "
+                             f"{shapes}")
+        if not np.isfinite(a).all():
+            raise BenchError(f"{where(key, i)} has non-finite values")
+        out[key] = np.asarray(a, dtype=np.float32)
+    return out
+
+
+def image_ids_given(data: InMemoryImages) -> bool:
+    return not all(i == f"image-{k:05d}" for k, i in enumerate(data.ids))
 
 
 def read_tables(folder: Path) -> dict[str, pd.DataFrame]:
