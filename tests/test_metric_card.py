@@ -85,7 +85,8 @@ def synthetic(values: dict, seeds=(0, 1, 2), layers=(1, 2, 3), noise=0.05, class
     from bench.report.card import IDENTITY
 
     n, rows = 200, []
-    base = dict(run_key="", method_params="{}", pooling="sum", dataset="d", images=n, model="m", model_sha="",
+    base = dict(run_key="", method_params="{}", pooling="sum", dataset="d", data_sha="", images=n, model="m",
+                model_sha="",
                 perturbation="uniform", regions="tiles", regions_params="{}", patch=4, steps=10, repeats=1,
                 target="predicted", score="logit", bootstrap=200, metrics="aopc", protocol_settings="{}",
                 equal_regions=True)

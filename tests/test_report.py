@@ -40,7 +40,7 @@ def provenance(method, dataset="toyset", patch=4, seed=0, L=10, params=None, **k
                 orders="morf,random", target="predicted", score="logit",
                 precision="fp32", seed=seed, device="cpu", bench_version="0.1.0", torch_version="x",
                 torchvision_version="x", numpy_version="x", python_version="x", wall_time_s=1.0,
-                run_key=f"{method}-{dataset}-{patch}-{seed}", images=12, model_sha="w", equal_regions=True,
+                run_key=f"{method}-{dataset}-{patch}-{seed}", images=12, model_sha="w", data_sha="", equal_regions=True,
                 bootstrap=1000, metrics="aopc", protocol_settings='{"aopc": {}}', code_sha="c", device_name="cpu",
                 scipy_version="x", skimage_version="x", pandas_version="x", randomise_layers=0, input_noise=0.0)
     prov.update(kw)

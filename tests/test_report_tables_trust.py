@@ -26,7 +26,7 @@ N = 10  # images per run: enough for a significant paired test after Holm
 
 def provenance(method, **kw):
     prov = dict(run_key="", method=method, method_params="{}", pooling="sum", dataset="mnist_embedded",
-                preprocessing="", images=N, model="embedded_cnn", model_params="{}", model_sha="abc",
+                preprocessing="", data_sha="", images=N, model="embedded_cnn", model_params="{}", model_sha="abc",
                 perturbation="uniform", perturbation_params="{}", regions="tiles", regions_params='{"score": "sum"}',
                 patch=7, equal_regions=True, steps=L, L=L, n_regions=16, repeats=2, orders="morf,random",
                 target="predicted", score="logit", precision="fp32", seed=0, bootstrap=N_BOOT, metrics="aopc",

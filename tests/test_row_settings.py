@@ -34,7 +34,7 @@ def test_a_protocol_setting_separates_two_runs_and_names_itself_in_its_rows(tmp_
     settings = json.loads(blur.protocol_settings.iloc[0])
     assert set(settings) == {"aopc", "deletion"} and settings["deletion"]["blur_sigma"] == 5.0
     assert (blur.metrics == "aopc,deletion").all() and (blur.bootstrap == 20).all() and (blur.images == 3).all()
-    for col in ("code_sha", "model_sha", "device_name", "scipy_version", "skimage_version", "pandas_version"):
+    for col in ("code_sha", "model_sha", "data_sha", "device_name", "scipy_version", "skimage_version", "pandas_version"):
         assert blur[col].notna().all() and (blur[col].astype(str) != "").all(), col
     # units: deletion's own score, the run's for AOPC
     unit = zero.set_index("quantity").unit
@@ -47,7 +47,7 @@ def test_a_protocol_setting_separates_two_runs_and_names_itself_in_its_rows(tmp_
 
 
 def test_images_repeats_and_seed_are_separate_columns():
-    for setting in ("images", "repeats", "seed", "bootstrap", "model_sha", "protocol_settings", "metrics"):
+    for setting in ("images", "data_sha", "repeats", "seed", "bootstrap", "model_sha", "protocol_settings", "metrics"):
         assert setting in COLUMN_KEY
 
 

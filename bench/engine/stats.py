@@ -14,6 +14,20 @@ def sem(values: np.ndarray, axis: int = 0) -> np.ndarray:
     return values.std(axis=axis, ddof=1) / np.sqrt(n)
 
 
+#: An interval is given only over at least MIN_IMAGES images and MIN_RESAMPLES bootstrap resamples (DEFINITIONS §5):
+#: one image has no spread to resample, and a percentile of fewer resamples is noise, not a 95% bound.
+MIN_IMAGES, MIN_RESAMPLES = 2, 100
+
+
+def interval_note(n_images: int, n_boot: int) -> str | None:
+    """Why no 95% bootstrap interval is given for a mean over ``n_images`` with ``n_boot`` resamples, or None."""
+    if n_images < MIN_IMAGES:
+        return f"no CI: {n_images} image{'s' if n_images != 1 else ''} (an interval needs ≥ {MIN_IMAGES})"
+    if n_boot < MIN_RESAMPLES:
+        return f"no CI: bootstrap={n_boot} < {MIN_RESAMPLES} resamples"
+    return None
+
+
 def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, axis: int = 0,
                  level: float = 0.95, stat=np.mean) -> tuple[np.ndarray, np.ndarray]:
     """Percentile bootstrap interval of ``stat`` over ``axis`` (the images), vectorised and seeded.

@@ -47,7 +47,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", help="method on the x axis of the scatter figures (default: the first "
                                        "non-random method in catalogue order)")
     p.add_argument("--grid-images", type=int, default=8, help="images (columns) in the heatmap grid")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% bands")
+    p.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples for the 95%% intervals and bands "
+                                                          "(default: each run's own bootstrap setting, so intervals "
+                                                          "match its summary.csv; fewer than 100 give none)")
     p.add_argument("--seed", type=int, default=None, help="bootstrap seed (default: each run's own seed, so "
                                                           "intervals match its summary.csv)")
     p.add_argument("--duplicates", default="keep", choices=DUPLICATE_POLICIES,
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     from .build import make_report  # heavy imports after argument parsing
 
-    if args.grid_images < 1 or args.n_boot < 1:
+    if args.grid_images < 1 or (args.n_boot is not None and args.n_boot < 1):
         print("error: --grid-images and --n-boot must be positive", file=sys.stderr)
         return 2
     try:

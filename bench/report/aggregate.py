@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..engine.stats import bootstrap_ci, sem
+from ..engine.stats import bootstrap_ci, interval_note, sem
 
 #: Bound on n_boot × n_images × steps values resampled at once (bootstrap over steps in chunks).
 MAX_BOOT_VALUES = 1 << 23
@@ -65,10 +65,13 @@ def bootstrap_band(values: np.ndarray, n_boot: int = 1000, seed: int = 0, level:
 
 
 def mean_band(m: PerImage, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Per step: mean over images, s.e.m., 95% bootstrap interval, number of images."""
+    """Per step: mean over images, s.e.m., 95% bootstrap interval (NaN: no band, over fewer than 2 images or
+    100 resamples, ``interval_note``), number of images."""
     if len(m.image_ids) == 0:
         return pd.DataFrame(columns=["step", "mean", "sem", "ci_low", "ci_high", "n_images"])
     low, high = bootstrap_band(m.values, n_boot=n_boot, seed=seed)
+    if interval_note(len(m.image_ids), n_boot):
+        low, high = np.full_like(low, np.nan), np.full_like(high, np.nan)
     return pd.DataFrame({"step": m.steps, "mean": m.values.mean(0), "sem": np.atleast_1d(sem(m.values)),
                          "ci_low": low, "ci_high": high, "n_images": len(m.image_ids)})
 

@@ -104,7 +104,7 @@ def check_formats(formats) -> None:
 
 def make_report(dirs, out=None, *, baseline: str = "random", patch_baseline: str = "random",
                 quantity: str | None = None, reference: str | None = None, grid_images: int = 8,
-                n_boot: int = 1000, seed: int | None = None, duplicates: str = "keep",
+                n_boot: int | None = None, seed: int | None = None, duplicates: str = "keep",
                 formats=("pdf", "png"), digits: int | None = None, show_progress: bool | None = None,
                 results: Results | None = None) -> dict[str, list[Path]]:
     """Read the runs below ``dirs`` and write the report to ``out`` (default ``<first dir>/report``).
@@ -114,6 +114,12 @@ def make_report(dirs, out=None, *, baseline: str = "random", patch_baseline: str
     results = results if results is not None else load_results(dirs, duplicates, show_progress)
     first = Path(dirs if isinstance(dirs, (str, Path)) else list(dirs)[0])
     out = Path(out) if out is not None else (first.parent if first.is_file() else first) / "report"
+    from ..run.jobdir import job_folder_around
+
+    inside = job_folder_around(out)
+    if inside is not None:
+        raise BenchError(f"the report's folder {out} lies in the job folder {inside}, whose files only its job "
+                         f"writes; give --out a folder outside it")
     methods = set(results.runs.method)
     for option, name in (("baseline", baseline), ("patch baseline", patch_baseline), ("reference", reference)):
         if name not in (None, "random") and name not in methods:

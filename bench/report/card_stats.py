@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
+from ..engine.stats import MIN_RESAMPLES
+
 
 def weights(n: int, resamples: int, seed: int) -> np.ndarray:
     """(resamples + 1, n) image multiplicities: row 0 all ones, then ``resamples`` seeded bootstrap resamples."""
@@ -117,7 +119,7 @@ def kendall_w(ranks: np.ndarray) -> np.ndarray:
 def percentile_ci(replicates: np.ndarray) -> tuple[float, float]:
     """The 95% percentile interval of bootstrap replicates (NaN ones left out; NaN when none is finite)."""
     finite = replicates[np.isfinite(replicates)]
-    if not len(finite):
+    if not len(finite) or len(replicates) < MIN_RESAMPLES:  # (fewer resamples: no interval, as everywhere)
         return float("nan"), float("nan")
     lo, hi = np.percentile(finite, [2.5, 97.5])
     return float(lo), float(hi)

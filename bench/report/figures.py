@@ -75,14 +75,20 @@ def condition_text(runs: pd.DataFrame, n_images=None, columns=("dataset", "model
     return " · ".join(parts)
 
 
-def _standalone(fig: Figure, runs: pd.DataFrame, n_images, caption: str, n_boot: int,
+def _standalone(fig: Figure, runs: pd.DataFrame, n_images, caption: str, n_boot: int | None,
                 columns=("dataset", "model", "patch", "perturbation")) -> None:
     """A figure that stands alone: its condition as its title (dataset, model, patch, perturbation, images), and
     its caption (what the lines and bands are) kept beside it, not drawn (``style.set_caption``)."""
     condition = condition_text(runs, n_images, columns)
     fig.suptitle(textwrap.fill(condition, int(fig.get_figwidth() * 15), break_on_hyphens=False), fontsize="small")
+    if n_boot is None and "bootstrap" in runs:
+        own = sorted({int(b) for b in runs.bootstrap})
+        resamples = f"{own[0] if len(own) == 1 else f'{own[0]}–{own[-1]}'} resamples, each run's own"
+    else:
+        resamples = f"{n_boot or 1000} resamples"
     style.set_caption(fig, f"{caption} Lines: mean over {_images_text(n_images)} images; shaded: 95% percentile "
-                           f"bootstrap interval over images ({n_boot} resamples). {condition}.")
+                           f"bootstrap interval over images ({resamples}; none over fewer than 2 images or 100 "
+                           f"resamples). {condition}.")
 
 
 def _titled(fig: Figure, runs: pd.DataFrame, n_images, caption: str) -> None:
@@ -209,6 +215,11 @@ def _seed(run_meta, seed: int | None) -> int:
     return int(run_meta.seed if seed is None else seed)
 
 
+def _n_boot(run_meta, n_boot: int | None) -> int:
+    """The resamples of a run's band: its own ``bootstrap`` setting unless the report was given ``--n-boot``."""
+    return int(run_meta.bootstrap if n_boot is None else n_boot)
+
+
 def declared(kind: str) -> list[protocols.Figure]:
     """The figures of ``kind`` the protocols declare, in catalogue order."""
     return [f for cls in protocols.catalogue() for f in cls.figures if f.kind == kind]
@@ -232,7 +243,7 @@ def _baseline_runs(panel: pd.DataFrame, baseline: str, warnings: list[str]) -> d
 
 
 def relative_figures(results: Results, panel_cols: list[str], file_cols: list[str], baseline: str = "random",
-                     n_boot: int = 1000, seed: int | None = None, figure: protocols.Figure | None = None
+                     n_boot: int | None = None, seed: int | None = None, figure: protocols.Figure | None = None
                      ) -> list[tuple[str, Figure]]:
     """``figure.value`` (default: the declared ``relative`` figure's, AOPC) of MoRF − that of the baseline per image
     against the % of pixels perturbed (so that patch sizes are comparable): mean and 95% band over images, a line
@@ -274,7 +285,7 @@ def relative_figures(results: Results, panel_cols: list[str], file_cols: list[st
                     if diff is None or diff.values.size == 0:
                         results.warnings.append(f"{run}: no rows to compare with the {base_title} baseline")
                         continue
-                    band = mean_band(diff, n_boot, _seed(meta, seed))
+                    band = mean_band(diff, _n_boot(meta, n_boot), _seed(meta, seed))
                     if not area:
                         if "fraction_perturbed" in rows:
                             band["step"] = 100 * step_fractions(rows).reindex(band.step).to_numpy()
@@ -313,7 +324,7 @@ def _percent(rows: pd.DataFrame, order: str, steps) -> np.ndarray:
     return 100 * step_fractions(rows, order).reindex(steps).to_numpy()
 
 
-def curve_figures(results: Results, n_boot: int = 1000, seed: int | None = None,
+def curve_figures(results: Results, n_boot: int | None = None, seed: int | None = None,
                   figure: protocols.Figure | None = None) -> list[tuple[str, Figure]]:
     """f_c(x⁽ᵏ⁾) vs step k of ``figure.table`` (default: the declared ``orders`` figure's, the curves), mean and 95%
     band over images: a row of panels for MoRF (and one for LeRF when present), a panel per dataset, a line per
@@ -346,14 +357,15 @@ def curve_figures(results: Results, n_boot: int = 1000, seed: int | None = None,
                         m = per_image(rows, o, "score_value")
                         if m is not None and m.values.size:
                             meta = prun.set_index("run").loc[run]
-                            band = mean_band(m, n_boot, _seed(meta, seed))
+                            band = mean_band(m, _n_boot(meta, n_boot), _seed(meta, seed))
                             band["step"] = _percent(rows, o, band.step)
                             end = max(end, float(band.step.max()))
                             _line(ax, meta, labels[run], ls[run], band, alpha)
                     rows = results.run_table(runs[0], figure.table) if runs else None
                     rnd = per_image(rows, "random", "score_value") if runs else None
                     if rnd is not None and rnd.values.size:
-                        b = mean_band(rnd, n_boot, _seed(prun.set_index("run").loc[runs[0]], seed))
+                        b = mean_band(rnd, _n_boot(prun.set_index("run").loc[runs[0]], n_boot),
+                                      _seed(prun.set_index("run").loc[runs[0]], seed))
                         _random_order(ax, _percent(rows, "random", b.step), b, alpha)
                     ends.append(end)
                     _end_note(ax, end)
@@ -372,7 +384,7 @@ def curve_figures(results: Results, n_boot: int = 1000, seed: int | None = None,
     return out
 
 
-def fraction_figures(results: Results, file: str, n_boot: int = 1000, seed: int | None = None
+def fraction_figures(results: Results, file: str, n_boot: int | None = None, seed: int | None = None
                      ) -> list[tuple[str, Figure]]:
     """The ``fraction`` figures the protocols declare under the name ``file``: f_c vs the % of pixels changed,
     mean and 95% band over images, a panel per declared (table, order) and dataset, a line per run that has the
@@ -416,7 +428,7 @@ def fraction_figures(results: Results, file: str, n_boot: int = 1000, seed: int 
                             m = per_image(rows, which, "score_value")
                             if m is None or m.values.size == 0:
                                 continue
-                            band = mean_band(m, n_boot, _seed(meta, seed))
+                            band = mean_band(m, _n_boot(meta, n_boot), _seed(meta, seed))
                             n_images.add(len(m.image_ids))
                             band["step"] = pct.loc[band.step].to_numpy()
                             if style_index is None:

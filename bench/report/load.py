@@ -51,7 +51,7 @@ import pyarrow.parquet as pq
 from ..errors import BenchError
 from .. import protocols
 from ..run import jobdir
-from ..run.tables import CONDITION, HEATMAP_KEY, protocol_of_table
+from ..run.tables import CONDITION, HEATMAP_KEY, name_clashes, protocol_of_table
 from ..run.progress import progress
 from .style import display_name, method_sort_key
 
@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 #: 224 otherwise); superpixels: false. ``bootstrap``: 1000, the only default the suite had. What no older table
 #: holds (digests, device model, versions, run key) is "" and ``protocol_settings`` "{}" (each protocol's declared
 #: defaults then apply, e.g. to a quantity's unit: ``protocols.unit``).
-BACKFILL = {"regions": "tiles", "regions_params": '{"score": "sum"}', "run_key": "", "model_sha": "",
+BACKFILL = {"regions": "tiles", "regions_params": '{"score": "sum"}', "run_key": "", "model_sha": "", "data_sha": "",
             "bootstrap": 1000, "protocol_settings": "{}", "protocol_params": "{}", "code_sha": "", "device_name": "",
             "scipy_version": "", "skimage_version": "", "pandas_version": "", "randomise_layers": 0, "input_noise": 0.0,
             "protocol": "recovered", "images": "recovered", "metrics": "recovered", "equal_regions": "recovered"}
@@ -356,6 +356,8 @@ def load_results(dirs, duplicates: str = "keep", show_progress: bool | None = No
     runs = pd.DataFrame(rows)
     runs["duplicate"] = runs.apply(_condition_tuple, axis=1).duplicated(keep=False)
     runs = _apply_duplicates(runs, duplicates, warnings)
+    for line in name_clashes(runs):
+        _warn(warnings, line)
     curves = pd.concat(parts, ignore_index=True)
     curves = curves[curves.run.isin(runs.run)].reset_index(drop=True)
     kept_dirs = set(runs.dir)

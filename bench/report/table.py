@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from .. import protocols
-from ..engine.stats import bootstrap_ci, sem
+from ..engine.stats import bootstrap_ci, interval_note, sem
 from ..run.tables import COLUMN_KEY, atomic_write, write_csv
 from .aggregate import quantity_values
 from .load import Results, series_labels, series_order
@@ -187,6 +187,8 @@ def setting_text(column: str, value) -> str:
         return {"tiles": "square tiles", "slic": "SLIC superpixels"}.get(str(value), f"{value} regions")
     if column == "model_sha":
         return f"weights {str(value)[:10]}" if str(value) else "weights unrecorded"
+    if column == "data_sha":
+        return f"images {str(value)[:10]}" if str(value) else "images unrecorded"
     return _SETTING_TEXT.get(column, column + " {}").format(value)
 
 
@@ -218,7 +220,7 @@ def condition_parts(columns: pd.DataFrame) -> tuple[list[list[str]], list[str]]:
         if c == "dataset" or varies or (c == "patch" and set(columns.get("regions", ["tiles"])) == {"tiles"}):
             for h, v in zip(heads, values):
                 h.append(setting_text(c, v))
-        elif c not in ("metrics", "bootstrap", "model_sha", "images"):
+        elif c not in ("metrics", "bootstrap", "model_sha", "data_sha", "images"):
             constant.append(setting_text(c, values[0]))
     return heads, constant
 
@@ -226,11 +228,13 @@ def condition_parts(columns: pd.DataFrame) -> tuple[list[list[str]], list[str]]:
 # ------------------------------------------------------------------------------------------------- table
 
 
-def summary_table(results: Results, quantity: str | None = None, n_boot: int = 1000,
+def summary_table(results: Results, quantity: str | None = None, n_boot: int | None = None,
                   seed: int | None = None) -> pd.DataFrame:
     """Long table, one row per run that has its quantity: the column key, method, label, statistics, unit and the
     paired test. ``quantity=None``: the anchor protocol's headline, area-matched in the columns whose regions
-    differ in size (module docstring)."""
+    differ in size (module docstring). ``n_boot``/``seed`` None: each run's own ``bootstrap`` and ``seed``, so
+    an interval is the one of its summary.csv (``run_interval``); no interval (NaN, and a warning) over fewer than
+    2 images or 100 resamples."""
     asked = quantity
     default = default_quantity()
     runs = results.runs
@@ -254,15 +258,19 @@ def summary_table(results: Results, quantity: str | None = None, n_boot: int = 1
         per_image[r.run] = values
         v = values.to_numpy()
         bseed = int(r.seed if seed is None else seed)
-        lo, hi = bootstrap_ci(v, n_boot=n_boot, seed=bseed)
+        nb = int(r.bootstrap if n_boot is None else n_boot)
+        lo, hi = bootstrap_ci(v, n_boot=nb, seed=bseed)
+        if note := interval_note(v.size, nb):
+            lo = hi = float("nan")
+            results.warnings.append(f"{r.run}: {note} for {q}; its table cell shows the mean only")
         rows.append({**{c: r[c] for c in COLUMN_KEY}, "_key": key, "method": r.method,
                      "method_params": r.method_params, "pooling": r.pooling, "run": r.run, "label": labels[r.run],
                      "quantity": q, "unit": protocols.unit(q, str(r.score), r.get("protocol_settings", "{}")),
                      "area_matched": is_stand_in(q) and asked is None,
                      "biased_unequal_regions": r.run in biased,
                      "equal_regions": not unequal(r), "L": r.L, "n_images": v.size, "mean": float(v.mean()),
-                     "sem": float(sem(v)), "ci_low": float(lo), "ci_high": float(hi), "n_boot": n_boot,
-                     "bootstrap_seed": bseed})
+                     "sem": float(sem(v)), "ci_low": float(lo), "ci_high": float(hi), "n_boot": nb,
+                     "bootstrap_seed": bseed, "run_interval": nb == int(r.bootstrap) and bseed == int(r.seed)})
     if biased:
         results.warnings.append(
             f"{asked}: asked for by name, kept in the columns whose regions differ in size, where it is biased "
@@ -389,6 +397,8 @@ def number(x: float, d: int, minus: str = "-") -> str:
 
 
 def _cell(r, d: int, minus: str) -> str:
+    if not (np.isfinite(r.ci_low) and np.isfinite(r.ci_high)):  # fewer than 2 images or 100 resamples
+        return f"{number(r['mean'], d, minus)} [no CI]"
     return f"{number(r['mean'], d, minus)} [{number(r.ci_low, d, minus)}, {number(r.ci_high, d, minus)}]"
 
 
@@ -410,7 +420,13 @@ def _n_text(values) -> str:
 
 def _interval_text(table: pd.DataFrame) -> str:
     n_boot = _n_text(table.n_boot) if "n_boot" in table.columns else "1000"
-    return (f"mean [95% percentile bootstrap interval over images, {n_boot} resamples] over "
+    own = "run_interval" not in table.columns or bool(table.run_interval.all())
+    whose = ("each run's own resamples and seed, as in its summary.csv" if own else
+             "not the runs' own resamples or seed (--n-boot/--seed), so they differ from their summary.csv")
+    none = ("; no interval ([no CI]) over fewer than 2 images or 100 resamples"
+            if {"ci_low", "ci_high"} <= set(table.columns) and
+            not (np.isfinite(table.ci_low) & np.isfinite(table.ci_high)).all() else "")
+    return (f"mean [95% percentile bootstrap interval over images, {n_boot} resamples: {whose}{none}] over "
             f"{_n_text(table.n_images)} images")
 
 
@@ -564,7 +580,7 @@ def to_latex(table: pd.DataFrame, digits: int | None = None, label: str = "tab:s
 # ------------------------------------------------------------------------------------------ faithfulness
 
 
-def family_table(results: Results, n_boot: int = 1000, seed: int | None = None) -> pd.DataFrame | None:
+def family_table(results: Results, n_boot: int | None = None, seed: int | None = None) -> pd.DataFrame | None:
     """The faithfulness family side by side: one :func:`summary_table` per quantity of :func:`family_columns` that
     some run has (AOPC: area-matched in the columns whose regions differ in size), stacked; ``head``: the head
     naming the quantity exactly (:func:`head`), ``condition``: the summary table's column (the condition),
@@ -702,7 +718,7 @@ def _write_text(path: Path, text: str) -> None:
     atomic_write(path, write)
 
 
-def write_tables(results: Results, out: Path, quantity: str | None = None, n_boot: int = 1000,
+def write_tables(results: Results, out: Path, quantity: str | None = None, n_boot: int | None = None,
                  seed: int | None = None, digits: int | None = None) -> dict[str, list[Path]]:
     """Write ``summary_table`` (``quantity``; None: the default of :func:`summary_table`), the table of every
     protocol that asks for one of its own and the faithfulness table, each as .csv, .md and .tex, to ``out``.

@@ -167,6 +167,12 @@ class Collection:
     def ok(self) -> bool:
         return not self.problems
 
+    def warnings(self) -> list[str]:
+        """What a reader of the collected tables must know (``tables.name_clashes``), one line each."""
+        from .tables import name_clashes
+
+        return name_clashes(self.summary) if self.summary is not None else []
+
 
 def _without_shard(overrides: list[str]) -> frozenset[str]:
     return frozenset(o for o in overrides if not o.startswith(("shard=", "num_shards=")))
@@ -320,7 +326,12 @@ def collect(root: str | Path, out: str | Path | None = None, write: bool = True)
     jobs += missing_jobs(jobs, sweeps)
     runs, extra = group_runs(jobs)
     jobs += extra
+    default = out is None
     out = Path(out) if out is not None else root / COLLECTED_DIR
+    inside = jobdir.job_folder_around(out) if write else None
+    if inside is not None:
+        raise BenchError(f"{'the default output folder ' if default else ''}{out} lies in the job folder {inside}, "
+                         f"whose files only its job writes; give --out a folder outside it")
     parts: dict[str, list] = {}
     sinks: dict[str, _Sink] = {}
     fallback: set[str] = set()  # tables whose runs' schemas cannot be streamed into one: merged in memory
@@ -412,6 +423,14 @@ def _write(c: Collection, skipped) -> None:
     jobs = jobs_frame(c)
     write_csv(jobs, out / "jobs.csv")
     written["jobs.csv"] = len(jobs)
+    from .tables import write_text
+
+    warnings = c.warnings()
+    if warnings:
+        write_text("\n".join(warnings) + "\n", out / "warnings.txt")
+        written["warnings.txt"] = len(warnings)
+    elif (out / "warnings.txt").exists() and (out / COLLECTION).exists():
+        (out / "warnings.txt").unlink()
     if (out / COLLECTION).exists():  # our own folder: drop what an earlier collection wrote and this did not
         for p in list(out.glob("*.parquet")) + list(out.glob("*.csv")) + list(out.glob(".*.tmp")):
             if p.name not in written:
@@ -436,6 +455,7 @@ def format_report(c: Collection) -> str:
         if bad:
             lines.append(f"{len(bad)} job(s) {title}:")
             lines += [f"  {name(j)}: {j.reason}" for j in bad]
+    lines += [f"warning: {w}" for w in c.warnings()]
     unmerged = [j for j in c.jobs if j.status == "finished" and j.reason]
     if unmerged:
         lines.append(f"{len(unmerged)} finished shard(s) not merged (their run is incomplete):")

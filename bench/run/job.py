@@ -36,7 +36,7 @@ from ..models import load_model
 from .pipeline import HostQueue, prefetched
 from .progress import Progress
 from .spec import RunSpec, build_spec
-from .summary import summarize_run, undefined_reasons, with_run
+from .summary import interval_warnings, summarize_run, undefined_reasons, with_run
 from .tables import device_name, params_json, versions
 from .variants import explained_model, input_noise
 
@@ -85,6 +85,7 @@ def provenance(spec: RunSpec, evaluator: Evaluator, manifest: dict, wall_time_s:
     return dict(
         run_key=manifest["run_key"], method=spec.method.name, method_params=params_json(spec.method.params),
         pooling=spec.pooling, dataset=spec.dataset.name, preprocessing=spec.dataset.obj.preprocessing,
+        data_sha=manifest["data_sha"],
         images=spec.n_images, model=spec.model.name, model_params=params_json(spec.model.params),
         model_sha=manifest["model_sha"], perturbation=spec.perturbation.name,
         perturbation_params=params_json(spec.perturbation.params), regions=spec.regions["kind"],
@@ -255,3 +256,5 @@ def _check_summary(summary: pd.DataFrame, tables: dict[str, pd.DataFrame], spec:
     for protocol in spec.protocols:
         for line in protocol.notes(tables):
             log.warning("%s", line)
+    for line in interval_warnings(summary.assign(bootstrap=spec.bootstrap)):
+        log.warning("%s", line)

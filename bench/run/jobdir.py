@@ -266,6 +266,19 @@ def is_job_dir(job_dir: Path, names: set[str]) -> bool:
         {"curves.parquet", "summary.csv"} <= names
 
 
+def job_folder_around(path: Path) -> Path | None:
+    """The job folder that ``path`` is or lies in (a folder holding a run's files, finished or not), or None: where
+    collect and report must not write their outputs."""
+    path = Path(path).absolute()
+    for p in [path, *path.parents]:
+        if not p.is_dir():
+            continue
+        if holds_run(p) or (p / FAILED).exists() or (p / HYDRA / "config.yaml").is_file():
+            if not (p / "collection.json").exists():  # (bench/run/collect.py's own output folder)
+                return p
+    return None
+
+
 def _first_line(path: Path) -> str:
     import re
 

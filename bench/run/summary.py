@@ -4,7 +4,8 @@ The summary is computed from the tables alone, so a run, a merge of shards and a
 the same way: every protocol (bench/protocols/, catalogue order) gives its per-image quantities from the tables
 (``Protocol.per_image``; None when the run did not compute it). One row per quantity, over images: mean, median,
 s.e.m. and a 95% percentile bootstrap interval; all quantities of a run are resampled with the same image
-indices, so paired differences stay paired.
+indices, so paired differences stay paired. Over fewer than 2 images or with fewer than 100 resamples the interval
+is NaN (``interval_note``), and the run, the printed table and the report say why.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .. import protocols
-from ..engine.stats import bootstrap_ci, sem
+from ..engine.stats import bootstrap_ci, interval_note, sem
 from .tables import SUMMARY_COLUMNS, with_provenance
 
 
@@ -51,7 +52,20 @@ def summarize_run(tables: dict[str, pd.DataFrame], n_boot: int, seed: int) -> pd
             lo, hi = bootstrap_ci(v[:, None], n_boot=n_boot, seed=seed)
             stats["ci_low"][j], stats["ci_high"][j] = lo[0], hi[0]
             stats["mean"][j], stats["median"][j], stats["sem"][j] = v.mean(), np.median(v), sem(v[:, None])[0]
+    for j, n in enumerate(stats["n_images"]):
+        if interval_note(int(n), n_boot):  # no interval rather than a degenerate one
+            stats["ci_low"][j] = stats["ci_high"][j] = np.nan
     return pd.DataFrame({"quantity": per_image.columns, **stats})
+
+
+def interval_warnings(summary: pd.DataFrame) -> list[str]:
+    """One line per reason the summary's quantities have no 95% interval (``interval_note``), naming them."""
+    notes: dict[str, list[str]] = {}
+    for _, r in summary.iterrows():
+        note = interval_note(int(r.n_images), int(r.bootstrap)) if r.n_images else None
+        if note:
+            notes.setdefault(note, []).append(str(r.quantity))
+    return [f"{note} for {', '.join(qs[:4])}{', …' if len(qs) > 4 else ''}" for note, qs in notes.items()]
 
 
 def with_run(summary: pd.DataFrame, provenance: dict) -> pd.DataFrame:
@@ -84,7 +98,10 @@ def format_table(summary: pd.DataFrame) -> str:
         if how == "mean":
             return f"{r['mean']:.4g}"
         s = f"{r['mean']:.4f} ± {r['sem']:.4f}"
-        return s + f" [{r['ci_low']:.4f}, {r['ci_high']:.4f}]" if how == "ci" else s
+        if how != "ci":
+            return s
+        note = interval_note(int(r["n_images"]), int(r["bootstrap"]))
+        return s + (f" [{note}]" if note else f" [{r['ci_low']:.4f}, {r['ci_high']:.4f}]")
 
     row = {"method": first["method"]}
     for cls in protocols.catalogue():
@@ -153,11 +170,16 @@ def comparison_table(summary: pd.DataFrame) -> str:
             col = f"{condition} · {head}" if condition else head
             if col not in columns:
                 columns.append(col)
-            cells.setdefault(row, {})[col] = f"{r['mean']:.3g} [{r['ci_low']:.3g}, {r['ci_high']:.3g}]"
+            ci = (f"[{r['ci_low']:.3g}, {r['ci_high']:.3g}]" if np.isfinite(r["ci_low"]) and np.isfinite(r["ci_high"])
+                  else "[no CI]")
+            cells.setdefault(row, {})[col] = f"{r['mean']:.3g} {ci}"
     table = pd.DataFrame.from_dict(cells, orient="index").reindex(columns=columns).fillna("–")
     table.index.name = "method"
     same = [f"{c}={_short(s[c].iloc[0])}" for c in ("dataset", "model", "images", "repeats") if c not in keys]
     lines = [f"comparison ({', '.join(same)}): mean [95% bootstrap CI] over images; ↑ higher is better, ↓ lower"]
+    from .tables import name_clashes
+
+    lines += [f"warning: {line}" for line in name_clashes(s)]
     if replaced:
         lines.append("where regions are unequal (equal_regions=false) AOPC is area-matched (DEFINITIONS §4 Unequal regions)")
     return "\n".join([*lines, table.to_string(line_width=120)])

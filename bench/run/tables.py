@@ -26,7 +26,8 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 PROVENANCE = [
-    "run_key", "method", "method_params", "pooling", "dataset", "preprocessing", "images", "model", "model_params",
+    "run_key", "method", "method_params", "pooling", "dataset", "preprocessing", "data_sha", "images", "model",
+    "model_params",
     "model_sha", "perturbation", "perturbation_params", "regions", "regions_params", "patch", "equal_regions", "steps",
     "L", "n_regions", "repeats", "orders", "target", "score", "precision", "seed", "bootstrap", "metrics",
     "protocol_settings", "randomise_layers", "input_noise", "protocol", "protocol_params", "code_sha", "device",
@@ -44,8 +45,8 @@ HEATMAP_KEY = ["dataset", "model", "target", "score", *SERIES, "seed", "randomis
 #: (``model_sha``), every protocol's settings (``protocol_settings``) and the bootstrap included. The code identity
 #: (``code_sha``: it covers the method's own file, so it differs between methods), device, versions, wall time and
 #: the derived L / n_regions / equal_regions are recorded but not part.
-CONDITION = [*SERIES, "dataset", "images", "model", "model_sha", "perturbation", "regions", "regions_params", "patch",
-             "steps", "repeats", "target", "score", "seed", "bootstrap", "metrics", "protocol_settings",
+CONDITION = [*SERIES, "dataset", "data_sha", "images", "model", "model_sha", "perturbation", "regions", "regions_params",
+             "patch", "steps", "repeats", "target", "score", "seed", "bootstrap", "metrics", "protocol_settings",
              "randomise_layers", "input_noise"]
 #: What methods are compared under, one column of a report table: the condition without the method. Runs that
 #: differ in images, repeats, seed or any setting are separate columns, never ranked together.
@@ -54,6 +55,24 @@ COLUMN_KEY = [c for c in CONDITION if c not in SERIES]
 #: step by step, so steps may differ).
 PAIRING_KEY = [c for c in COLUMN_KEY if c != "steps"] + ["seed"]
 
+
+
+def name_clashes(rows: pd.DataFrame) -> list[str]:
+    """One line per model or dataset name that stands for more than one model (weights ``model_sha``) or set of
+    images (``data_sha``) among ``rows`` (runs or summary rows): their runs are separate conditions, and a
+    reader who goes by the name would mix them."""
+    lines = []
+    for name, digest, what in (("model", "model_sha", "weights"), ("dataset", "data_sha", "images")):
+        if name not in rows or digest not in rows:
+            continue
+        known = rows[rows[digest].astype(str) != ""]
+        for value, g in known.groupby(known[name].astype(str), sort=True):
+            n = g[digest].astype(str).nunique()
+            if n > 1:
+                lines.append(f"{name} '{value}' names {n} different {what} ({digest} "
+                             f"{', '.join(sorted(g[digest].astype(str).unique())[:3])[:60]}…): their runs are "
+                             f"separate conditions, shown apart — give them different names to tell them apart")
+    return lines
 
 
 def versions() -> dict[str, str]:
