@@ -174,3 +174,18 @@ def test_an_unwritable_cache_is_found_before_training(tmp_path, monkeypatch):
     with pytest.raises(BenchError, match="cache_dir=.* is not a writable folder") as err:
         embedded.load_embedded_cnn(ds, str(tmp_path / "file" / "cache"), epochs=1)
     one_line(err)
+
+
+def test_duplicate_image_ids_are_refused():
+    from bench.data.imagefolders import ImageFiles, Preprocess
+    from bench.interfaces import Normalization
+
+    with pytest.raises(BenchError, match="image id 'x' occurs twice") as err:
+        ImageFiles([("x", "a/x.png", 0), ("x", "b/x.jpg", 1)], 2, Preprocess.make(8, 8, 1, "t"), Normalization(),
+                   "t")
+    one_line(err)
+    import bench
+
+    with pytest.raises(BenchError, match="image_ids must be 2 unique ids"):
+        bench.evaluate_explanations(torch.nn.Flatten(), torch.rand(2, 1, 4, 4), image_ids=["a", "a"], mean=0, std=1,
+                                    method="sensitivity")
