@@ -166,13 +166,21 @@ def data_sha(dataset, n_images: int) -> str:
     return h.hexdigest()
 
 
-def library_versions() -> dict[str, str]:
-    """The versions of the libraries whose code computes the numbers (torch's kernels, the hubs' models)."""
+#: The libraries every run's numbers depend on, and those a model kind or method plug-in adds.
+CORE_LIBRARIES = ("torch", "torchvision", "numpy", "scipy", "scikit-image")
+PLUGIN_LIBRARIES = {"timm": "timm", "huggingface": "transformers", "captum": "captum", "zennit": "zennit"}
+
+
+def library_versions(spec=None) -> dict[str, str]:
+    """The versions of the libraries whose code computes the run's numbers: torch's kernels, NumPy, SciPy,
+    scikit-image, and the hub or attribution library the run's model kind or method plug-in uses (installing
+    an unrelated library does not change a run's identity)."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for name in ("torch", "torchvision", "numpy", "scipy", "scikit-image", "timm", "transformers", "captum",
-                 "zennit"):
+    used = ([PLUGIN_LIBRARIES[p] for p in (spec.model.plugin, spec.method.plugin) if p in PLUGIN_LIBRARIES]
+            if spec is not None else [])
+    for name in (*CORE_LIBRARIES, *used):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -194,7 +202,7 @@ def manifest_of(spec, model) -> dict[str, Any]:
     """The job's identity (everything its numbers depend on) and block layout, as job.json holds it."""
     conf, code, weights = (spec.run_config(), code_sha(spec.method.obj, spec.dataset.obj, *spec.protocols),
                            model_sha(model))
-    arch, data, libs = model_arch(model), data_sha(spec.dataset.obj, spec.n_images), library_versions()
+    arch, data, libs = model_arch(model), data_sha(spec.dataset.obj, spec.n_images), library_versions(spec)
     inputs = inputs_sha(spec)
     key = hashlib.blake2b(json.dumps([conf, code, weights, arch, data, libs] + ([inputs] if inputs else []),
                                      sort_keys=True, default=str).encode(), digest_size=8).hexdigest()

@@ -308,7 +308,7 @@ def _finished_run(folder: Path, spec) -> bool:
                run_config=json.loads(json.dumps(spec.run_config(), default=str)),
                code_sha=code_sha(spec.method.obj, spec.dataset.obj, *spec.protocols),
                model_sha=st.manifest.get("model_sha"), data_sha=data_sha(spec.dataset.obj, spec.n_images),
-               libraries=library_versions())
+               libraries=library_versions(spec))
     inputs = inputs_sha(spec)
     if inputs:
         new["inputs_sha"] = inputs
