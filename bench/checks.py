@@ -81,6 +81,7 @@ def _range(low, high) -> str:
 
 
 SYSTEM_TREES = ("/proc", "/sys", "/dev")
+DATA_TREES = ("/dev/shm",)  # a RAM disk of ordinary files, not a device: data may be staged there
 
 
 def special_file(path) -> str | None:
@@ -90,7 +91,8 @@ def special_file(path) -> str | None:
     import stat
 
     real = os.path.realpath(path)
-    if any(real == t or real.startswith(t + "/") for t in SYSTEM_TREES):
+    system = any(real == t or real.startswith(t + "/") for t in SYSTEM_TREES)
+    if system and not any(real.startswith(t + "/") for t in DATA_TREES):
         return f"{path} lies under {real.split('/')[1] and '/' + real.split('/')[1]} (a system file, not data)"
     try:
         mode = os.stat(real).st_mode
@@ -102,16 +104,19 @@ def special_file(path) -> str | None:
     return f"{path} is {kind}, not a regular file"
 
 
-def regular_file(name: str, path) -> None:
-    """Raise one line when ``path`` (the value of setting ``name``) is a special file (``special_file``)."""
+def regular_file(name: str, path, hint: str = "give a regular file"):
+    """``path`` unchanged, or one line ``<name>: <why>; <hint>`` when it (the value of setting ``name``) is a
+    special file (``special_file``) — checked before the file is opened, wherever the suite reads a file a user
+    named."""
     why = special_file(path)
     if why:
-        raise BenchError(f"{name}: {why}; give a regular file")
+        raise BenchError(f"{name}: {why}; {hint}")
+    return path
 
 
-def writable_dir(name: str, path) -> None:
-    """Raise one line unless folder ``path`` (setting ``name``) exists or can be made, and a file can be created
-    in it — checked before the work whose result would be written there."""
+def writable_dir(name: str, path):
+    """``path`` as a Path, made if missing, or one line unless a file can be created (and removed) in it —
+    checked before the work whose result would be written there (setting ``name``)."""
     import os
     import tempfile
     from pathlib import Path
@@ -123,5 +128,6 @@ def writable_dir(name: str, path) -> None:
         os.close(fd)
         os.unlink(tmp)
     except OSError as exc:
-        raise BenchError(f"{name}={path} is not a writable folder ({exc.strerror or exc}); choose another one") \
-            from None
+        raise BenchError(f"{name}={path} is not a writable folder ({exc.strerror or exc}); choose another with "
+                         f"{name}=…") from None
+    return path

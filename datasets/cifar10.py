@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.checks import regular_file
 from bench.errors import BenchError
 from bench.data.imagefolders import ArrayImages, Preprocess, check_params, make_normalization, need_root
 
@@ -143,6 +144,8 @@ def _read_label_names(path: Path) -> list[str]:
 
 def _read(root: Path, train: bool) -> tuple[np.ndarray, list[int]]:
     needed = (TRAIN if train else ["test_batch"]) + ["batches.meta"]
+    for f in needed:  # a FIFO or device named like a batch would block the reader
+        regular_file("dataset 'cifar10': dataset.params.root", root / FOLDER / f)
     missing = [root / FOLDER / f for f in needed if not (root / FOLDER / f).is_file()]
     if missing:
         purpose = "training the embedded CNN on CIFAR-10 needs" if train else "dataset 'cifar10' needs"

@@ -16,11 +16,14 @@ pretrained models), or the model's ``input``; images are read as RGB (``channels
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from bench.checks import regular_file
 from bench.errors import BenchError
-from bench.data.imagefolders import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, Preprocess, check_params, label_lookup, label_token, labelled, labels_by_name, list_images, make_normalization, need_root, read_label_file, read_lines, relpath, relpath_id, unlabeled_error
+from bench.data.imagefolders import (
+    IMAGENET_MEAN, IMAGENET_STD, ImageFiles, Preprocess, check_params, label_lookup, label_token, labelled,
+    labels_by_name, list_images, make_normalization, need_root, read_label_file, read_lines, relpath, relpath_id,
+    unlabeled_error)
 
 LAYOUT = ("<root>/<class>/*.jpg (class folders), or any images with a label file dataset.params.labels "
           "('<relative path> <class index or name>' a line)")
@@ -38,6 +41,7 @@ class ImageFolder(ImageFiles):
             raise BenchError(f"dataset '{what}': no image files under {root}; expected {LAYOUT}")
         if classes:
             class_file = Path(classes).expanduser()
+            regular_file(f"dataset '{what}': dataset.params.classes", class_file)
             if not class_file.is_file():
                 raise BenchError(f"dataset '{what}': class list {class_file} does not exist (one class name a line)")
             names = [line.split()[0] for line in read_lines(class_file)]
@@ -48,6 +52,7 @@ class ImageFolder(ImageFiles):
 
         if labels:
             label_file = Path(labels).expanduser()
+            regular_file(f"dataset '{what}': dataset.params.labels", label_file)
             if not label_file.is_file():
                 raise BenchError(f"dataset '{what}': label file {label_file} does not exist; expected {LAYOUT}")
             table = labels_by_name(read_label_file(label_file),

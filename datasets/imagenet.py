@@ -21,8 +21,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.checks import regular_file
 from bench.errors import BenchError
-from bench.data.imagefolders import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, Preprocess, check_params, devkit_wnids, first_existing, label_lookup, label_token, labelled, labels_by_name, list_images, make_normalization, need_root, read_label_file, read_lines, relpath, stem_id, unlabeled_error
+from bench.data.imagefolders import (
+    IMAGENET_MEAN, IMAGENET_STD, ImageFiles, Preprocess, check_params, devkit_wnids, first_existing, label_lookup,
+    label_token, labelled, labels_by_name, list_images, make_normalization, need_root, read_label_file, read_lines,
+    relpath, stem_id, unlabeled_error)
 
 
 WNIDS_FILE = Path(__file__).resolve().parent / "imagenet_wnids.txt"
@@ -49,6 +53,8 @@ class ImageNetVal(ImageFiles):
         flat = any(p.parent == root for p in files)
         label_file = Path(labels).expanduser() if labels else (
             first_existing(d / f for d in (root, root.parent) for f in LABEL_FILES) if flat else None)
+        if labels:
+            regular_file(f"dataset '{what}': dataset.params.labels", label_file)
         if labels and not label_file.is_file():
             raise BenchError(f"dataset '{what}': label file {label_file} does not exist; expected {LAYOUT}")
 

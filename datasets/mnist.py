@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torchvision
 
+from bench.checks import regular_file
 from bench.errors import BenchError
 from bench.data.imagefolders import ArrayImages, Preprocess, check_params, make_normalization, need_root
 
@@ -44,6 +45,7 @@ def _read(root: Path, train: bool) -> tuple[np.ndarray, list[int]]:
     prefix = "train" if train else "t10k"
     raw = root / "MNIST" / "raw"
     for name in (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"):
+        regular_file("dataset 'mnist': dataset.params.root", raw / name)  # a FIFO would block the reader
         if not (raw / name).is_file():
             hint = f" (unpack {raw / name}.gz)" if (raw / f"{name}.gz").is_file() else ""
             purpose = "training the embedded CNN on MNIST needs" if train else "dataset 'mnist' needs"
@@ -61,6 +63,7 @@ class MNIST(ArrayImages):
         check_params(root=root, resize=resize, crop=crop, mean=mean, std=std, channels=channels)
         root = need_root(root, "mnist", LAYOUT)
         images, labels = _read(root, train=False)
-        super().__init__(images, labels, "mnist-t10k", 10, Preprocess.make(resize, crop, channels, "mnist", default_channels=1),
+        super().__init__(images, labels, "mnist-t10k", 10,
+                         Preprocess.make(resize, crop, channels, "mnist", default_channels=1),
                          make_normalization(mean, std, (0.1307,), (0.3081,), channels or 1, "mnist"),
                          load_train=lambda: _read(root, train=True))

@@ -18,8 +18,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.checks import regular_file
 from bench.errors import BenchError
-from bench.data.imagefolders import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, Preprocess, canonical_class, check_params, class_list, find_class_file, first_existing, label_lookup, label_token, labelled, labels_by_name, list_images, make_normalization, need_root, read_label_file, relpath, relpath_id, unlabeled_error
+from bench.data.imagefolders import (
+    IMAGENET_MEAN, IMAGENET_STD, ImageFiles, Preprocess, canonical_class, check_params, class_list, find_class_file,
+    first_existing, label_lookup, label_token, labelled, labels_by_name, list_images, make_normalization, need_root,
+    read_label_file, relpath, relpath_id, unlabeled_error)
 
 
 LAYOUT = ("<root>/Places365_val_00000001.jpg … with <root>/places365_val.txt ('<file name> <class index>' a line), "
@@ -44,6 +48,8 @@ class Places365(ImageFiles):
         flat = any(p.parent == root for p in files)
         label_file = Path(labels).expanduser() if labels else (
             first_existing(d / "places365_val.txt" for d in (root, root.parent)) if flat else None)
+        if labels:
+            regular_file(f"dataset '{what}': dataset.params.labels", label_file)
         if labels and not label_file.is_file():
             raise BenchError(f"dataset '{what}': label file {label_file} does not exist; expected {LAYOUT}")
 

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.checks import regular_file
 from bench.errors import BenchError
-from bench.data.imagefolders import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, Preprocess, canonical_class, check_params, class_list, find_class_file, labelled, list_images, make_normalization, need_root, read_lines, relpath, relpath_id, unlabeled_error
+from bench.data.imagefolders import (
+    IMAGENET_MEAN, IMAGENET_STD, ImageFiles, Preprocess, canonical_class, check_params, class_list, find_class_file,
+    labelled, list_images, make_normalization, need_root, read_lines, relpath, relpath_id, unlabeled_error)
 
 
 LAYOUT = ("<root>/ClassName.txt ('/a/abbey' a line, 397 classes) and <root>/a/abbey/sun_*.jpg "
@@ -40,6 +43,7 @@ class SUN397(ImageFiles):
         files = list_images(root)
         if split:
             split_file = Path(split).expanduser()
+            regular_file(f"dataset '{what}': dataset.params.split", split_file)
             if not split_file.is_file():
                 raise BenchError(f"dataset '{what}': split file {split_file} does not exist (e.g. Testing_01.txt of "
                                  f"the official partitions, '/a/abbey/sun_….jpg' a line)")

@@ -45,6 +45,7 @@ class CaptumAttribution(Method):
         self.name = text("method.params.name", name)
         cls = getattr(attr, self.name, None)
         usable = sorted(n for n, o in vars(attr).items() if inspect.isclass(o) and issubclass(o, attr.Attribution)
+                        and o.__module__.split(".")[0] == "captum"  # (Captum's own classes only, never other code)
                         and n not in NOT_ATTRIBUTIONS and not n.startswith(("Neuron", "LLM", "RemoteLLM")))
         if self.name not in usable:
             raise BenchError(f"method.params.name={name} is not a Captum attribution usable here; one of "

@@ -28,6 +28,11 @@ def _zennit():
     return zennit
 
 
+def _zennit_class(obj, base) -> bool:
+    """Whether a configured name resolved to one of Zennit's own ``base`` classes (never other code)."""
+    return inspect.isclass(obj) and issubclass(obj, base) and obj.__module__.split(".")[0] == "zennit"
+
+
 class ZennitComposite(Method):
     pooling = "sum"
 
@@ -37,18 +42,19 @@ class ZennitComposite(Method):
         cls = getattr(zennit.composites, self.composite, None)
         named = sorted(n for n, o in vars(zennit.composites).items() if inspect.isclass(o)
                        and issubclass(o, zennit.composites.Composite) and "Composite" not in n)
-        if cls is None or not inspect.isclass(cls) or not issubclass(cls, zennit.composites.Composite):
+        if not _zennit_class(cls, zennit.composites.Composite):
             raise BenchError(f"method.params.composite={composite} is not a zennit composite; e.g. {', '.join(named)}")
         self.kwargs = dict(composite_kwargs or {})
         accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "canonizers", *BOX}
         bad = [k for k in self.kwargs if k not in accepted]
         if bad:
-            raise BenchError(f"method.params.composite_kwargs.{bad[0]}: {composite} takes {', '.join(sorted(accepted))}")
+            raise BenchError(f"method.params.composite_kwargs.{bad[0]}: {composite} takes "
+                             f"{', '.join(sorted(accepted))}")
         self.box = all(k in inspect.signature(cls.__init__).parameters for k in BOX)
         self.canonizer_names = [text("method.params.canonizers[]", c) for c in (canonizers or ())]
         for name in self.canonizer_names:
             c = getattr(zennit.torchvision, name, None) or getattr(zennit.canonizers, name, None)
-            if not (inspect.isclass(c) and issubclass(c, zennit.canonizers.Canonizer)):
+            if not _zennit_class(c, zennit.canonizers.Canonizer):
                 raise BenchError(f"method.params.canonizers: '{name}' is not a zennit canonizer; e.g. "
                                  f"SequentialMergeBatchNorm (VGG with BatchNorm), ResNetCanonizer, VGGCanonizer")
         self.cls = cls

@@ -22,7 +22,7 @@ SETTINGS = dict(steps=4, repeats=2, bootstrap=50, block_size=3, save_heatmaps=6,
 CLI = [*FAST_MODEL, "n_images=6", "steps=4", "repeats=2", "bootstrap=50", "block_size=3", "save_heatmaps=6",
        "metrics=[aopc,road]", "road.fractions=[0.3,0.7]"]
 NOT_NUMBERS = {"dataset", "model", "model_params", "preprocessing", "wall_time_s", "method", "method_params",
-               "label", "device", "run_key"}  # (a run of other inputs: its own key)
+               "label", "device", "run_key", "data_sha"}  # (other inputs objects: their own key and digest)
 
 
 @pytest.fixture(autouse=True)

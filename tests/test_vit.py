@@ -1,5 +1,6 @@
 """A vision transformer (torchvision's ``VisionTransformer``, tiny, random weights, 28×28 grey inputs) through
-every gradient- and perturbation-based method and every protocol, end to end; LRP refuses its layers by name."""
+every gradient- and perturbation-based method and every protocol, end to end; LRP's CNN rules refuse its layers by
+name and point to attnlrp / cp_lrp (tests/test_attnlrp.py)."""
 
 import numpy as np
 import pandas as pd
@@ -66,8 +67,8 @@ def test_a_vit_runs_every_protocol(method, tmp_path):
 
 
 @pytest.mark.parametrize("method, message", [
-    ("lrp_eps", r"module 'vit' \(VisionTransformer\) has parameters of its own, used by its forward outside any "
-                r"supported layer"),  # the class token and position embedding
+    ("lrp_eps", r"LRP cannot propagate through layer 'vit.encoder.layers.encoder_layer_0.ln_1' \(LayerNorm\) with "
+                r"these rules; for transformers use method=attnlrp or method=cp_lrp"),
     ("deconvnet", "deconvnet is defined for ReLU networks; layer 'vit.encoder.layers.encoder_layer_0.self_attention'"),
     ("guided_backprop", "defined for ReLU networks; layer 'vit.encoder"),
 ])

@@ -42,9 +42,11 @@ def _parquet(path: Path, method: str | None) -> dict[str, np.ndarray]:
         raise BenchError(f"method.params.path={path} holds heatmaps of several methods ({', '.join(methods)}); "
                          f"choose one with method.params.source_method")
     # a table of one method's runs at several patch sizes holds the same heatmap several times: taken once;
-    # different heatmaps for one image are ambiguous: refused
+    # different heatmaps for one image are ambiguous: refused. Ids compare as the run reads them, as text
+    # (an id 7 and an id '7' are one image)
+    df = df.assign(image_id=df.image_id.astype(str))
     repeated = df[df.image_id.duplicated(keep=False)]
-    for image_id, rows in repeated.groupby(repeated.image_id.astype(str), sort=True):
+    for image_id, rows in repeated.groupby("image_id", sort=True):
         first = np.asarray(rows.heatmap.iloc[0])
         if any((int(h), int(w)) != (int(rows.height.iloc[0]), int(rows.width.iloc[0])) or
                not np.array_equal(np.asarray(flat), first, equal_nan=True)
@@ -54,7 +56,7 @@ def _parquet(path: Path, method: str | None) -> dict[str, np.ndarray]:
                              f"is ambiguous: keep one (e.g. the rows of one patch size)")
     df = df.drop_duplicates("image_id")
     out = {}
-    for image_id, h, w, flat in zip(df.image_id.astype(str), df.height, df.width, df.heatmap):
+    for image_id, h, w, flat in zip(df.image_id, df.height, df.width, df.heatmap):
         flat = np.asarray(flat)
         if flat.size != int(h) * int(w):
             raise BenchError(f"method.params.path={path}: heatmap '{image_id}' has {flat.size} values, but its "

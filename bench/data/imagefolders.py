@@ -131,8 +131,8 @@ def _positive_int(value) -> bool:
 
 def check_params(**params) -> None:
     """One-line errors, before any file is read, for the parameters shared by the image dataset plug-ins
-    (imagefolder, imagenet, places365, sun397, mnist, cifar10): paths, ``num_classes`` and the preprocessing (``resize``,
-    ``crop``, ``channels``, ``mean``, ``std``). Valid values are left to bench.imagefolders as they are."""
+    (imagefolder, imagenet, places365, sun397, mnist, cifar10): paths, ``num_classes`` and the preprocessing
+    (``resize``, ``crop``, ``channels``, ``mean``, ``std``). Valid values are left to bench.imagefolders as they are."""
     for key, value in params.items():
         name = f"dataset.params.{key}"
         if value is None:
@@ -169,7 +169,8 @@ def make_normalization(mean, std, default_mean: Sequence[float], default_std: Se
                        what: str, raw_range: tuple[float, float] = (0.0, 1.0)) -> Normalization:
     """The dataset's normalisation: ``mean``/``std`` from the params (the model's ``input``) or the defaults,
     one value per channel (a single value is repeated)."""
-    mean = tuple(float(v) for v in (default_mean if mean is None else mean if isinstance(mean, (list, tuple)) else [mean]))
+    mean = tuple(float(v) for v in (default_mean if mean is None else
+                                    mean if isinstance(mean, (list, tuple)) else [mean]))
     std = tuple(float(v) for v in (default_std if std is None else std if isinstance(std, (list, tuple)) else [std]))
     if len(mean) == 1 and channels > 1:
         mean = mean * channels
@@ -192,7 +193,7 @@ def need_root(root, what: str, layout: str) -> Path:
         raise BenchError(f"dataset '{what}' reads local files; set dataset.params.root=/path/to/folder. "
                          f"Expected layout: {layout}")
     path = Path(os.path.expanduser(str(root)))
-    regular_file(f"dataset '{what}': dataset.params.root", path)
+    regular_file(f"dataset '{what}': dataset.params.root", path, "give the folder of the images")
     if not path.is_dir():
         raise BenchError(f"dataset '{what}': folder {path} does not exist; put the images there — {layout} — "
                          f"or set dataset.params.root=/path/to/folder")
@@ -229,6 +230,7 @@ def find_class_file(classes: str | None, root: Path, name: str, what: str, layou
     its parent folder; None when there is none."""
     if classes:
         path = Path(classes).expanduser()
+        regular_file(f"dataset '{what}': dataset.params.classes", path)
         if not path.is_file():
             raise BenchError(f"dataset '{what}': class list {path} does not exist; expected {layout}")
         return path
@@ -423,6 +425,7 @@ def relpath_id(root: Path) -> Callable[[Path], str]:
 
 def devkit_wnids(meta_mat: Path) -> dict[int, str]:
     """ILSVRC2012_ID → WordNet id of the 1,000 leaf classes, from the devkit's ``data/meta.mat``."""
+    regular_file("the devkit's meta.mat", meta_mat)
     if not meta_mat.is_file():
         raise BenchError(f"the devkit's ground truth needs its meta.mat beside it: put ILSVRC2012_devkit_t12/data/"
                          f"meta.mat at {meta_mat}")

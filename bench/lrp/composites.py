@@ -19,13 +19,16 @@ from .rules import Epsilon, Gamma, Rule, ZBox, ZPlus
 @dataclass(frozen=True)
 class Composite:
     """Rule of a layer: ``names[name]`` if given, else ``first`` for a layer fed by the model's input,
-    else ``conv`` for Conv2d / ``dense`` for Linear, else ``default``."""
+    else ``conv`` for Conv2d / ``dense`` for Linear, else ``default``. ``attention``: how relevance passes
+    attention, normalisation and element-wise non-linearities of a transformer (``attnlrp`` or ``cp``,
+    bench/lrp/transformer.py); None: such layers are refused."""
 
     default: Rule = field(default_factory=Epsilon)
     conv: Optional[Rule] = None
     dense: Optional[Rule] = None
     first: Optional[Rule] = None
     names: Mapping[str, Rule] = field(default_factory=dict)
+    attention: Optional[str] = None
 
     def rule(self, name: str, module: nn.Module, first: bool) -> Rule:
         if name in self.names:
@@ -45,6 +48,7 @@ class FromFunction:
 
     fn: Callable[[str, nn.Module], Rule]
     first = None
+    attention = None
 
     def rule(self, name: str, module: nn.Module, first: bool) -> Rule:
         return self.fn(name, module)
@@ -64,6 +68,20 @@ def as_composite(rules: Union[Rule, Composite, Callable]) -> Union[Composite, Fr
 def deep_taylor(first: Optional[Rule] = None) -> Composite:
     """Deep Taylor decomposition (deep Taylor Sec. 5–6): z^B in the first layer, z⁺ in every layer above."""
     return Composite(default=ZPlus(), first=first or ZBox())
+
+
+def attnlrp(epsilon: float = 1e-6, conv: Optional[Rule] = None, dense: Optional[Rule] = None) -> Composite:
+    """AttnLRP (Achtibat et al., ICML 2024): LRP-ε on the linear layers (the paper's ε is a stabiliser), the
+    identity rule on LayerNorm and element-wise non-linearities, the softmax's rule and the uniform rule on the
+    attention's matrix products (bench/lrp/transformer.py). ``conv``/``dense``: other rules for those layers
+    (e.g. LRP-γ, as the paper tunes for vision transformers)."""
+    return Composite(default=Epsilon(epsilon), conv=conv, dense=dense, attention="attnlrp")
+
+
+def cp_lrp(epsilon: float = 1e-6, conv: Optional[Rule] = None, dense: Optional[Rule] = None) -> Composite:
+    """CP-LRP (Ali et al., ICML 2022): as :func:`attnlrp`, but the attention weights are constants — relevance
+    reaches the tokens through the values only."""
+    return Composite(default=Epsilon(epsilon), conv=conv, dense=dense, attention="cp")
 
 
 def epsilon_gamma_box(epsilon: float = 0.25, gamma: float = 0.25, first: Optional[Rule] = None) -> Composite:

@@ -472,14 +472,36 @@ def lrp_hooks(model: nn.Module, rules: Union[Rule, Composite, Callable], maxpool
     """
     if maxpool not in MAXPOOL_MODES:
         raise BenchError(f"maxpool must be 'wta' or 'proportional', got '{maxpool}'")
+    from . import transformer as tf
+
     composite = as_composite(rules)
     state = _State(model, composite, maxpool, x, bounds, cache)
     pairs = batchnorm_pairs(model)
     handles = []
+    mode = composite.attention
+    timm_attention = tf.timm_attention_class()
+    attentions = (nn.MultiheadAttention,) + ((timm_attention,) if timm_attention is not None else ())
+    if mode is None:  # a transformer: named before anything else (its embeddings would be refused first)
+        found = next((m for m in model.modules() if isinstance(m, attentions + tf.NORMS + tf.IDENTITY_RULE)), None)
+        if found is not None:
+            raise BenchError(f"LRP cannot propagate through layer {state.describe(found)} with these rules; for "
+                             "transformers use method=attnlrp or method=cp_lrp (bench/lrp/transformer.py)")
     try:
         for name, module in model.named_modules():
             leaf = not any(True for _ in module.children())
-            if isinstance(module, LINEAR):
+            if mode is not None and isinstance(module, nn.MultiheadAttention):
+                handles.append(module.register_forward_hook(
+                    tf.mha_hook(state, name, mode, _Relay.apply, _LinearStep), with_kwargs=True))
+            elif mode is not None and timm_attention is not None and isinstance(module, timm_attention):
+                handles.append(module.register_forward_hook(
+                    tf.timm_attention_hook(state, name, mode, _Relay.apply, _LinearStep), with_kwargs=True))
+            elif mode is not None and isinstance(module, tf.IDENTITY_RULE):
+                handles.append(module.register_forward_hook(tf.identity_hook(_Relay.apply)))
+            elif mode is not None and isinstance(module, tf.NORMS):
+                handles.append(module.register_forward_hook(tf.norm_hook(_Relay.apply)))
+            elif mode is not None and (isinstance(module, tf.vit_containers()) or tf.is_drop_path(module)):
+                continue
+            elif isinstance(module, LINEAR):
                 handles.append(module.register_forward_hook(_linear_hook(state, name)))
             elif isinstance(module, BATCHNORM):
                 check_batchnorm(name, module)

@@ -67,6 +67,10 @@ def check_timm_arch(arch: str) -> None:
         raise BenchError(f"model.params.arch={arch} is not a timm architecture; e.g. {', '.join(close)}")
 
 
+#: timm.create_model's keywords that make timm read or fetch weights itself (model.params.weights does it here)
+TIMM_FILE_KEYS = ("checkpoint_path", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay")
+
+
 def load_timm(dataset: Dataset, arch: str | None = None, weights: str | None = None, num_classes: int | None = None,
               strict: bool = True, cache_dir: str | None = None, **kwargs: Any) -> nn.Module:
     """``timm.create_model(arch, pretrained=False, **kwargs)`` with the weights of ``weights``: a file
@@ -80,6 +84,10 @@ def load_timm(dataset: Dataset, arch: str | None = None, weights: str | None = N
         raise BenchError("model=timm needs model.params.arch: a timm architecture, e.g. vit_tiny_patch16_224, "
                          "convnext_atto, resnet18")
     check_timm_arch(arch)
+    foreign = [k for k in TIMM_FILE_KEYS if k in kwargs]
+    if foreign:  # timm would read (or fetch) a file itself, past the suite's checks
+        raise BenchError(f"model.params.{foreign[0]} is not taken: timm would read that file itself; give the "
+                         f"weights as model.params.weights=FILE (.safetensors or a state_dict, read safely)")
     path = None
     if weights is None:
         cfg = _timm_cfg(arch)
@@ -113,7 +121,11 @@ def load_timm(dataset: Dataset, arch: str | None = None, weights: str | None = N
 
 
 def _processor(path: str | None) -> dict:
+    from ..checks import regular_file
+
     f = Path(str(path)).expanduser() / "preprocessor_config.json" if path else None
+    if f is not None:
+        regular_file("model.params.path", f)  # a FIFO would block the config's resolution
     if f is None or not f.is_file():
         return {}
     try:
@@ -141,6 +153,9 @@ def hf_input(path: str | None, key: str) -> Any:
         value = p.get("image_mean" if key == "mean" else "image_std")
         return None if value is None else [float(v) for v in value]
     return None
+
+
+HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
 class HFLogits(nn.Module):
@@ -173,18 +188,41 @@ def _no_remote_code(folder: Path, transformers) -> None:
                          f"which transformers {transformers.__version__} does not have (remote code is never run)")
 
 
+def _check_shards(folder: Path) -> None:
+    """The shards a sharded folder's ``model.safetensors.index.json`` names: plain files of the folder."""
+    from ..checks import regular_file
+
+    index = folder / "model.safetensors.index.json"
+    try:
+        shards = set(json.loads(index.read_text())["weight_map"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BenchError(f"model 'huggingface': {index} is not a readable weight index ({type(exc).__name__}); "
+                         f"save the model again (save_pretrained)") from None
+    for name in sorted(map(str, shards)):
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise BenchError(f"model 'huggingface': {index} names the shard {name!r} outside the folder; a shard "
+                             f"is a file of {folder}")
+        regular_file("model.params.path", folder / name)
+
+
 def load_huggingface(dataset: Dataset, path: str | None = None, cache_dir: str | None = None) -> nn.Module:
     """``AutoModelForImageClassification.from_pretrained(path, local_files_only=True)`` (safetensors preferred)."""
     if not path:
         raise BenchError("model=huggingface needs model.params.path: a local folder with config.json and "
                          "model.safetensors (save_pretrained's output)")
+    from ..checks import regular_file
+
     folder = Path(str(path)).expanduser()
+    for f in (folder, *(folder / n for n in ("config.json", *HF_WEIGHTS))):  # never opened if special
+        regular_file("model.params.path", f)
     if not (folder / "config.json").is_file():
         raise BenchError(f"model 'huggingface': {folder / 'config.json'} does not exist; put a Hugging Face "
                          f"image-classification folder (config.json, model.safetensors) at {folder}")
-    weights = [n for n in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin") if (folder / n).is_file()]
+    weights = [n for n in HF_WEIGHTS if (folder / n).is_file()]
     if not weights:
         raise BenchError(f"model 'huggingface': no weights in {folder}; put model.safetensors there (save_pretrained)")
+    if weights[0] == "model.safetensors.index.json":
+        _check_shards(folder)
     transformers = _need("transformers", "huggingface")
     _no_remote_code(folder, transformers)
     try:

@@ -41,6 +41,15 @@ def _installed_file(path: str) -> bool:
     return any(real.startswith(os.path.realpath(r) + os.sep) for r in roots)
 
 
+def _suite_file(path: str) -> bool:
+    """Whether ``path`` is the suite's own code (the bench package, its shipped methods/ and datasets/), which
+    holds no model factory of the user's — refused alike whether bench is installed or an editable checkout."""
+    from ..plugins import ROOT
+
+    real = os.path.realpath(path)
+    return any(real.startswith(os.path.realpath(ROOT / d) + os.sep) for d in ("bench", "methods", "datasets"))
+
+
 def _import(target: str) -> Any:
     """The class (or factory) ``target`` names — only a ``torch.nn.Module`` subclass, or a function defined in a
     file of the user's own (not Python's standard library, not an installed package); checked before anything is
@@ -72,7 +81,7 @@ def _import(target: str) -> Any:
         raise BenchError(refused)
     if inspect.isfunction(obj):
         source = inspect.getsourcefile(obj)
-        if source and not _installed_file(source) and not _system_file(source):
+        if source and not _installed_file(source) and not _system_file(source) and not _suite_file(source):
             return obj
     raise BenchError(refused)
 

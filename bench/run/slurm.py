@@ -219,7 +219,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
                 limit = _limit(self.params)
                 raise BenchError(f"Slurm job {job_id} waits for a reason that never clears ({reason}: the request "
                                  f"exceeds what the partition allows one job)" + (f": {limit}" if limit else "") +
-                                 f"; the array was cancelled — change hydra.launcher.* to fit the partition")
+                                 "; the array was cancelled — change hydra.launcher.* to fit the partition")
             time.sleep(min(self.poll_s, max(1.0, (time.monotonic() - start) / 8)))
 
     def _outcome(self, p: _Planned, job) -> bool:
@@ -248,6 +248,9 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
 _SBATCH_VALUE = re.compile(r"^[A-Za-z0-9_.,:=@+/%*\[\]-]*$")
 _CONSTRAINT = re.compile(r"^[A-Za-z0-9_.,:=@+/%*\[\]&|()!-]*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: the launcher's counts and durations (submitit writes them as #SBATCH numbers): integers ≥ the bound
+_COUNTS = {"timeout_min": 1, "nodes": 1, "tasks_per_node": 1, "cpus_per_task": 1, "cpus_per_gpu": 1,
+           "gpus_per_node": 0, "gpus_per_task": 0, "array_parallelism": 1, "max_num_timeout": 0, "signal_delay_s": 0}
 
 
 def check_settings(params: dict[str, Any]) -> None:
@@ -270,7 +273,7 @@ def check_settings(params: dict[str, Any]) -> None:
         if not isinstance(value, str):
             raise bad(name, value, "is not a plain value")
         pattern = _CONSTRAINT if name.endswith("constraint") else _SBATCH_VALUE
-        if not pattern.match(value):
+        if not pattern.fullmatch(value):  # (match's $ would let a final newline pass)
             raise bad(name, value, "holds a character Slurm settings never need")
 
     for key, value in params.items():
@@ -281,7 +284,7 @@ def check_settings(params: dict[str, Any]) -> None:
         elif key in ("additional_parameters", "srun_args"):
             items = (value or {}).items() if isinstance(value, dict) else enumerate(value or [])
             for k, v in items:
-                if isinstance(k, str) and not re.match(r"^[A-Za-z][A-Za-z0-9_-]*$", k):
+                if isinstance(k, str) and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", k):
                     raise bad(f"{key}[{k!r}]", v, "has a name that is not an sbatch option")
                 value_ok(f"{key}.{k}" if isinstance(k, str) else f"{key}[{k}]", v)
         elif key in ("submitit_folder", "_target_"):
@@ -289,6 +292,12 @@ def check_settings(params: dict[str, Any]) -> None:
                 raise bad(key, value, "must be one line")
         elif isinstance(value, (list, tuple, dict)):
             raise bad(key, value, "must be a single value")
+        elif key in _COUNTS and value is not None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < _COUNTS[key]:
+                raise BenchError(f"hydra.launcher.{key} must be an integer ≥ {_COUNTS[key]} (or null), got {value!r}")
+        elif key == "mem_gb" and value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise BenchError(f"hydra.launcher.mem_gb must be a number of gigabytes > 0 (or null), got {value!r}")
         else:
             value_ok(key, value)
 
