@@ -1,8 +1,9 @@
 """LRP for vision transformers (bench/lrp/transformer.py): CP-LRP equals LXT's own (``lxt.efficient``, its
 torchvision-ViT patch map) and AttnLRP equals LXT's attention rules (``divide_gradient``, ``stop_gradient``,
 ``identity_rule_implicit``) on a torchvision ViT, to float64 precision, with the same share of the logit reaching
-the pixels; CP-LRP conserves relevance exactly where nothing absorbs it; timm's ViT (fused and explicit attention) gives the heatmaps of the same weights in
-torchvision's; the methods run end to end; what the rules cannot see is refused by name."""
+the pixels; CP-LRP conserves relevance exactly where nothing absorbs it; timm's ViT (fused and explicit attention)
+gives the heatmaps of the same weights in torchvision's; the methods run end to end; what the rules cannot see is
+refused by name."""
 
 import os
 import subprocess
@@ -63,7 +64,8 @@ LXT = textwrap.dedent("""
         def attention(self, query, key, value, *args, **kwargs):
             e, h = self.embed_dim, self.num_heads
             w, b = self.in_proj_weight, self.in_proj_bias
-            q, k, v = (F.linear(t, w[i * e:(i + 1) * e], b[i * e:(i + 1) * e]) for i, t in enumerate((query, key, value)))
+            q, k, v = (F.linear(t, w[i * e:(i + 1) * e], b[i * e:(i + 1) * e])
+                       for i, t in enumerate((query, key, value)))
             q, k, v = divide_gradient(q, 4), divide_gradient(k, 4), divide_gradient(v, 2)
             n, length = q.shape[:2]
             q, k, v = (t.reshape(n, length, h, e // h).transpose(1, 2) for t in (q, k, v))
