@@ -202,6 +202,20 @@ def check_group_overrides(argv: list[str]) -> None:
             raise BenchError(f"unknown {group} '{unknown[0]}'; available: {', '.join(options)}")
 
 
+def check_launcher_overrides(argv: list[str]) -> None:
+    """``hydra.launcher.n_jobs=…`` (hydra/launcher=joblib: how many jobs of the sweep run at once) must be an integer
+    other than 0 — checked before Hydra starts, so that a refused sweep writes no sweep folder (joblib's own refusal,
+    of a value set elsewhere, is turned into one line by ``error_line``)."""
+    for arg in argv:
+        m = re.fullmatch(r"[+~]*hydra\.launcher\.n_jobs=(.*)", arg)
+        if not m or "$" in m.group(1) or m.group(1).strip() in ("null", "None"):
+            continue
+        value = m.group(1).strip()
+        if not re.fullmatch(r"[+-]?\d+", value) or int(value) == 0:
+            raise BenchError(f"hydra.launcher.n_jobs={value}: joblib runs that many jobs of the sweep at once; give "
+                             f"an integer ≥ 1, or -1 for one job per core (-2: all cores but one, …)")
+
+
 def main(argv: list[str] | None = None) -> None:
     """The ``bench`` command (and ``python -m bench``)."""
     if argv is not None:
@@ -210,6 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     SWEEP.collection = None
     try:
         check_group_overrides(sys.argv[1:])
+        check_launcher_overrides(sys.argv[1:])
         slurm.register()  # hydra/launcher=slurm_* (bench/run/slurm.py)
         card_sweep.register()  # hydra/sweeper=metric_card (bench/run/card_sweep.py)
         slurm.ENDED.clear()

@@ -12,9 +12,10 @@ images — (N, H, W) / (N, C, H, W) or {image id: array} — evaluated as ``meth
 ``method_name`` in the rows. ``model_name`` names the model in the rows (default: its class); its weights'
 digest is ``model_sha``. Every other keyword is a setting of conf/config.yaml (``patch``, ``steps``,
 ``repeats``, ``seed``, ``metrics=[…]``, ``perturbation="blur"``, ``road={…}`` …; a block given as a dict
-updates the default block). Bad input raises ``BenchError`` with one line, before any work. The run's job
+updates the default block). Bad input raises ``BenchError`` with one line, before any work and before
+anything is written (a refused call leaves no folder, and an ``out`` folder as it was). The run's job
 folder is ``out`` (kept; ``resume`` applies as on the CLI) or a temporary folder removed afterwards. The model
-runs in eval mode on the run's device; afterwards it is as it was given (modes, devices, dtypes,
+runs in eval mode on the run's device; afterwards it is as it was given (modes, devices, dtypes, memory formats,
 ``requires_grad``, hooks), also when the run fails; ``images`` are not modified.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -107,8 +109,10 @@ def _images(images, labels, image_ids, mean, std, raw_range) -> InMemoryImages:
 
 
 class _ModelState:
-    """What the run may change on the user's model — each module's mode, each parameter's and buffer's device,
-    dtype and ``requires_grad``, each module's hooks — recorded and put back afterwards."""
+    """What the run may change on the user's model — each module's mode, its parameters and buffers (device, dtype,
+    memory format: ``Module.to`` gives a parameter new data and a module new buffer objects), each parameter's
+    ``requires_grad``, each module's hooks — recorded and put back afterwards. The original tensors are kept (not
+    copied), so putting them back is exact and costs nothing."""
 
     HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
              "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs")
@@ -116,18 +120,31 @@ class _ModelState:
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
         self.modes = [(m, m.training) for m in model.modules()]
-        self.tensors = [(t, t.device, t.dtype, t.requires_grad) for t in (*model.parameters(), *model.buffers())]
+        self.params = [(m, name, p, p.data, p.requires_grad) for m in model.modules()
+                       for name, p in m._parameters.items() if p is not None]
+        self.buffers = [(m, name, b, b.data) for m in model.modules() for name, b in m._buffers.items()
+                        if b is not None]
         self.hooks = [(m, name, dict(getattr(m, name))) for m in model.modules() for name in self.HOOKS
                       if isinstance(getattr(m, name, None), dict)]
+
+    @staticmethod
+    def _same(t: torch.Tensor, data: torch.Tensor) -> bool:
+        return (t.device == data.device and t.dtype == data.dtype and t.shape == data.shape
+                and (t.device.type == "meta" or t.data_ptr() == data.data_ptr()) and t.stride() == data.stride())
 
     def restore(self) -> None:
         for module, training in self.modes:
             module.training = training
-        for t, device, dtype, requires_grad in self.tensors:
-            if t.device != device or t.dtype != dtype:
-                t.data = t.data.to(device=device, dtype=dtype)
-            if t.requires_grad != requires_grad:
-                t.requires_grad_(requires_grad)
+        for module, name, p, data, requires_grad in self.params:
+            module._parameters[name] = p
+            if not self._same(p, data):
+                p.data = data
+            if p.requires_grad != requires_grad:
+                p.requires_grad_(requires_grad)
+        for module, name, b, data in self.buffers:
+            module._buffers[name] = b
+            if not self._same(b, data):
+                b.data = data
         for module, name, hooks in self.hooks:
             current = getattr(module, name)
             current.clear()
@@ -135,23 +152,55 @@ class _ModelState:
 
 
 def _check_model(model: torch.nn.Module, data: InMemoryImages) -> int:
-    """The model's number of classes from one forward pass on the first image, or one line saying why the model
-    cannot be evaluated (meta tensors, an exception, an output that is not (N, classes) float logits)."""
-    meta = next((n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.device.type == "meta"), None)
+    """The model's number of classes from one forward pass on the first image (on the model's own device), or one
+    line saying why the model cannot be evaluated (meta tensors, an exception, an output that is not (N, classes)
+    float logits)."""
+    tensors = (*model.named_parameters(), *model.named_buffers())
+    meta = next((n for n, t in tensors if t.device.type == "meta"), None)
     if meta is not None:
         raise BenchError(f"model: {meta} is on the meta device (no weights); load the weights first "
                          f"(e.g. model.to_empty(device='cpu') and load_state_dict)")
+    device = tensors[0][1].device if tensors else torch.device("cpu")
     try:
         with torch.inference_mode():
-            out = model.eval()(data.normalization.normalize(data.images[:1]))
+            out = model.eval()(data.normalization.normalize(data.images[:1]).to(device))
     except Exception as exc:
         first = (str(exc).splitlines() or [""])[0][:300]
         raise BenchError(f"model: the first forward pass on images of shape {tuple(data.images.shape[1:])} failed "
                          f"({type(exc).__name__}: {first})") from None
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or not out.is_floating_point():
         got = f"{tuple(out.shape)} {out.dtype}" if isinstance(out, torch.Tensor) else type(out).__name__
-        raise BenchError(f"model must return float class scores of shape (batch, classes), got {got}")
+        raise BenchError(f"model must return float class scores (logits) of shape (batch, classes), got {got}")
     return int(out.shape[1])
+
+
+def _check_out(out) -> Path:
+    """``out`` as a Path if it is, or can be made, a writable folder — checked without making it (one line)."""
+    path = Path(out).expanduser()
+    if path.exists() and not path.is_dir():
+        raise BenchError(f"out={out} is a file, not a folder; give a folder (new or one of an earlier run)")
+    parent = path
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BenchError(f"out={out} cannot be made: {parent} is a file, not a folder; give another out=")
+    try:
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".bench-writable-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise BenchError(f"out={out} cannot be written ({parent}: {exc.strerror or exc}); give a writable folder "
+                         f"as out=") from None
+    return path
+
+
+def _missing_dirs(path: Path) -> list[Path]:
+    """The folders that making ``path`` creates, innermost first."""
+    made = []
+    while not path.exists() and path != path.parent:
+        made.append(path)
+        path = path.parent
+    return made
 
 
 def evaluate_explanations(model: torch.nn.Module, images, labels=None, *, method: str | None = None,
@@ -162,25 +211,28 @@ def evaluate_explanations(model: torch.nn.Module, images, labels=None, *, method
                           **settings: Any) -> dict[str, pd.DataFrame]:
     """The tidy tables of one run (see the module docstring): {"summary": …, "curves": …, and "road",
     "complexity", "continuity", "heatmaps" … as the metrics write them}."""
-    from ..checks import text, writable_dir
+    from ..checks import text
     from .job import run
+    from .jobdir import JobDir
     from .spec import build_spec
 
+    # every check first: nothing is written (no job folder, no temporary folder) before all have passed
     if (method is None) == (heatmaps is None):
         raise BenchError("give either method=<name of conf/method/> or heatmaps=<heatmaps of these images>")
     if method_name is not None and heatmaps is None:
         raise BenchError("method_name= names given heatmaps; a method of conf/method/ has its own name")
     if not isinstance(model, torch.nn.Module):
         raise BenchError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if mean is _REQUIRED or std is _REQUIRED:
+    if mean is _REQUIRED or std is _REQUIRED or mean is None or std is None:
         raise BenchError("give mean= and std= of the model's input normalisation (the model sees (images − mean) / "
                          "std; mean=0, std=1 for a model that takes raw pixels)")
     data = _images(images, labels, image_ids, mean, std, raw_range)
     name = text("model_name", model_name) if model_name is not None else type(model).__name__
-    if out is not None:
-        if Path(out).exists() and not Path(out).is_dir():
-            raise BenchError(f"out={out} is a file, not a folder")
-        writable_dir("out", out)
+    method_name = text("method_name", method_name) if method_name is not None else None
+    given = _check_heatmaps(heatmaps, data) if heatmaps is not None else None
+    out_path = _check_out(out) if out is not None else None
+    if settings.get("target") == "label" and labels is None:
+        raise BenchError("target='label' explains each image's label: give labels=, or use target='predicted'")
     state = _ModelState(model)
     try:
         data.num_classes = _check_model(model, data)
@@ -188,40 +240,63 @@ def evaluate_explanations(model: torch.nn.Module, images, labels=None, *, method
         if bad:
             raise BenchError(f"labels[{bad[0][0]}]={bad[0][1]} is not a class of the model (its {data.num_classes} "
                              f"outputs are classes 0…{data.num_classes - 1}); {len(bad)} label(s) out of range")
-        if settings.get("target") == "label" and labels is None:
-            raise BenchError("target='label' explains each image's label: give labels=, or use target='predicted'")
         groups = [f"{g}={settings[g].get('kind', 'tiles') if isinstance(settings[g], Mapping) else settings.pop(g)}"
                   for g in GROUPS if g in settings]
-        work = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="bench-"))
+        conf = _compose([f"method={'precomputed' if given is not None else method}", *groups])
+        if method_name is not None:
+            conf["method"]["name"] = method_name
+        conf["dataset"] = {"name": "in_memory", "plugin": "in_memory", "params": {}}
+        conf["model"] = {"name": name, "kind": "given", "input": None, "params": {}}
+        conf["n_images"] = len(data)
+        work = out_path if out_path is not None else Path(tempfile.mkdtemp(prefix="bench-"))
+        if given is not None:  # read by method=precomputed (its path is part of the run's identity: stable)
+            method_params = {"path": str(work / "given_heatmaps.npz"), **dict(method_params or {})}
+        conf["method"]["params"].update(dict(method_params or {}))
+        for key, value in settings.items():
+            if isinstance(conf.get(key), dict) and isinstance(value, Mapping):
+                conf[key].update(value)
+            else:
+                conf[key] = list(value) if isinstance(value, tuple) else value
+        job, undo = JobDir(work / "run"), None
         try:
-            if heatmaps is not None:
-                given = _check_heatmaps(heatmaps, data)
-                method = "precomputed"
-                work.mkdir(parents=True, exist_ok=True)
-                np.savez(work / "given_heatmaps.npz", **given)
-                method_params = {"path": str(work / "given_heatmaps.npz"), **dict(method_params or {})}
-            conf = _compose([f"method={method}", *groups])
-            if method_name is not None:
-                conf["method"]["name"] = text("method_name", method_name)
-            conf["dataset"] = {"name": "in_memory", "plugin": "in_memory", "params": {}}
-            conf["model"] = {"name": name, "kind": "given", "input": None, "params": {}}
-            conf["n_images"] = len(data)
-            conf["method"]["params"].update(dict(method_params or {}))
-            for key, value in settings.items():
-                if isinstance(conf.get(key), dict) and isinstance(value, Mapping):
-                    conf[key].update(value)
-                else:
-                    conf[key] = list(value) if isinstance(value, tuple) else value
-            spec = build_spec(conf, dataset=data)
-            run(spec, work / "run", model=model)
-            return read_tables(work / "run")
+            if given is not None:
+                undo = _write_heatmaps(given, work)
+            spec = build_spec(conf, dataset=data)  # (reads the heatmaps: method=precomputed checks them)
+            run(spec, job.path, model=model, job=job)
+            return read_tables(job.path)
+        except BaseException:
+            if undo is not None and not job.claimed:  # refused before the folder took this run: as it was
+                undo()
+            raise
         finally:
-            if out is None:
+            if out_path is None:
                 import shutil
 
                 shutil.rmtree(work, ignore_errors=True)
     finally:
         state.restore()
+
+
+def _write_heatmaps(given: dict[str, np.ndarray], work: Path):
+    """Write ``work``/given_heatmaps.npz; returns the function that puts ``work`` back as it was (the earlier file,
+    or no file and none of the folders made for it)."""
+    made = _missing_dirs(work)
+    path = work / "given_heatmaps.npz"
+    before = path.read_bytes() if path.is_file() else None
+    work.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **given)
+
+    def undo() -> None:
+        if before is not None:
+            path.write_bytes(before)
+            return
+        path.unlink(missing_ok=True)
+        for folder in made:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+    return undo
 
 
 def _compose(overrides: list[str]) -> dict:
