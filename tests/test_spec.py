@@ -94,7 +94,7 @@ BAD = {
     "method.params.epsilon=abc": "method.params.epsilon must be a finite number ≥ 0, got 'abc'",
     "method.params.epsilon=-1": "method.params.epsilon must be", "+method.params.foo=1": "unexpected keyword",
     "method.params.maxpool=avg": "maxpool", "method.name=''": "method.name must be a non-empty string",
-    "model.kind=foo": "model.kind must be one of embedded_cnn, torchvision, user, checkpoint",
+    "model.kind=foo": "model.kind must be one of embedded_cnn, embedded_vit, torchvision, user, checkpoint",
     "model.params.epochs=x": "epochs", "perturbation.name=smudge": "unknown perturbation 'smudge'",
     # values of other groups' plug-ins
     "dataset=cifar10": "dataset 'cifar10' reads local files; set dataset.params.root",

@@ -211,6 +211,7 @@ def test_experiments_and_launcher_configs_compose():
 
 def _finished_job(job_dir, key, curves):
     """A finished unsharded job folder as bench/run/job.py leaves it (markers, manifest, tables)."""
+    from bench.run.jobdir import file_digest
     from bench.run.tables import write_json
 
     job_dir.mkdir(parents=True)
@@ -219,8 +220,10 @@ def _finished_job(job_dir, key, curves):
                                                                                            index=False)
     write_json({"run_key": key, "run_config": {"method": {"name": key}}, "shard": 0, "num_shards": 1,
                 "blocks": [0, 1], "n_images": 1, "block_size": 1}, job_dir / "job.json")
-    write_json({"run_key": key, "shard": 0, "num_shards": 1, "tables": {"curves": {"file": "curves.parquet"}},
-                "summary": "summary.csv", "provenance": {}, "block_spans": [[0, 0, 1]]}, job_dir / "DONE")
+    write_json({"run_key": key, "shard": 0, "num_shards": 1,
+                "tables": {"curves": {"file": "curves.parquet", "digest": file_digest(job_dir / "curves.parquet")}},
+                "summary": "summary.csv", "digests": {"summary": file_digest(job_dir / "summary.csv")},
+                "provenance": {}, "block_spans": [[0, 0, 1]]}, job_dir / "DONE")
 
 
 def test_collect_streams_runs_of_different_schemas_and_is_idempotent(tmp_path):

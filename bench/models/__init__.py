@@ -29,6 +29,7 @@ from torch import nn
 from ..errors import BenchError
 from ..interfaces import Dataset
 from .embedded import CHECKPOINTS_CSV, embedded_cnn, load_checkpoint, load_embedded_cnn, train_embedded_cnn
+from .embedded_vit import load_embedded_vit
 from .hub import load_huggingface, load_timm
 from .user import load_given, load_user
 from .zoo import load_torchvision, register_input_resolver, torchvision_input
@@ -38,7 +39,8 @@ __all__ = ["MODELS", "CHECKPOINTS_CSV", "build_model", "check_fits", "check_para
 
 log = logging.getLogger(__name__)
 
-MODELS = {"embedded_cnn": load_embedded_cnn, "torchvision": load_torchvision, "user": load_user,
+MODELS = {"embedded_cnn": load_embedded_cnn, "embedded_vit": load_embedded_vit, "torchvision": load_torchvision,
+          "user": load_user,
           "checkpoint": load_checkpoint, "given": load_given, "timm": load_timm, "huggingface": load_huggingface}
 
 
@@ -79,13 +81,16 @@ def check_params(kind: str, params: dict) -> None:
             unknown = [k for k in params if k not in signature.parameters]
             raise BenchError(f"unknown setting 'model.params.{unknown[0] if unknown else '?'}' for a model of kind "
                              f"'{kind}'; valid keys: {', '.join(accepted)}") from None
-    training = dict(params.get("train") or {}) if kind == "checkpoint" else params if kind == "embedded_cnn" else {}
+    training = (dict(params.get("train") or {}) if kind == "checkpoint" else
+                params if kind in ("embedded_cnn", "embedded_vit") else {})
     where = "model.params.train" if kind == "checkpoint" else "model.params"
     for key, check in (("epochs", lambda n, v: checks.integer(n, v, low=1)),
                        ("lr", lambda n, v: checks.number(n, v, low=0, low_open=True)),
                        ("batch_size", lambda n, v: checks.integer(n, v, low=1)),
                        ("seed", lambda n, v: checks.integer(n, v, low=0)),
-                       ("hidden", lambda n, v: checks.integer(n, v, low=1))):
+                       ("hidden", lambda n, v: checks.integer(n, v, low=1)),
+                       *((k, lambda n, v: checks.integer(n, v, low=1)) for k in ("patch", "dim", "depth", "heads",
+                                                                                  "mlp"))):
         if key in training:
             check(f"{where}.{key}", training[key])
     channels = training.get("channels")

@@ -34,19 +34,25 @@ def main(argv: list[str] | None = None) -> int:
 
         conf = compose(args.overrides)  # only the dataset and the model's training settings matter here
         model = conf["model"]
-        if model.get("kind") != "embedded_cnn":
-            raise BenchError(f"python -m bench.models trains the embedded CNN; model '{model.get('name')}' is of kind "
-                             f"'{model.get('kind')}'")
+        kind = model.get("kind")
+        vit = args.ship and kind == "embedded_vit"
+        if kind != "embedded_cnn" and not vit:
+            raise BenchError(f"python -m bench.models trains the embedded CNN (--ship: or the embedded ViT); model "
+                             f"'{model.get('name')}' is of kind '{kind}'")
         params = dict(model.get("params") or {})
-        check_params("embedded_cnn", params)
+        check_params(kind, params)
         dataset = plugins.build("datasets", conf["dataset"], "dataset")
         if args.ship:
-            path, digest = ship_embedded_cnn(dataset, **params)
+            from . import embedded_vit
+
+            ship, registry, where = ((embedded_vit.ship_embedded_vit, embedded_vit.SHIPPED, "embedded_vit.py") if vit
+                                     else (ship_embedded_cnn, SHIPPED, "embedded.py"))
+            path, digest = ship(dataset, **params)
             key = path.stem.split("-", 1)[1]
-            same = SHIPPED.get(key) == digest
+            same = registry.get(key) == digest
             print(f"wrote {path} (SHA-256 {digest}); "
                   + ("the same as the shipped digest" if same else
-                     f"set SHIPPED[{key!r}] = {digest!r} in bench/models/embedded.py"))
+                     f"set SHIPPED[{key!r}] = {digest!r} in bench/models/{where}"))
             return 0
         checkpoints = None if args.checkpoints is None else [int(c) for c in args.checkpoints.split(",") if c]
         rows = train_embedded_cnn(dataset, args.out, checkpoints, dataset_name=conf["dataset"]["name"], **params)

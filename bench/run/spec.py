@@ -321,7 +321,7 @@ def build_spec(conf: Mapping[str, Any], here: bool = True, dataset: Any = None) 
     pert = nodes["perturbation"]
     replacement = make_replacement(pert["name"], **pert["params"])
     model = _model(nodes["model"])
-    if model.plugin == "embedded_cnn":  # trains into cache_dir: a folder it cannot write fails now, not after
+    if model.plugin in ("embedded_cnn", "embedded_vit"):  # trains into cache_dir: an unwritable one fails now
         checks.writable_dir("cache_dir", os.path.expanduser(v["cache_dir"]))
     return RunSpec(
         method=Plugin(nodes["method"]["name"], nodes["method"]["params"], method, nodes["method"]["plugin"]),

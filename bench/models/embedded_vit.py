@@ -1,0 +1,127 @@
+"""The embedded vision transformer (``model=embedded_vit``): torchvision's ``VisionTransformer``, small, trained
+deterministically on the dataset's train split like the embedded CNN (bench/models/embedded.py: the same
+optimiser, seeded order and cache), so that transformer explanations (``method=attnlrp``, ``cp_lrp``) are
+evaluated offline on a trained model. Its weights for the embedded MNIST ship with the package
+(``shipped/embedded_vit-<key>.pt``, SHA-256 checked before they are read; ``python -m bench.models --ship
+model=embedded_vit`` remakes them — on another CPU possibly different in the last bits)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..checks import writable_dir
+from ..errors import BenchError
+from ..interfaces import Dataset
+from .embedded import SHIPPED_DIR, _cache_key, _train
+from .weights import atomic_torch_save
+
+log = logging.getLogger(__name__)
+
+#: cache key → SHA-256 of the shipped state_dict file (``python -m bench.models --ship model=embedded_vit``)
+SHIPPED = {"95831b64e7d4deb0": "83818a345b5d5f50bbf4afe86f85762fabf166a07c8ca7387f9ff91d9e8d6002"}
+
+
+def embedded_vit(in_channels: int = 1, num_classes: int = 10, image_size: int = 28, patch: int = 7, dim: int = 64,
+                 depth: int = 3, heads: int = 4, mlp: int = 128) -> nn.Module:
+    """torchvision's ViT on ``image_size``² images of ``in_channels`` channels: (image_size / patch)² tokens and a
+    class token, ``depth`` encoder blocks of width ``dim`` with ``heads`` heads and an MLP of ``mlp``."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    if image_size % patch:
+        raise BenchError(f"model 'embedded_vit': model.params.patch={patch} must divide the image side {image_size}")
+    if dim % heads:
+        raise BenchError(f"model 'embedded_vit': model.params.dim={dim} must be a multiple of heads={heads}")
+    model = VisionTransformer(image_size=image_size, patch_size=patch, num_layers=depth, num_heads=heads,
+                              hidden_dim=dim, mlp_dim=mlp, num_classes=num_classes)
+    if in_channels != 3:
+        model.conv_proj = nn.Conv2d(in_channels, dim, kernel_size=patch, stride=patch)
+    return model
+
+
+def _setup(dataset: Dataset, epochs: int, lr: float, batch_size: int, seed: int, patch: int, dim: int, depth: int,
+           heads: int, mlp: int):
+    split = dataset.train_split()
+    if split is None:
+        raise BenchError(f"model 'embedded_vit' is trained on the dataset's train split, and dataset "
+                         f"{type(dataset).__name__} has none; choose a pretrained model for it")
+    c, h, w = dataset.image_shape
+    if h != w:
+        raise BenchError(f"model 'embedded_vit' takes square images; dataset {type(dataset).__name__} gives {h}×{w}")
+    norm = dataset.normalization
+    xtr, ytr = norm.normalize(split[0].float()), split[1].long()
+    settings = dict(arch="embedded_vit/v1", in_channels=c, num_classes=dataset.num_classes, image_size=h, patch=patch,
+                    dim=dim, depth=depth, heads=heads, mlp=mlp, epochs=epochs, lr=lr, batch_size=batch_size,
+                    seed=seed, normalization=[norm.mean, norm.std])
+
+    def build():
+        return embedded_vit(c, dataset.num_classes, h, patch, dim, depth, heads, mlp)
+    return xtr, ytr, settings, build
+
+
+def shipped_file(key: str) -> Path:
+    return SHIPPED_DIR / f"embedded_vit-{key}.pt"
+
+
+def load_embedded_vit(dataset: Dataset, cache_dir: str, epochs: int = 10, lr: float = 1e-3, batch_size: int = 64,
+                      seed: int = 0, patch: int = 7, dim: int = 64, depth: int = 3, heads: int = 4,
+                      mlp: int = 128) -> nn.Module:
+    """The embedded ViT for ``dataset``: the shipped weights for their settings and data; else from the cache, or
+    trained now and cached."""
+    xtr, ytr, settings, build = _setup(dataset, epochs, lr, batch_size, seed, patch, dim, depth, heads, mlp)
+    key = _cache_key(settings, xtr, ytr)
+    if key in SHIPPED:
+        path = shipped_file(key)
+        hint = "reinstall the package, or remake the file with: python -m bench.models --ship model=embedded_vit"
+        if not path.is_file():
+            raise BenchError(f"model 'embedded_vit': the shipped weights {path} are missing; {hint}")
+        found = hashlib.sha256(path.read_bytes()).hexdigest()
+        if found != SHIPPED[key]:
+            raise BenchError(f"model 'embedded_vit': the shipped weights {path} do not match their digest (SHA-256 "
+                             f"{found[:16]}…, expected {SHIPPED[key][:16]}…); {hint}")
+        model = build()
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model.eval()
+    path = Path(cache_dir).expanduser() / f"embedded_vit-{key}.pt"
+    model = build()
+    if path.is_file():
+        try:
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            return model.eval()
+        except Exception as exc:  # corrupt cache: retrain, never fail
+            log.warning("cached model %s unreadable (%s); retraining", path, exc)
+    writable_dir("cache_dir", path.parent)  # before training, not after
+    log.info("training the embedded ViT (cached afterwards at %s)", path)
+    model = _trained(build, xtr, ytr, epochs, lr, batch_size, seed)
+    atomic_torch_save(model.state_dict(), path)
+    return model
+
+
+def _trained(build, xtr, ytr, epochs, lr, batch_size, seed) -> nn.Module:
+    torch.manual_seed(seed)
+    model = build()
+    _train(model, xtr, ytr, epochs, lr, batch_size, seed)
+    return model.eval()
+
+
+def ship_embedded_vit(dataset: Dataset, epochs: int = 10, lr: float = 1e-3, batch_size: int = 64, seed: int = 0,
+                      patch: int = 7, dim: int = 64, depth: int = 3, heads: int = 4, mlp: int = 128
+                      ) -> tuple[Path, str]:
+    """Train the embedded ViT for ``dataset`` (as ``load_embedded_vit`` would) and write it as shipped weights:
+    (the file, its SHA-256) — the value to keep in ``SHIPPED``."""
+    xtr, ytr, settings, build = _setup(dataset, epochs, lr, batch_size, seed, patch, dim, depth, heads, mlp)
+    model = _trained(build, xtr, ytr, epochs, lr, batch_size, seed)
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    path = shipped_file(_cache_key(settings, xtr, ytr))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, path)
+    return path, hashlib.sha256(buf.getvalue()).hexdigest()
