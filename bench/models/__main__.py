@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # user errors and Hydra's config errors: one line
         return exit_with_cli_error(exc)
     for r in rows:
-        print(f"iteration {r['iteration']:>6}  epoch {r['epoch']:<7g} test accuracy {r['test_accuracy']:.4f}  {r['file']}")
+        print(f"iteration {r['iteration']:>6}  epoch {r['epoch']:<7g} test accuracy {r['test_accuracy']:.4f}  "
+              f"{r['file']}")
     print(f"checkpoints: {Path(args.out) / CHECKPOINTS_CSV}; evaluate one with model=checkpoint "
           f"model.params.dir={args.out} model.params.iteration=N")
     return 0

@@ -114,6 +114,17 @@ def shipped_file(key: str) -> Path:
     return SHIPPED_DIR / f"embedded_cnn-{key}.pt"
 
 
+def shipped_key(dataset: Dataset, epochs: int = 6, lr: float = 1e-3, batch_size: int = 64, seed: int = 0,
+                channels=(16, 32), hidden: int = 128) -> str | None:
+    """The cache key of these settings on ``dataset`` when their weights ship with the package (loading them then
+    trains nothing and writes nothing to ``cache_dir``), else None (also for a dataset without a train split)."""
+    if dataset.train_split() is None:
+        return None
+    xtr, ytr, settings, _ = _embedded_setup(dataset, epochs, lr, batch_size, seed, channels, hidden)
+    key = _cache_key(settings, xtr, ytr)
+    return key if key in SHIPPED else None
+
+
 def _load_shipped(key: str, build: Callable[[], nn.Module]) -> nn.Module:
     """The shipped weights of cache key ``key``, after checking the file's SHA-256 (before it is read)."""
     path = shipped_file(key)

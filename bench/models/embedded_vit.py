@@ -65,6 +65,17 @@ def _setup(dataset: Dataset, epochs: int, lr: float, batch_size: int, seed: int,
     return xtr, ytr, settings, build
 
 
+def shipped_key(dataset: Dataset, epochs: int = 10, lr: float = 1e-3, batch_size: int = 64, seed: int = 0,
+                patch: int = 7, dim: int = 64, depth: int = 3, heads: int = 4, mlp: int = 128) -> str | None:
+    """The cache key of these settings on ``dataset`` when their weights ship (nothing trained, nothing written to
+    ``cache_dir``), else None."""
+    if dataset.train_split() is None or dataset.image_shape[1] != dataset.image_shape[2]:
+        return None
+    xtr, ytr, settings, _ = _setup(dataset, epochs, lr, batch_size, seed, patch, dim, depth, heads, mlp)
+    key = _cache_key(settings, xtr, ytr)
+    return key if key in SHIPPED else None
+
+
 def shipped_file(key: str) -> Path:
     return SHIPPED_DIR / f"embedded_vit-{key}.pt"
 

@@ -252,6 +252,17 @@ def _model_kinds() -> tuple[str, ...]:
     return tuple(MODELS)
 
 
+def _ships(model, dataset) -> bool:
+    """Whether the embedded model's weights for these settings ship with the package (nothing to train or cache)."""
+    from ..models import embedded, embedded_vit
+
+    where = embedded if model.plugin == "embedded_cnn" else embedded_vit
+    try:
+        return where.shipped_key(dataset, **{k: v for k, v in model.params.items() if k != "cache_dir"}) is not None
+    except (BenchError, TypeError):
+        return False
+
+
 def build_spec(conf: Mapping[str, Any], here: bool = True, dataset: Any = None) -> RunSpec:
     """Check the composed, resolved config ``conf`` (a plain dict or a DictConfig) and build the run's spec.
     Raises ``BenchError`` (one line) for the first problem found; writes nothing. ``here=False``: the spec of
@@ -321,8 +332,8 @@ def build_spec(conf: Mapping[str, Any], here: bool = True, dataset: Any = None) 
     pert = nodes["perturbation"]
     replacement = make_replacement(pert["name"], **pert["params"])
     model = _model(nodes["model"])
-    if model.plugin in ("embedded_cnn", "embedded_vit"):  # trains into cache_dir: an unwritable one fails now
-        checks.writable_dir("cache_dir", os.path.expanduser(v["cache_dir"]))
+    if model.plugin in ("embedded_cnn", "embedded_vit") and not _ships(model, dataset):
+        checks.writable_dir("cache_dir", os.path.expanduser(v["cache_dir"]))  # it trains into cache_dir: fails now
     return RunSpec(
         method=Plugin(nodes["method"]["name"], nodes["method"]["params"], method, nodes["method"]["plugin"]),
         pooling=pooling,
