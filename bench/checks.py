@@ -128,6 +128,6 @@ def writable_dir(name: str, path):
         os.close(fd)
         os.unlink(tmp)
     except OSError as exc:
-        raise BenchError(f"{name}={path} is not a writable folder ({exc.strerror or exc}); choose another with "
-                         f"{name}=…") from None
+        raise BenchError(f"cannot use {path}: {exc.strerror or exc}; {name} must be a folder that can be written — "
+                         f"choose another with {name}=…") from None
     return path

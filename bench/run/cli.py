@@ -84,10 +84,11 @@ class CollectCallback(Callback):
             summary = card_sweep.reference_runs(summary)
         print("\n" + comparison_table(summary))  # the sweep's comparison: methods × conditions
         for name in self.then:  # (the suite's own functions only: a config value never names arbitrary code)
-            if not str(name).startswith("bench."):
+            fn = get_method(name) if str(name).startswith("bench.") else None
+            if fn is None or not str(getattr(fn, "__module__", "")).startswith("bench."):
                 log.error("hydra.callbacks.collect.then: %r is not a function of the bench package; not called", name)
                 continue
-            get_method(name)(SWEEP.collection)
+            fn(SWEEP.collection)
 
 
 # -------------------------------------------------------------------------------- errors

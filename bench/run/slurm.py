@@ -47,6 +47,7 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 from omegaconf import OmegaConf, open_dict
 
+from ..checks import writable_dir
 from ..errors import BenchError
 
 log = logging.getLogger("bench")
@@ -106,6 +107,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         check_settings({k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
                         for k, v in dict(self.params).items()})
+        writable_dir("hydra.sweep.dir", sweep_dir)  # the jobs' folders: checked before any job is planned
         planned = [self._plan(list(o), initial_job_idx + i) for i, o in enumerate(job_overrides)]
         todo = [p for p in planned if p.submit]
         for p in planned:
