@@ -11,14 +11,18 @@ from torch import nn
 
 import bench
 from bench.errors import BenchError
-from bench.report.build import make_report
+from bench.report import style
+from bench.report.build import FIG4_FILES, FIG4_PANELS, make_report
+from bench.report.figures import relative_figures
 from bench.report.load import load_results
 from bench.report.table import caption, summary_table, to_markdown
 from bench.run.collect import collect, format_report
 from bench.run.job import run
-from bench.run.summary import comparison_table, format_table
+from bench.run.summary import comparison_table, format_table, mixed_columns, summarize_run, with_run
+from bench.run.tables import PROVENANCE, write_csv, write_parquet
 
 from conftest import FAST_MODEL, composed
+from test_report import make_run
 
 HEADLINE = "aopc_morf_minus_random"
 JOB = [*FAST_MODEL, "method=random", "steps=3", "repeats=1", "patch=7"]
@@ -60,6 +64,10 @@ def test_too_few_images_or_resamples_give_no_interval_and_say_so(tmp_path, caplo
     assert "no interval ([no CI]) over fewer than 2 images or 100 resamples" in caption(table)
     written = make_report([out], tmp_path / "report", formats=("png",), show_progress=False)
     assert note in (tmp_path / "report" / "warnings.txt").read_text() and "warnings" in written
+    assert "for every quantity (" in caplog.text  # one line, not one per quantity
+    assert f"warning: {note}" in comparison_table(summary)  # the printed comparison says why, in one line
+    c = collect(tmp_path, out=tmp_path / "collected")
+    assert note in (tmp_path / "collected" / "warnings.txt").read_text() and f"warning: {note}" in format_report(c)
 
 
 def _net(seed):
@@ -101,3 +109,85 @@ def test_collect_and_report_never_write_into_a_job_folder(tmp_path):
     make_report([out], tmp_path / "report", formats=("png",), show_progress=False)  # outside: fine
     collect(tmp_path, out=tmp_path / "collected")
     collect(tmp_path, out=tmp_path / "collected")  # its own earlier output is not a job folder
+
+
+def legacy_run(path, method, bootstrap=1000, **settings):
+    """A run folder of the format before resumable jobs (curves.parquet + summary.csv), ``settings`` in its rows."""
+    make_run(path, method, complexity=False, heatmaps=None)
+    curves = pd.read_parquet(path / "curves.parquet").assign(bootstrap=bootstrap, **settings)
+    write_parquet(curves, path / "curves.parquet")
+    prov = {c: curves[c].iloc[0] for c in PROVENANCE}
+    write_csv(with_run(summarize_run({"curves": curves}, bootstrap, int(prov["seed"])), prov), path / "summary.csv")
+    return path
+
+
+def test_a_column_whose_methods_ran_on_other_inputs_or_models_is_flagged(tmp_path):
+    runs = tmp_path / "runs"  # older runs: no digest of the images or weights to tell them apart
+    unrecorded = dict(data_sha="", model_sha="")
+    legacy_run(runs / "a", "sensitivity", preprocessing="resize=256 crop=224", **unrecorded)
+    legacy_run(runs / "b", "lrp_eps", preprocessing="resize=224", **unrecorded)
+    legacy_run(runs / "c", "random", preprocessing="resize=224", **unrecorded)
+    flag = "mixes 2 different inputs (preprocessing)"
+    c = collect(runs)
+    assert flag in (runs / "collected" / "warnings.txt").read_text()
+    assert "warning: one column" in format_report(c) and flag in format_report(c)
+    assert flag in comparison_table(c.summary)
+    results = load_results([runs])
+    assert any(flag in w for w in results.warnings)
+    out = make_report([runs], tmp_path / "report", formats=("png",), show_progress=False)
+    assert flag in (tmp_path / "report" / "warnings.txt").read_text() and "warnings" in out
+    # the model: its settings count where no digest vouches for the weights, not where one does (a path to them)
+    rows = pd.DataFrame({"method": ["a", "b"], "dataset": "d", "model": "m", "model_params": ['{"weights": "x"}',
+                                                                                              '{"weights": "y"}']})
+    assert "different model settings" in " ".join(mixed_columns(rows.assign(model_sha="")))
+    assert mixed_columns(rows.assign(model_sha="w")) == []
+    assert mixed_columns(rows.assign(model_sha="w", model_params="{}")) == []
+
+
+def test_the_same_condition_twice_is_shown_twice_not_a_crash(tmp_path):
+    for name in ("a", "b"):
+        legacy_run(tmp_path / "runs" / name, "sensitivity")
+    text = comparison_table(collect(tmp_path / "runs").summary)
+    assert "sensitivity #2" in text and "the same condition run or collected twice" in text
+
+
+def test_captions_say_when_an_interval_is_not_a_runs_own(tmp_path):
+    runs = tmp_path / "runs"
+    for method in ("random", "sensitivity", "lrp_eps"):
+        legacy_run(runs / method, method, bootstrap=200)
+    legacy_run(runs / "more", "lrp_eps", bootstrap=1000)  # another condition: 1000 resamples
+    results = load_results([runs])
+    table = summary_table(results)
+    own = pd.read_csv(runs / "sensitivity" / "summary.csv").set_index("quantity").loc[HEADLINE]
+    r = table[table.method == "sensitivity"].iloc[0]
+    assert r.n_boot == 200 and (r.ci_low, r.ci_high) == pytest.approx((own.ci_low, own.ci_high), rel=1e-14)  # (CSV)
+    assert "the runs' bootstrap settings differ" in caption(table)  # pooled: said so
+    some = summary_table(results, n_boot=200, seed=None)  # the own resamples of 3 runs, not of the 4th
+    assert "not the own resamples or seed of 1 of the 4 runs" in caption(some)
+    [(_, fig)] = relative_figures(results, FIG4_PANELS, FIG4_FILES)
+    assert "each run's own bootstrap setting and seed" in style.caption_of(fig)
+    [(_, fig)] = relative_figures(results, FIG4_PANELS, FIG4_FILES, seed=7)
+    assert "seed 7: not the runs' own" in style.caption_of(fig)
+    [(_, fig)] = relative_figures(results, FIG4_PANELS, FIG4_FILES, baseline="sensitivity")
+    assert "computed here" in style.caption_of(fig) and "not an interval of either run's summary.csv" in \
+        style.caption_of(fig)
+
+
+def test_outputs_never_hide_or_overwrite_what_they_read(tmp_path):
+    job = tmp_path / "runs" / "job"
+    legacy_run(job, "sensitivity")
+    for out in (tmp_path / "runs", tmp_path):  # a collection there would hide its jobs from the next collect
+        with pytest.raises(BenchError, match="holds the folder it collects"):
+            collect(tmp_path / "runs", out=out)
+    (tmp_path / "link").symlink_to(job)
+    with pytest.raises(BenchError, match="lies in the job folder"):
+        collect(tmp_path / "runs", out=tmp_path / "link" / "x")  # through a link
+    with pytest.raises(BenchError, match="lies in the job folder"):
+        make_report([tmp_path / "nothing here"], tmp_path / "link", formats=("png",))  # before reading anything
+    with pytest.raises(BenchError, match="the report's default folder .* lies in the job folder"):
+        make_report([job], formats=("png",))
+    collect(tmp_path / "runs")
+    with pytest.raises(BenchError, match="is a folder bench.collect wrote"):
+        make_report([tmp_path / "runs" / "collected"], tmp_path / "runs" / "collected", formats=("png",))
+    assert not (tmp_path / "runs" / "collected" / "report").exists() and sorted(p.name for p in job.iterdir()) == \
+        ["curves.parquet", "summary.csv"]

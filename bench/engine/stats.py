@@ -14,8 +14,8 @@ def sem(values: np.ndarray, axis: int = 0) -> np.ndarray:
     return values.std(axis=axis, ddof=1) / np.sqrt(n)
 
 
-#: An interval is given only over at least MIN_IMAGES images and MIN_RESAMPLES bootstrap resamples (DEFINITIONS §5):
-#: one image has no spread to resample, and a percentile of fewer resamples is noise, not a 95% bound.
+#: An interval is given only over at least MIN_IMAGES images and MIN_RESAMPLES bootstrap resamples (DEFINITIONS,
+#: Summaries): one image has no spread to resample, and a percentile of fewer resamples is noise, not a 95% bound.
 MIN_IMAGES, MIN_RESAMPLES = 2, 100
 
 

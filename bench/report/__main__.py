@@ -31,10 +31,11 @@ def parser() -> argparse.ArgumentParser:
         description="Figures (PDF, PNG) and a summary table (Markdown, LaTeX, CSV) from the tables of one or "
                     "many runs: every curves.parquet below the given folders is read.")
     p.add_argument("dirs", nargs="+", help="results folders (a run, a sweep, or any folder above them)")
-    p.add_argument("--out", help="output folder (default: <first DIR>/report)")
+    p.add_argument("--out", help="output folder (default: <first DIR>/report); never in a job folder, nor a folder "
+                                 "bench.collect wrote")
     p.add_argument("--baseline", default="random",
-                   help="the relative figure (AOPC) relative to: 'random' (the random order of each run, TNNLS Fig. 4) or a "
-                        "method name (its run of the same setting, paired by image)")
+                   help="the relative figure (AOPC) relative to: 'random' (the random order of each run, TNNLS Fig. 4) "
+                        "or a method name (its run of the same setting, paired by image)")
     p.add_argument("--patch-baseline", default="random",
                    help="the same for the per-patch-size figure (TNNLS Fig. 8 uses sensitivity)")
     p.add_argument("--quantity", default=None, choices=quantity_choices(), metavar="QUANTITY",

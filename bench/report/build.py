@@ -30,7 +30,9 @@ a protocol's ``orders`` figure         MoRF (and LeRF) curves f_c(x⁽ᵏ⁾) vs
                                        with random (experiment=metric_card: every criterion; bench/report/card.py)
 ``runs.csv``                           the runs read: key, folder, condition, L, images, equal_regions, duplicate flag
 ``<figure>.caption.txt``               each figure's caption (what its lines and bands are), beside it
-``warnings.txt``                       what was left out or ambiguous (duplicates, missing baselines), if any
+``warnings.txt``                       what was left out or ambiguous (duplicates, missing baselines, a name for
+                                       two models or image sets, a column whose methods ran on other inputs or
+                                       models, runs without a 95% interval), if any
 =====================================  =================================================================
 """
 
@@ -102,6 +104,22 @@ def check_formats(formats) -> None:
                          f"{', '.join(sorted(known))}")
 
 
+def refuse_out(out: Path, default: bool = False) -> None:
+    """Refuse (one line) a report folder that is or lies in a job folder (whose files only its job writes; also
+    through a link), or that is a folder ``python -m bench.collect`` wrote (its next collection removes the files
+    it did not write, and the report's warnings.txt would replace collect's)."""
+    from ..run.collect import COLLECTION, job_folder_of
+
+    what = f"the report's {'default ' if default else ''}folder {out}"
+    inside = job_folder_of(out)
+    if inside is not None:
+        raise BenchError(f"{what} lies in the job folder {inside}, whose files only its job writes; give --out a "
+                         f"folder outside it")
+    if (Path(out) / COLLECTION).exists():
+        raise BenchError(f"{what} is a folder bench.collect wrote (its files are the collection's); give --out "
+                         f"another folder, e.g. {Path(out) / 'report'}")
+
+
 def make_report(dirs, out=None, *, baseline: str = "random", patch_baseline: str = "random",
                 quantity: str | None = None, reference: str | None = None, grid_images: int = 8,
                 n_boot: int | None = None, seed: int | None = None, duplicates: str = "keep",
@@ -111,15 +129,11 @@ def make_report(dirs, out=None, *, baseline: str = "random", patch_baseline: str
     Returns {figure or table name: [files written]}. ``seed=None``: each run's own seed for its bootstrap.
     ``quantity``: what ``summary_table`` reports (default: the headline of the protocol every run computes)."""
     check_formats(formats)
-    results = results if results is not None else load_results(dirs, duplicates, show_progress)
     first = Path(dirs if isinstance(dirs, (str, Path)) else list(dirs)[0])
+    default = out is None
     out = Path(out) if out is not None else (first.parent if first.is_file() else first) / "report"
-    from ..run.jobdir import job_folder_around
-
-    inside = job_folder_around(out)
-    if inside is not None:
-        raise BenchError(f"the report's folder {out} lies in the job folder {inside}, whose files only its job "
-                         f"writes; give --out a folder outside it")
+    refuse_out(out, default)  # (before reading anything)
+    results = results if results is not None else load_results(dirs, duplicates, show_progress)
     methods = set(results.runs.method)
     for option, name in (("baseline", baseline), ("patch baseline", patch_baseline), ("reference", reference)):
         if name not in (None, "random") and name not in methods:

@@ -28,7 +28,9 @@ def caption(card_rows: pd.DataFrame, condition: str) -> str:
     rows = card_rows[card_rows.condition == condition]
     notes = rows[rows.note != ""].drop_duplicates("criterion")
     missing = sorted({r.criterion for r in notes.itertuples() if not np.isfinite(r.value) and "needs" in r.note})
-    text = f"Metric report card: {condition}. {READING} Values: estimate [95% bootstrap interval over images]."
+    text = (f"Metric report card: {condition}. {READING} Values: estimate [95% bootstrap interval over images, "
+            f"computed by the card (the runs' bootstrap resamples, seeded by the first seed; DEFINITIONS §10), not "
+            f"an interval of a run's summary.csv; none under 100 resamples].")
     if missing:
         text += f" Not computed (the runs lack what they need): {', '.join(missing)}."
     return text
@@ -45,8 +47,8 @@ def card_markdown(card_rows: pd.DataFrame) -> str:
         w = rows[rows.criterion == "kendall_w"]
         if len(w):
             r = w.iloc[0]
-            lines += ["", f"Kendall's W of the headline quantities' rankings ({r.note}): {r.value:.2f} "
-                          f"[{r.ci_low:.2f}, {r.ci_high:.2f}]"]
+            ci = f"[{r.ci_low:.2f}, {r.ci_high:.2f}]" if np.isfinite(r.ci_low) and np.isfinite(r.ci_high) else "[no CI]"
+            lines += ["", f"Kendall's W of the headline quantities' rankings ({r.note}): {r.value:.2f} {ci}"]
         lines += ["", caption(card_rows, condition), ""]
         lines += [f"- {SHORT[c]}: {label}" for c, (label, _) in CRITERIA.items()]
         parts.append("\n".join(lines))

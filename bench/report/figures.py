@@ -76,16 +76,23 @@ def condition_text(runs: pd.DataFrame, n_images=None, columns=("dataset", "model
 
 
 def _standalone(fig: Figure, runs: pd.DataFrame, n_images, caption: str, n_boot: int | None,
-                columns=("dataset", "model", "patch", "perturbation")) -> None:
+                columns=("dataset", "model", "patch", "perturbation"), seed: int | None = None) -> None:
     """A figure that stands alone: its condition as its title (dataset, model, patch, perturbation, images), and
-    its caption (what the lines and bands are) kept beside it, not drawn (``style.set_caption``)."""
+    its caption (what the lines and bands are) kept beside it, not drawn (``style.set_caption``). The bands'
+    resamples: each run's own (``n_boot``/``seed`` None) or those asked for, and then the caption says so."""
     condition = condition_text(runs, n_images, columns)
     fig.suptitle(textwrap.fill(condition, int(fig.get_figwidth() * 15), break_on_hyphens=False), fontsize="small")
-    if n_boot is None and "bootstrap" in runs:
-        own = sorted({int(b) for b in runs.bootstrap})
-        resamples = f"{own[0] if len(own) == 1 else f'{own[0]}–{own[-1]}'} resamples, each run's own"
-    else:
+    if "bootstrap" not in runs:
         resamples = f"{n_boot or 1000} resamples"
+    elif ((n_boot is None or {int(b) for b in runs.bootstrap} == {n_boot})
+          and (seed is None or ("seed" in runs and {int(s) for s in runs.seed} == {seed}))):
+        own = sorted({int(b) for b in runs.bootstrap})
+        resamples = (f"{own[0] if len(own) == 1 else f'{own[0]}–{own[-1]}'} resamples: each run's own bootstrap "
+                     f"setting and seed, those of its summary.csv")
+    else:
+        count = f"{n_boot} resamples" if n_boot is not None else "each run's own resamples"
+        resamples = (f"{count}, {f'seed {seed}' if seed is not None else 'its own seed'}: not the runs' own "
+                     f"(--n-boot/--seed), so a band differs from the intervals of their summary.csv")
     style.set_caption(fig, f"{caption} Lines: mean over {_images_text(n_images)} images; shaded: 95% percentile "
                            f"bootstrap interval over images ({resamples}; none over fewer than 2 images or 100 "
                            f"resamples). {condition}.")
@@ -305,9 +312,12 @@ def relative_figures(results: Results, panel_cols: list[str], file_cols: list[st
                          else "the runs of " + ", ".join(dict.fromkeys(area_panels)))
                 what += (f" For {which} the regions differ in size, so both curves are compared over the same fraction "
                          f"of pixels (area-matched AOPC, DEFINITIONS §4 Unequal regions).")
+            if baseline != "random":  # an interval no run computed: said so
+                what += (f" The band of a difference to the {base_title} run is computed here (with the run's own "
+                         f"resamples and seed unless --n-boot/--seed), not an interval of either run's summary.csv.")
             if any(e < 99.5 for e in ends):
                 what += " The dashed vertical line marks where curves end before the whole image is perturbed."
-            _standalone(fig, frun, frun.n_images, what, n_boot)
+            _standalone(fig, frun, frun.n_images, what, n_boot, seed=seed)
             _legend(fig, axes)
             out.append((suffix, fig))
     return out
@@ -378,7 +388,7 @@ def curve_figures(results: Results, n_boot: int | None = None, seed: int | None 
                     f"share over images).")
             if any(e < 99.5 for e in ends):
                 what += " The dashed vertical line marks where curves end before the whole image is perturbed."
-            _standalone(fig, frun, frun.n_images, what, n_boot)
+            _standalone(fig, frun, frun.n_images, what, n_boot, seed=seed)
             _legend(fig, axes)
             out.append((suffix, fig))
     return out
@@ -454,7 +464,7 @@ def fraction_figures(results: Results, file: str, n_boot: int | None = None, see
                 what += (f" {', '.join(dict.fromkeys(log_axes))}: the x axis is linear up to 1 % and logarithmic "
                          f"above, because the curves change most within the first few %.")
             what += _settings_text(results, frun.run, [t for t, *_ in specs])
-            _standalone(fig, frun, sorted(n_images or {0}), what, n_boot, columns=("dataset", "model"))
+            _standalone(fig, frun, sorted(n_images or {0}), what, n_boot, columns=("dataset", "model"), seed=seed)
             _legend(fig, axes)
             out.append((suffix, fig))
     return out

@@ -51,6 +51,7 @@ import pyarrow.parquet as pq
 from ..errors import BenchError
 from .. import protocols
 from ..run import jobdir
+from ..run.summary import mixed_columns
 from ..run.tables import CONDITION, HEATMAP_KEY, name_clashes, protocol_of_table
 from ..run.progress import progress
 from .style import display_name, method_sort_key
@@ -79,8 +80,9 @@ DUPLICATE_POLICIES = ("keep", "last", "error")
 
 @dataclass
 class Results:
-    """All tables of a report. ``runs``: one row per run (``run``, ``dir``, CONDITION, ``L``, ``n_images``,
-    ``duplicate``); ``curves``: the rows of the table every run writes (the required protocol's, ``protocols.anchor()``);
+    """All tables of a report. ``runs``: one row per run (``run``, ``dir``, CONDITION, ``preprocessing`` and
+    ``model_params`` where recorded, ``L``, ``n_images``, ``duplicate``); ``curves``: the rows of the table every run
+    writes (the required protocol's, ``protocols.anchor()``);
     ``tables``: every other table a protocol declares (bench/protocols/), by name. All carry a ``run`` column."""
 
     runs: pd.DataFrame
@@ -351,12 +353,13 @@ def load_results(dirs, duplicates: str = "keep", show_progress: bool | None = No
             parts.append(g)
             first = g.iloc[0]
             rows.append({"run": key, "dir": str(path.parent), **{c: first[c] for c in CONDITION},
+                         **{c: first[c] for c in ("preprocessing", "model_params") if c in g},
                          "L": int(g.step.max()), "n_images": int(g.image_id.nunique()),
                          "equal_regions": str(first["equal_regions"]).lower() not in ("false", "0")})
     runs = pd.DataFrame(rows)
     runs["duplicate"] = runs.apply(_condition_tuple, axis=1).duplicated(keep=False)
     runs = _apply_duplicates(runs, duplicates, warnings)
-    for line in name_clashes(runs):
+    for line in [*name_clashes(runs), *mixed_columns(runs)]:
         _warn(warnings, line)
     curves = pd.concat(parts, ignore_index=True)
     curves = curves[curves.run.isin(runs.run)].reset_index(drop=True)

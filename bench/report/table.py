@@ -420,9 +420,18 @@ def _n_text(values) -> str:
 
 def _interval_text(table: pd.DataFrame) -> str:
     n_boot = _n_text(table.n_boot) if "n_boot" in table.columns else "1000"
-    own = "run_interval" not in table.columns or bool(table.run_interval.all())
-    whose = ("each run's own resamples and seed, as in its summary.csv" if own else
-             "not the runs' own resamples or seed (--n-boot/--seed), so they differ from their summary.csv")
+    own = (table.run_interval.astype(bool) if "run_interval" in table.columns else pd.Series(True, index=table.index))
+    if "run" in table.columns:  # (per run: the faithfulness table has a row per run and quantity)
+        own = own.groupby(table.run, sort=False).all()
+    if own.all():
+        whose = "each run's own resamples and seed, as in its summary.csv"
+        if "n_boot" in table.columns and table.n_boot.nunique() > 1:  # (bootstrap is part of the condition)
+            whose += "; the runs' bootstrap settings differ, so intervals rest on different numbers of resamples"
+    elif not own.any():
+        whose = "not the runs' own resamples or seed (--n-boot/--seed), so they differ from their summary.csv"
+    else:
+        whose = (f"not the own resamples or seed of {int((~own).sum())} of the {len(own)} runs (--n-boot/--seed), "
+                 f"whose intervals differ from their summary.csv")
     none = ("; no interval ([no CI]) over fewer than 2 images or 100 resamples"
             if {"ci_low", "ci_high"} <= set(table.columns) and
             not (np.isfinite(table.ci_low) & np.isfinite(table.ci_high)).all() else "")

@@ -13,10 +13,12 @@ folder below it is found by its markers (bench/run/tables.py) and gets a status:
 
 Written to OUT (default ``DIR/collected/``): ``<table>.parquet`` for every table name the jobs wrote,
 ``summary.parquet`` and ``summary.csv``, ``jobs.csv`` (one row per job with status and reason),
-``skipped.csv`` when images were skipped, and ``collection.json`` last. Rows keep the provenance columns
-of DEFINITIONS §8, so collections of different sweeps concatenate. Collecting again gives the same files; stale
-files of an earlier collection are removed. Exit status 0 when every job finished, 1 when some failed, are
-incomplete or missing (their rows are not in the tables, they are listed), 2 on a usage error.
+``skipped.csv`` when images were skipped, ``warnings.txt`` when a reader must know something (one name for two
+models or image sets, a condition whose methods ran on other inputs or models, runs without a 95% interval: also
+printed), and ``collection.json`` last. OUT is never in a job folder nor holds the jobs it collects. Rows keep the
+provenance columns of DEFINITIONS §8, so collections of different sweeps concatenate. Collecting again gives the
+same files; stale files of an earlier collection are removed. Exit status 0 when every job finished, 1 when some
+failed, are incomplete or missing (their rows are not in the tables, they are listed), 2 on a usage error.
 
 A job folder's status is read through its owner (bench/run/jobdir.py); the Hydra side of sweeps (folder
 names, the callback that collects a sweep when it ends) is bench/run/cli.py.
@@ -168,10 +170,15 @@ class Collection:
         return not self.problems
 
     def warnings(self) -> list[str]:
-        """What a reader of the collected tables must know (``tables.name_clashes``), one line each."""
+        """What a reader of the collected tables must know, one line each: one model or dataset name for different
+        weights or images (``tables.name_clashes``), a condition whose methods ran on different models or inputs
+        (``summary.mixed_columns``), runs without a 95% interval (``summary.interval_lines``)."""
+        from .summary import interval_lines, mixed_columns
         from .tables import name_clashes
 
-        return name_clashes(self.summary) if self.summary is not None else []
+        if self.summary is None:
+            return []
+        return [*name_clashes(self.summary), *mixed_columns(self.summary), *interval_lines(self.summary)]
 
 
 def _without_shard(overrides: list[str]) -> frozenset[str]:
@@ -309,6 +316,28 @@ class _Sink:
         self.tmp.unlink(missing_ok=True)
 
 
+def job_folder_of(out: Path) -> Path | None:
+    """The job folder ``out`` is or lies in (``jobdir.job_folder_around``), also through a link."""
+    return jobdir.job_folder_around(out) or jobdir.job_folder_around(Path(out).resolve())
+
+
+def refuse_out(out: Path, root: Path, job_paths: list[Path], default: bool = False) -> None:
+    """Refuse (one line) an output folder that is or lies in a job folder (whose files only its job writes), or that
+    holds the folder collected or one of its jobs (its collection.json would hide them from the next collect)."""
+    what = f"{'the default output folder ' if default else ''}{out}"
+    inside = job_folder_of(out)
+    if inside is not None:
+        raise BenchError(f"{what} lies in the job folder {inside}, whose files only its job writes; give --out a "
+                         f"folder outside it")
+    here = Path(out).resolve()
+    for p in [root, *job_paths]:
+        p = Path(p).resolve()
+        if p == here or here in p.parents:
+            held = f"the folder it collects, {root}" if p == Path(root).resolve() else f"the job {p}"
+            raise BenchError(f"{what} holds {held} (a collection there hides its jobs from the next collect); give "
+                             f"--out a folder beside them, e.g. {Path(root) / COLLECTED_DIR}")
+
+
 def collect(root: str | Path, out: str | Path | None = None, write: bool = True) -> Collection:
     """Find, check and merge every job below ``root``; write the collection to ``out`` (default
     ``root/collected``), streaming one run at a time. With ``write=False`` nothing is written and the merged
@@ -328,10 +357,8 @@ def collect(root: str | Path, out: str | Path | None = None, write: bool = True)
     jobs += extra
     default = out is None
     out = Path(out) if out is not None else root / COLLECTED_DIR
-    inside = jobdir.job_folder_around(out) if write else None
-    if inside is not None:
-        raise BenchError(f"{'the default output folder ' if default else ''}{out} lies in the job folder {inside}, "
-                         f"whose files only its job writes; give --out a folder outside it")
+    if write:
+        refuse_out(out, root, [j.path for j in jobs if j.path is not None], default)
     parts: dict[str, list] = {}
     sinks: dict[str, _Sink] = {}
     fallback: set[str] = set()  # tables whose runs' schemas cannot be streamed into one: merged in memory
@@ -470,7 +497,8 @@ def main(argv: list[str] | None = None) -> int:
         "Merge the tables of every job below DIR (a sweep, a folder of runs, results/) into one tidy table; "
         "list failed, unfinished and missing jobs. Exit status 1 when there are any."))
     parser.add_argument("dir", help="sweep or results folder")
-    parser.add_argument("--out", default=None, help=f"output folder (default: DIR/{COLLECTED_DIR})")
+    parser.add_argument("--out", default=None, help=f"output folder (default: DIR/{COLLECTED_DIR}); never in a job "
+                                                    f"folder, nor one that holds DIR or its jobs")
     args = parser.parse_args(argv)
     try:
         c = collect(args.dir, args.out)

@@ -59,13 +59,96 @@ def summarize_run(tables: dict[str, pd.DataFrame], n_boot: int, seed: int) -> pd
 
 
 def interval_warnings(summary: pd.DataFrame) -> list[str]:
-    """One line per reason the summary's quantities have no 95% interval (``interval_note``), naming them."""
+    """One line per reason the summary's quantities (of one run) have no 95% interval (``interval_note``), naming
+    them ("every quantity" when none has one)."""
     notes: dict[str, list[str]] = {}
-    for _, r in summary.iterrows():
-        note = interval_note(int(r.n_images), int(r.bootstrap)) if r.n_images else None
-        if note:
+    rows = summary[summary.n_images > 0]
+    for _, r in rows.iterrows():
+        if note := interval_note(int(r.n_images), int(r.bootstrap)):
             notes.setdefault(note, []).append(str(r.quantity))
-    return [f"{note} for {', '.join(qs[:4])}{', …' if len(qs) > 4 else ''}" for note, qs in notes.items()]
+
+    def which(qs: list[str]) -> str:
+        if len(qs) == len(rows) > 1:
+            return f"every quantity ({len(qs)})"
+        return ", ".join(qs[:4]) + (f", … ({len(qs)} in all)" if len(qs) > 4 else "")
+    return [f"{note} for {which(qs)}" for note, qs in notes.items()]
+
+
+def _keys(rows: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """One string per row of its values in ``columns`` (missing values as ""; a summary read from CSV has NaN)."""
+    if not len(rows):
+        return pd.Series([], index=rows.index, dtype=object)
+    return rows[columns].apply(lambda col: col.map(lambda v: "" if pd.isna(v) else str(v))).agg("\x1f".join, axis=1)
+
+
+def _run_groups(rows: pd.DataFrame):
+    """The rows of each run in ``rows`` (summary rows of many runs: a collection), by its condition and run key."""
+    from .tables import CONDITION
+
+    key = [c for c in [*CONDITION, "run_key"] if c in rows]
+    return rows.groupby(_keys(rows, key), sort=False) if key else [("", rows)]
+
+
+def _run_name(r) -> str:
+    """A run for people: its method and the settings an interval depends on."""
+    settings = ", ".join(f"{c}={r[c]}" for c in ("images", "bootstrap") if c in r.index)
+    return f"{r['method']}" + (f" ({settings})" if settings else "")
+
+
+def interval_lines(summary: pd.DataFrame) -> list[str]:
+    """For the summary rows of many runs (a collection): one line per reason some runs have no 95% interval
+    (``interval_note``: fewer than 2 images or 100 resamples), naming the runs."""
+    if summary is None or not len(summary) or not {"n_images", "bootstrap", "method"} <= set(summary.columns):
+        return []
+    notes: dict[str, list[str]] = {}
+    for _, run in _run_groups(summary):
+        found = {note for _, r in run[run.n_images > 0].iterrows()
+                 if (note := interval_note(int(r.n_images), int(r.bootstrap)))}
+        for note in sorted(found):
+            notes.setdefault(note, []).append(_run_name(run.iloc[0]))
+    return [f"{note}: {len(names)} run(s) — {', '.join(names[:3])}{', …' if len(names) > 3 else ''}; their "
+            f"tables show the mean without an interval" for note, names in notes.items()]
+
+
+#: What the runs of one column (one condition, its methods side by side) must share beyond the column's key
+#: (tables.COLUMN_KEY): the inputs (the dataset's ``preprocessing``; ``data_sha`` covers it where recorded) and, where
+#: no digest vouches for the weights (``model_sha`` unrecorded), the model's settings (``model_params``).
+SAME_IN_A_COLUMN = (("model", "model", ""), ("model_sha", "weights", ""), ("dataset", "dataset", ""),
+                    ("data_sha", "images", ""), ("preprocessing", "inputs (preprocessing)", ""),
+                    ("model_params", "model settings", "model_sha"))
+
+
+def mixed_columns(rows: pd.DataFrame) -> list[str]:
+    """One line per column of a comparison (``rows``: runs or summary rows; a column = the rows that share every
+    ``tables.COLUMN_KEY`` setting present, compared across methods) whose methods were measured on different
+    models or inputs (:data:`SAME_IN_A_COLUMN`): a table that ranks them side by side compares more than the
+    methods. Runs of the suite record ``model_sha`` and ``data_sha`` (part of the key), so this flags older tables
+    and tables pooled beyond the key."""
+    from .tables import COLUMN_KEY
+
+    if rows is None or not len(rows):
+        return []
+    key = [c for c in COLUMN_KEY if c in rows]
+    groups = rows.groupby(_keys(rows, key), sort=False) if key else [("", rows)]
+    lines = []
+    for _, g in groups:
+        first = g.iloc[0]
+        where = ", ".join(f"{c}={_short(first[c])}" for c in ("dataset", "model", "patch", "images", "seed")
+                          if c in g and c in key)
+        for column, what, unless in SAME_IN_A_COLUMN:
+            if column in key or column not in g:
+                continue
+            sub = g if not unless or unless not in g else g[_keys(g, [unless]) == ""]
+            values = _keys(sub, [column])
+            if values.nunique() < 2:
+                continue
+            by_value = [f"'{_short(v) or '(none)'}' ({', '.join(dict.fromkeys(sub.method[values == v].astype(str)))})"
+                        for v in dict.fromkeys(values)] if "method" in sub else list(dict.fromkeys(values))
+            lines.append(f"one column ({where or 'all runs'}) mixes {values.nunique()} different {what}: "
+                         f"{'; '.join(by_value[:3])}{'; …' if len(by_value) > 3 else ''} — its methods were not "
+                         f"measured on the same {'model' if column.startswith('model') else 'inputs'}; "
+                         f"compare them with care")
+    return list(dict.fromkeys(lines))
 
 
 def with_run(summary: pd.DataFrame, provenance: dict) -> pd.DataFrame:
@@ -152,12 +235,17 @@ def comparison_table(summary: pd.DataFrame) -> str:
                            if s.groupby("method")[c].nunique().max() > 1]
     declared = protocols.quantities()
     headlines = [q.name for cls in protocols.catalogue() for q in cls.quantities if q.headline]
-    cells, columns, replaced = {}, [], False
-    for run_key, run in s.groupby([*series, *keys] if keys else series, sort=False, dropna=False):
+    cells, columns, replaced, no_ci = {}, [], False, {}
+    twice = []
+    groups = [(nth, one) for _, g in s.groupby([*series, *keys] if keys else series, sort=False, dropna=False)
+              for nth, one in g.groupby(g.groupby("quantity").cumcount(), sort=True)]  # (one run each: its rows are
+    for nth, run in groups:                                                         # its quantities, once each)
         first = run.iloc[0]
         by_name = run.set_index("quantity")
         condition = ", ".join(f"{k}={_short(first[k])}" for k in keys)
-        row = " ".join(str(first[c]) for c in series)
+        row = " ".join(str(first[c]) for c in series) + (f" #{nth + 1}" if nth else "")
+        if nth:
+            twice.append(row)
         for headline_name in headlines:
             name = stand_in(headline_name, first)
             replaced |= name != headline_name
@@ -170,8 +258,13 @@ def comparison_table(summary: pd.DataFrame) -> str:
             col = f"{condition} · {head}" if condition else head
             if col not in columns:
                 columns.append(col)
-            ci = (f"[{r['ci_low']:.3g}, {r['ci_high']:.3g}]" if np.isfinite(r["ci_low"]) and np.isfinite(r["ci_high"])
-                  else "[no CI]")
+            if np.isfinite(r["ci_low"]) and np.isfinite(r["ci_high"]):
+                ci = f"[{r['ci_low']:.3g}, {r['ci_high']:.3g}]"
+            else:
+                ci = "[no CI]"
+                note = (interval_note(int(r["n_images"]), int(r["bootstrap"])) if "bootstrap" in r.index
+                        and np.isfinite(r["n_images"]) and r["n_images"] > 0 else None) or "no CI"
+                no_ci.setdefault(note, []).append(f"{row}{f' ({condition})' if condition else ''}")
             cells.setdefault(row, {})[col] = f"{r['mean']:.3g} {ci}"
     table = pd.DataFrame.from_dict(cells, orient="index").reindex(columns=columns).fillna("–")
     table.index.name = "method"
@@ -179,10 +272,19 @@ def comparison_table(summary: pd.DataFrame) -> str:
     lines = [f"comparison ({', '.join(same)}): mean [95% bootstrap CI] over images; ↑ higher is better, ↓ lower"]
     from .tables import name_clashes
 
-    lines += [f"warning: {line}" for line in name_clashes(s)]
+    lines += [f"warning: {line}" for line in [*name_clashes(s), *mixed_columns(s)]]
     if replaced:
-        lines.append("where regions are unequal (equal_regions=false) AOPC is area-matched (DEFINITIONS §4 Unequal regions)")
-    return "\n".join([*lines, table.to_string(line_width=120)])
+        lines.append("where regions are unequal (equal_regions=false) AOPC is area-matched "
+                     "(DEFINITIONS §4 Unequal regions)")
+    notes = []  # below the table: what its cells are
+    if twice:
+        notes.append(f"warning: {len(twice)} run(s) of a condition already shown ({', '.join(twice[:3])}"
+                     f"{', …' if len(twice) > 3 else ''}): the same condition run or collected twice, shown as #2, …")
+    for note, where in no_ci.items():  # (one line per reason: fewer than 2 images, fewer than 100 resamples)
+        where = list(dict.fromkeys(where))
+        notes.append(f"warning: {note}: {len(where)} cell(s) show [no CI] — {', '.join(where[:3])}"
+                     f"{', …' if len(where) > 3 else ''}")
+    return "\n".join([*lines, table.to_string(line_width=120), *notes])
 
 
 def _short(value) -> str:
