@@ -125,19 +125,54 @@ def shipped_key(dataset: Dataset, epochs: int = 6, lr: float = 1e-3, batch_size:
     return key if key in SHIPPED else None
 
 
-def _load_shipped(key: str, build: Callable[[], nn.Module]) -> nn.Module:
-    """The shipped weights of cache key ``key``, after checking the file's SHA-256 (before it is read)."""
-    path = shipped_file(key)
-    hint = "reinstall the package, or remake the file with: python -m bench.models --ship"
+def load_shipped(path: Path, digest: str, build: Callable[[], nn.Module], what: str, remake: str) -> nn.Module:
+    """The shipped weights in ``path`` on ``build()``, after checking the file's SHA-256 against ``digest``
+    (before it is read); ``remake``: the command that writes the file again. Shared by the embedded models."""
+    hint = f"reinstall the package, or remake the file with: {remake}"
     if not path.is_file():
-        raise BenchError(f"model 'embedded_cnn': the shipped weights {path} are missing; {hint}")
+        raise BenchError(f"model '{what}': the shipped weights {path} are missing; {hint}")
     found = hashlib.sha256(path.read_bytes()).hexdigest()
-    if found != SHIPPED[key]:
-        raise BenchError(f"model 'embedded_cnn': the shipped weights {path} do not match their digest (SHA-256 "
-                         f"{found[:16]}…, expected {SHIPPED[key][:16]}…); {hint}")
+    if found != digest:
+        raise BenchError(f"model '{what}': the shipped weights {path} do not match their digest (SHA-256 "
+                         f"{found[:16]}…, expected {digest[:16]}…); {hint}")
     model = build()
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.eval()
+
+
+def write_shipped(state: dict, path: Path) -> str:
+    """Write ``state`` to ``path`` as shipped weights (atomically) and return the file's SHA-256. Saved through a
+    file object, so the archive's inner folder is "archive", not a temporary file's name: the bytes depend on the
+    weights only."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, path)
+    return hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+def cached_or_trained(path: Path, build: Callable[[], nn.Module], train: Callable[[], nn.Module],
+                      what: str) -> nn.Module:
+    """The model cached in ``path``; else ``train()``, cached there afterwards (an unreadable cache file is
+    retrained, never fatal; a cache folder that cannot be written fails before training). Shared by the embedded
+    models."""
+    if path.is_dir():
+        raise BenchError(f"model '{what}': the cache file {path} is a directory, not a file; remove it or "
+                         f"choose another cache_dir=… (BENCH_CACHE_DIR)")
+    if path.is_file():
+        model = build()
+        try:
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            return model.eval()
+        except Exception as exc:  # corrupt cache: retrain, never fail
+            log.warning("cached model %s unreadable (%s); retraining", path, exc)
+    writable_dir("cache_dir", path.parent)
+    log.info("training the %s (cached afterwards at %s)", what, path)
+    model = train()
+    atomic_torch_save(model.state_dict(), path)
+    return model
 
 
 def ship_embedded_cnn(dataset: Dataset, epochs: int = 6, lr: float = 1e-3, batch_size: int = 64, seed: int = 0,
@@ -148,14 +183,8 @@ def ship_embedded_cnn(dataset: Dataset, epochs: int = 6, lr: float = 1e-3, batch
     torch.manual_seed(seed)
     model = build()
     _train(model, xtr, ytr, epochs, lr, batch_size, seed)
-    buf = io.BytesIO()  # (a file object: the archive's inner folder is "archive", not the temporary file's name)
-    torch.save(model.state_dict(), buf)
     path = shipped_file(_cache_key(settings, xtr, ytr))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
-    return path, hashlib.sha256(buf.getvalue()).hexdigest()
+    return path, write_shipped(model.state_dict(), path)
 
 
 def load_embedded_cnn(dataset: Dataset, cache_dir: str, epochs: int = 6, lr: float = 1e-3,
@@ -165,25 +194,14 @@ def load_embedded_cnn(dataset: Dataset, cache_dir: str, epochs: int = 6, lr: flo
     xtr, ytr, settings, build = _embedded_setup(dataset, epochs, lr, batch_size, seed, channels, hidden)
     key = _cache_key(settings, xtr, ytr)
     if key in SHIPPED:
-        return _load_shipped(key, build)
-    path = Path(cache_dir).expanduser() / f"embedded_cnn-{key}.pt"
-    if path.is_dir():
-        raise BenchError(f"model 'embedded_cnn': the cache file {path} is a directory, not a file; remove it or "
-                         f"choose another cache_dir=… (BENCH_CACHE_DIR)")
-    model = build()
-    if path.is_file():
-        try:
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            return model.eval()
-        except Exception as exc:  # corrupt cache: retrain, never fail
-            log.warning("cached model %s unreadable (%s); retraining", path, exc)
-    writable_dir("cache_dir", path.parent)  # a cache folder that cannot be written fails before training
-    log.info("training the embedded CNN (cached afterwards at %s)", path)
-    torch.manual_seed(seed)
-    model = build()
-    _train(model, xtr, ytr, epochs, lr, batch_size, seed)
-    atomic_torch_save(model.state_dict(), path)
-    return model
+        return load_shipped(shipped_file(key), SHIPPED[key], build, "embedded_cnn", "python -m bench.models --ship")
+
+    def train() -> nn.Module:
+        torch.manual_seed(seed)
+        model = build()
+        _train(model, xtr, ytr, epochs, lr, batch_size, seed)
+        return model
+    return cached_or_trained(Path(cache_dir).expanduser() / f"embedded_cnn-{key}.pt", build, train, "embedded_cnn")
 
 
 # ------------------------------------------------------------------ checkpoints along training (TNNLS Fig. 7)

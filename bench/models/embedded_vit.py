@@ -7,22 +7,14 @@ model=embedded_vit`` remakes them — on another CPU possibly different in the l
 
 from __future__ import annotations
 
-import hashlib
-import io
-import logging
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..checks import writable_dir
 from ..errors import BenchError
 from ..interfaces import Dataset
-from .embedded import SHIPPED_DIR, _cache_key, _train
-from .weights import atomic_torch_save
-
-log = logging.getLogger(__name__)
+from .embedded import SHIPPED_DIR, _cache_key, _train, cached_or_trained, load_shipped, write_shipped
 
 #: cache key → SHA-256 of the shipped state_dict file (``python -m bench.models --ship model=embedded_vit``)
 SHIPPED = {"95831b64e7d4deb0": "83818a345b5d5f50bbf4afe86f85762fabf166a07c8ca7387f9ff91d9e8d6002"}
@@ -88,30 +80,10 @@ def load_embedded_vit(dataset: Dataset, cache_dir: str, epochs: int = 10, lr: fl
     xtr, ytr, settings, build = _setup(dataset, epochs, lr, batch_size, seed, patch, dim, depth, heads, mlp)
     key = _cache_key(settings, xtr, ytr)
     if key in SHIPPED:
-        path = shipped_file(key)
-        hint = "reinstall the package, or remake the file with: python -m bench.models --ship model=embedded_vit"
-        if not path.is_file():
-            raise BenchError(f"model 'embedded_vit': the shipped weights {path} are missing; {hint}")
-        found = hashlib.sha256(path.read_bytes()).hexdigest()
-        if found != SHIPPED[key]:
-            raise BenchError(f"model 'embedded_vit': the shipped weights {path} do not match their digest (SHA-256 "
-                             f"{found[:16]}…, expected {SHIPPED[key][:16]}…); {hint}")
-        model = build()
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return model.eval()
-    path = Path(cache_dir).expanduser() / f"embedded_vit-{key}.pt"
-    model = build()
-    if path.is_file():
-        try:
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            return model.eval()
-        except Exception as exc:  # corrupt cache: retrain, never fail
-            log.warning("cached model %s unreadable (%s); retraining", path, exc)
-    writable_dir("cache_dir", path.parent)  # before training, not after
-    log.info("training the embedded ViT (cached afterwards at %s)", path)
-    model = _trained(build, xtr, ytr, epochs, lr, batch_size, seed)
-    atomic_torch_save(model.state_dict(), path)
-    return model
+        return load_shipped(shipped_file(key), SHIPPED[key], build, "embedded_vit",
+                            "python -m bench.models --ship model=embedded_vit")
+    return cached_or_trained(Path(cache_dir).expanduser() / f"embedded_vit-{key}.pt", build,
+                             lambda: _trained(build, xtr, ytr, epochs, lr, batch_size, seed), "embedded_vit")
 
 
 def _trained(build, xtr, ytr, epochs, lr, batch_size, seed) -> nn.Module:
@@ -128,11 +100,5 @@ def ship_embedded_vit(dataset: Dataset, epochs: int = 10, lr: float = 1e-3, batc
     (the file, its SHA-256) — the value to keep in ``SHIPPED``."""
     xtr, ytr, settings, build = _setup(dataset, epochs, lr, batch_size, seed, patch, dim, depth, heads, mlp)
     model = _trained(build, xtr, ytr, epochs, lr, batch_size, seed)
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
     path = shipped_file(_cache_key(settings, xtr, ytr))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
-    return path, hashlib.sha256(buf.getvalue()).hexdigest()
+    return path, write_shipped(model.state_dict(), path)
