@@ -114,19 +114,25 @@ def regular_file(name: str, path, hint: str = "give a regular file"):
     return path
 
 
+def write_probe(folder) -> None:
+    """Create and remove a temporary file in the existing ``folder``: raises the OSError that writing there would."""
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".bench-writable-")
+    os.close(fd)
+    os.unlink(tmp)
+
+
 def writable_dir(name: str, path):
     """``path`` as a Path, made if missing, or one line unless a file can be created (and removed) in it —
     checked before the work whose result would be written there (setting ``name``)."""
-    import os
-    import tempfile
     from pathlib import Path
 
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path, prefix=".bench-writable-")
-        os.close(fd)
-        os.unlink(tmp)
+        write_probe(path)
     except OSError as exc:
         raise BenchError(f"cannot use {path}: {exc.strerror or exc}; {name} must be a folder that can be written — "
                          f"choose another with {name}=…") from None

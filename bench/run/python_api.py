@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -32,6 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..checks import write_probe
 from ..interfaces import Dataset, Normalization
 from ..errors import BenchError
 
@@ -179,15 +179,12 @@ def _check_out(out) -> Path:
     path = Path(out).expanduser()
     if path.exists() and not path.is_dir():
         raise BenchError(f"out={out} is a file, not a folder; give a folder (new or one of an earlier run)")
-    parent = path
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
+    missing = _missing_dirs(path)
+    parent = missing[-1].parent if missing else path
     if not parent.is_dir():
         raise BenchError(f"out={out} cannot be made: {parent} is a file, not a folder; give another out=")
     try:
-        fd, probe = tempfile.mkstemp(dir=parent, prefix=".bench-writable-")
-        os.close(fd)
-        os.unlink(probe)
+        write_probe(parent)
     except OSError as exc:
         raise BenchError(f"out={out} cannot be written ({parent}: {exc.strerror or exc}); give a writable folder "
                          f"as out=") from None
