@@ -112,7 +112,8 @@ PAIRS = {
     "perturbation=road perturbation.params.noise=-1": "perturbation.params.noise must be a number ≥ 0, got -1",
     "method=translation method.params.method=../x": "method.params.method must be the plain name of a file in conf/method/",
     "method=translation method.params.shift=-1": "method.params.shift must be an integer ≥ 0",
-    "dataset=imagenet dataset.params.root=/nonexistent": "/nonexistent does not exist",
+    # (not /nonexistent itself: daemons of users whose home it is may create it)
+    "dataset=imagenet dataset.params.root=/nonexistent/bench": "/nonexistent/bench does not exist",
     "model=user model.params._target_=torch.nn.Flatten model.params.checkpoint=/gone": "checkpoint /gone does not",
     "metrics=[aopc,continuity] continuity.max_shift=28": "continuity.max_shift=28 must be smaller than the image width",
 }
