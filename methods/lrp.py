@@ -12,9 +12,6 @@ Parameters (key ``params``):
     low, high:   z^B bounds in model-input units; null = the data's raw pixel range mapped through the
                  model's normalisation (``ctx.normalization.input_bounds``)
     maxpool:     wta (winner-take-all, the gradient's routing) | proportional (tutorial 5.3)
-    attention:   null | attnlrp | cp — the rules of transformers' attention, LayerNorm and GELU (AttnLRP,
-                 Achtibat et al. ICML 2024; CP-LRP, Ali et al. ICML 2022; bench/lrp/transformer.py); null:
-                 a transformer is refused (conf/method/attnlrp.yaml, cp_lrp.yaml)
 
 Relevance at the output is f_c(x) on the explained class and 0 elsewhere; BatchNorm is merged into the
 layer before it; average pooling uses the z-rule. See bench/lrp/ for the mechanism.
@@ -25,7 +22,6 @@ from bench.checks import choice, number
 from bench.errors import BenchError
 from bench.lrp import Composite, WeightCache, lrp, make_rule
 from bench.lrp.propagate import MAXPOOL_MODES
-from bench.lrp.transformer import ATTENTION_MODES
 
 P = "method.params."
 
@@ -40,7 +36,7 @@ class LRP(Method):
     def __init__(self, rule: str = "epsilon", first_rule: str | None = None, conv_rule: str | None = None,
                  dense_rule: str | None = None, epsilon: float = 1.0, gamma: float = 0.25, alpha: float = 2.0,
                  beta: float = 1.0, low: float | None = None, high: float | None = None,
-                 maxpool: str = "wta", attention: str | None = None) -> None:
+                 maxpool: str = "wta") -> None:
         # every constant checked before any rule is built; the values themselves are passed on unchanged
         names = {"rule": rule, "first_rule": first_rule, "conv_rule": conv_rule, "dense_rule": dense_rule}
         number(P + "epsilon", epsilon, low=0)
@@ -55,8 +51,6 @@ class LRP(Method):
             raise BenchError(f"{P}low must be below {P}high (the z^B pixel bounds in model-input units), "
                              f"got low={lo:g}, high={hi:g}")
         choice(P + "maxpool", maxpool, MAXPOOL_MODES)
-        if attention is not None:
-            choice(P + "attention", attention, ATTENTION_MODES)
         constants = {"epsilon": dict(epsilon=epsilon), "gamma": dict(gamma=gamma),
                      "alpha_beta": dict(alpha=alpha, beta=beta), "zbox": dict(low=low, high=high)}
 
@@ -75,7 +69,7 @@ class LRP(Method):
                 raise BenchError(f"{P}{slot}='{names[slot]}' only applies to the first layer; use it as "
                                  f"{P}first_rule")
         self.composite = Composite(default=rules["rule"], conv=rules["conv_rule"], dense=rules["dense_rule"],
-                                   first=rules["first_rule"], attention=attention)
+                                   first=rules["first_rule"])
         self.maxpool = maxpool
         self.cache = WeightCache()  # modified weights (w⁺, …) reused from batch to batch
 

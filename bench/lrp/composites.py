@@ -13,22 +13,37 @@ from typing import Callable, Mapping, Optional, Union
 
 from torch import nn
 
-from .rules import Epsilon, Gamma, Rule, ZBox, ZPlus
+from .rules import Constant, ConstantScale, Epsilon, Gamma, Identity, Rule, Softmax, Uniform, ZBox, ZPlus
 
 
 @dataclass(frozen=True)
 class Composite:
     """Rule of a layer: ``names[name]`` if given, else ``first`` for a layer fed by the model's input,
-    else ``conv`` for Conv2d / ``dense`` for Linear, else ``default``. ``attention``: how relevance passes
-    attention, normalisation and element-wise non-linearities of a transformer (``attnlrp`` or ``cp``,
-    bench/lrp/transformer.py); None: such layers are refused."""
+    else ``conv`` for Conv2d / ``dense`` for Linear, else ``default``.
+
+    The rules of a transformer's other operations (bench/lrp/rules.py, evaluated by bench/lrp/transformer.py);
+    None: a model with such an operation is refused by name. ``elementwise``: GELU, SiLU, Tanh (``Identity``);
+    ``norm``: LayerNorm, RMSNorm (``ConstantScale``); ``softmax``: the attention weights (``Softmax``, or
+    ``Constant`` for CP-LRP); ``product``: the attention's products q kᵀ and A v (``Uniform``)."""
 
     default: Rule = field(default_factory=Epsilon)
     conv: Optional[Rule] = None
     dense: Optional[Rule] = None
     first: Optional[Rule] = None
     names: Mapping[str, Rule] = field(default_factory=dict)
-    attention: Optional[str] = None
+    elementwise: Optional[Identity] = None
+    norm: Optional[ConstantScale] = None
+    softmax: Optional[Union[Softmax, Constant]] = None
+    product: Optional[Uniform] = None
+
+    def __post_init__(self) -> None:
+        if (self.softmax is None) != (self.product is None):
+            raise ValueError("a Composite needs both the softmax and the product rule of the attention, or neither")
+
+    @property
+    def transformer(self) -> bool:
+        """Whether any rule of a transformer's operations is set (bench/lrp/transformer.py is then used)."""
+        return any(r is not None for r in (self.elementwise, self.norm, self.softmax))
 
     def rule(self, name: str, module: nn.Module, first: bool) -> Rule:
         if name in self.names:
@@ -48,7 +63,8 @@ class FromFunction:
 
     fn: Callable[[str, nn.Module], Rule]
     first = None
-    attention = None
+    elementwise = norm = softmax = product = None
+    transformer = False
 
     def rule(self, name: str, module: nn.Module, first: bool) -> Rule:
         return self.fn(name, module)
@@ -70,18 +86,23 @@ def deep_taylor(first: Optional[Rule] = None) -> Composite:
     return Composite(default=ZPlus(), first=first or ZBox())
 
 
-def attnlrp(epsilon: float = 1e-6, conv: Optional[Rule] = None, dense: Optional[Rule] = None) -> Composite:
-    """AttnLRP (Achtibat et al., ICML 2024): LRP-ε on the linear layers (the paper's ε is a stabiliser), the
-    identity rule on LayerNorm and element-wise non-linearities, the softmax's rule and the uniform rule on the
-    attention's matrix products (bench/lrp/transformer.py). ``conv``/``dense``: other rules for those layers
-    (e.g. LRP-γ, as the paper tunes for vision transformers)."""
-    return Composite(default=Epsilon(epsilon), conv=conv, dense=dense, attention="attnlrp")
+def attnlrp(epsilon: float = 0.0, conv: Optional[Rule] = None, dense: Optional[Rule] = None,
+            softmax: Softmax = Softmax(), product: Uniform = Uniform()) -> Composite:
+    """AttnLRP (Achtibat et al., ICML 2024): LRP-ε on the linear layers (the paper's ε is a stabiliser; at the default
+    ε = 0 the layers' gradient, as LXT's efficient implementation, which divides by nothing), the identity rule on
+    element-wise non-linearities, LayerNorm with its scale constant, the softmax rule (with bias, Prop. 3.1) on the
+    attention weights and the uniform rule on the attention's products. ``conv``/``dense``: other rules for those
+    layers (LRP-γ, as LXT's vision-transformer example)."""
+    return Composite(default=Epsilon(epsilon), conv=conv, dense=dense, elementwise=Identity(), norm=ConstantScale(),
+                     softmax=softmax, product=product)
 
 
-def cp_lrp(epsilon: float = 1e-6, conv: Optional[Rule] = None, dense: Optional[Rule] = None) -> Composite:
+def cp_lrp(epsilon: float = 0.0, conv: Optional[Rule] = None, dense: Optional[Rule] = None,
+           product: Uniform = Uniform()) -> Composite:
     """CP-LRP (Ali et al., ICML 2022): as :func:`attnlrp`, but the attention weights are constants — relevance
-    reaches the tokens through the values only."""
-    return Composite(default=Epsilon(epsilon), conv=conv, dense=dense, attention="cp")
+    reaches the tokens through the values only (LXT's ``cp_LRP`` map for torchvision's ViT)."""
+    return Composite(default=Epsilon(epsilon), conv=conv, dense=dense, elementwise=Identity(), norm=ConstantScale(),
+                     softmax=Constant(), product=product)
 
 
 def epsilon_gamma_box(epsilon: float = 0.25, gamma: float = 0.25, first: Optional[Rule] = None) -> Composite:

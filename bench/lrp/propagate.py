@@ -15,22 +15,30 @@ a rule:
   evaluated in the backward pass, and only those that can matter: for a non-negative input (any layer
   after a ReLU) the x⁻ parts vanish, a term restricted to outputs z_j < 0 is skipped when they carry no
   relevance, and the unmodified layer's denominator is the forward output itself. So LRP-ε costs one
-  forward and one backward pass like the gradient, and z⁺/γ one more convolution per layer.
+  forward and one backward pass like the gradient, and z⁺/γ one more convolution per layer. With the
+  transformer rules, LRP-ε on a layer that no BatchNorm follows (``_PlainStep``) computes its factor
+  |z| / (|z| + ε) in the forward pass instead, so that its output goes downstream uncopied, and LRP-0 is the
+  layer's own gradient (as LXT's Gradient × Input): the layer gets no hook.
 - the first layer's constant-input rules (z^B, w², flat): their relevance is not of the form x ⊙ g; the
   relay adds it to the input relevance directly.
 - max-pooling in proportion to the activations (tutorial 5.3), when asked for.
 - a BatchNorm that cannot be merged: bypassed (relevance passes unchanged).
+- with a composite's rules of transformer operations: element-wise non-linearities, LayerNorm / RMSNorm and the
+  attention of torchvision's and timm's vision transformers (bench/lrp/transformer.py).
 
 Everything else is refused by name: before the forward pass (leaf modules of an unknown type, modules
 with parameters of their own, a BatchNorm in training mode), during it (a Conv2d/Linear/BatchNorm used
 twice in one forward pass; a first-layer rule on a layer that does not receive the input) or right after
 it (a convolution, matrix product or normalisation in the autograd graph that no hooked module produced:
-a functional call such as F.linear inside a model's forward, which no rule could be attached to). Hooks
-are always removed; the model and its parameters' ``.grad`` are never modified.
+a functional call such as F.linear inside a model's forward, which no rule could be attached to); with the
+transformer rules, an attention, softmax, normalisation or element-wise non-linearity that no rule covers is
+refused as it is called, by the calling module's name (transformer.py). Hooks (and transformer.py's
+torch-function mode) are always removed; the model and its parameters' ``.grad`` are never modified.
 """
 
 from __future__ import annotations
 
+import functools
 import weakref
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional, Union
@@ -58,18 +66,28 @@ _UNHOOKED = ("Convolution", "CudnnConvolution", "MkldnnConvolution", "SlowConv",
 
 
 class _Relay(torch.autograd.Function):
-    """``value`` in the forward pass; in the backward pass ``step.backward(x, g)`` is the gradient of x."""
+    """``step.value`` in the forward pass; in the backward pass ``step.backward(x, g)`` is the gradient of x.
+    Use ``relay(x, value, step)``."""
 
     @staticmethod
-    def forward(ctx, x, value, step):
+    def forward(ctx, x, step):
         ctx.step = step
         ctx.save_for_backward(x)  # autograd then refuses if x is modified in place before the backward
-        return value.clone()      # a fresh tensor: later in-place ops (ReLU, +=) cannot touch ``value``
+        value, step.value = step.value, None
+        # a step that keeps ``value`` for its backward gets it to itself: downstream gets a fresh copy, which later
+        # in-place ops (ReLU, +=) may change; a step that keeps nothing passes the tensor itself
+        return value.clone() if getattr(step, "keeps_value", True) else value
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
-        return ctx.step.backward(x, g), None, None
+        return ctx.step.backward(x, g), None
+
+
+def relay(x: torch.Tensor, value: torch.Tensor, step) -> torch.Tensor:
+    """A tensor with ``value``'s values whose gradient is ``step.backward`` (the gradient trick)."""
+    step.value = value
+    return _Relay.apply(x, step)
 
 
 def _accumulate(total: Optional[torch.Tensor], t: torch.Tensor) -> torch.Tensor:
@@ -145,15 +163,19 @@ class _State:
     """Per-call bookkeeping shared by the hooks of one ``lrp_hooks`` block."""
 
     def __init__(self, model: nn.Module, composite, maxpool: str, x: Optional[torch.Tensor], bounds,
-                 cache: Optional[WeightCache]) -> None:
+                 cache: Optional[WeightCache], named: Optional[list] = None) -> None:
         self.model, self.composite, self.maxpool, self.x, self.bounds = model, composite, maxpool, x, bounds
         self.cache = cache
-        self.names = {m: n for n, m in model.named_modules()}
+        self.names = {m: n for n, m in (model.named_modules() if named is None else named)}
         self.calls: dict[nn.Module, int] = {}
         self.outputs: dict[nn.Module, torch.Tensor] = {}  # linear layer → its relayed output (this pass)
         self.steps: dict[nn.Module, "_LinearStep"] = {}
         self.first_seen = False
         self.input_relevance: Optional[torch.Tensor] = None
+        self.stack: list[nn.Module] = []  # the modules whose forward is running (transformer rules only)
+        self.paired: set = set()
+        self.layer_weights: set = set()  # ids of the Conv2d/Linear modules' weights (transformer rules only)
+        self.watching = 0  # how many watched modules are running (TransformerOps is active while > 0)
 
     def describe(self, module: nn.Module) -> str:
         return f"'{self.names.get(module, '?')}' ({type(module).__name__})"
@@ -195,6 +217,7 @@ class _State:
         """Drop the forward pass's tensors (they would keep the graph alive through a reference cycle)."""
         self.outputs.clear()
         self.steps.clear()
+        self.stack.clear()
 
     def finish_forward(self, out: torch.Tensor) -> None:
         """Checks that need the whole forward pass: the first layer was found, no unhooked layer ran."""
@@ -202,6 +225,8 @@ class _State:
         if self.composite.first is not None and not self.first_seen:
             raise BenchError("the composite has a first-layer rule, but no Conv2d/Linear layer of the model "
                              "receives the model's input directly (is the input transformed inside the model?)")
+        if self.composite.transformer:  # transformer.py's mode refuses these as they are called, by name
+            return
         found = unhooked_nodes(out, _UNHOOKED + (("MaxPool",) if self.maxpool == "proportional" else ()))
         if found:
             listing = ", ".join(f"{n}× {name}" for name, n in sorted(found.items()))
@@ -225,6 +250,29 @@ def unhooked_nodes(out: torch.Tensor, prefixes: tuple[str, ...]) -> dict[str, in
             found[name] = found.get(name, 0) + 1
         stack.extend(n for n, _ in node.next_functions)
     return found
+
+
+class _PlainStep:
+    """LRP-ε on a Conv2d/Linear layer with the transformer rules (no BatchNorm follows there): s = g ⊙ |z| / (|z| + ε),
+    with the factor computed in the forward pass, so that the layer's output goes downstream uncopied and the
+    backward is one pass over the output before the layer's transposed product. ε = 0: s = g, the layer's gradient
+    (as LXT's Gradient × Input; it differs from ``_plain_ratio``'s LRP-0 only where z_j is exactly 0, where
+    R_j = z_j g_j = 0 and the inputs' shares x_i w_ij g_j sum to 0)."""
+
+    keeps_value = False
+
+    def __init__(self, module: nn.Module, epsilon: float, z: torch.Tensor) -> None:
+        self.module, self.done, self.factor = module, False, None
+        if epsilon != 0:
+            with torch.no_grad():
+                self.factor = z.abs()
+                self.factor.div_(self.factor + epsilon)
+
+    def backward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        if self.done:
+            raise RuntimeError("an LRP step ran twice (backward through the same graph twice)")
+        factor, self.factor, self.done = self.factor, None, True
+        return _input_vjp(self.module, x, self.module.weight.detach(), g if factor is None else factor.mul_(g))
 
 
 class _LinearStep:
@@ -475,54 +523,149 @@ def lrp_hooks(model: nn.Module, rules: Union[Rule, Composite, Callable], maxpool
     from . import transformer as tf
 
     composite = as_composite(rules)
-    state = _State(model, composite, maxpool, x, bounds, cache)
-    pairs = batchnorm_pairs(model)
+    named = list(model.named_modules())
+    state = _State(model, composite, maxpool, x, bounds, cache, named)
+    pairs = batchnorm_pairs(model) if any(isinstance(m, BATCHNORM) for _, m in named) else {}
+    state.paired = set(pairs.values())  # layers a BatchNorm may be merged into (their step keeps their output)
     handles = []
-    mode = composite.attention
-    timm_attention = tf.timm_attention_class()
-    attentions = (nn.MultiheadAttention,) + ((timm_attention,) if timm_attention is not None else ())
-    if mode is None:  # a transformer: named before anything else (its embeddings would be refused first)
-        found = next((m for m in model.modules() if isinstance(m, attentions + tf.NORMS + tf.IDENTITY_RULE)), None)
-        if found is not None:
-            raise BenchError(f"LRP cannot propagate through layer {state.describe(found)} with these rules; for "
-                             "transformers use method=attnlrp or method=cp_lrp (bench/lrp/transformer.py)")
+    attentions = tf.attention_classes()
+    uncovered = (() if composite.softmax is not None else attentions) + \
+        (() if composite.norm is not None else tf.NORMS) + (() if composite.elementwise is not None else tf.ELEMENTWISE)
+    # a transformer: named before anything else (its embeddings would be refused first)
+    found = next((m for _, m in named if isinstance(m, uncovered)), None) if uncovered else None
+    if found is not None:
+        raise BenchError(f"LRP cannot propagate through layer {state.describe(found)} with these rules; for "
+                         "transformers use method=attnlrp or method=cp_lrp (bench/lrp/transformer.py)")
+    ops = tf.TransformerOps(state, relay_linear) if composite.transformer else None
+    known, containers = tf.known_containers(), tf.vit_containers()
+    rule_leaves = tf.ELEMENTWISE + tf.NORMS + BATCHNORM + (nn.MaxPool2d,)
     try:
-        for name, module in model.named_modules():
-            leaf = not any(True for _ in module.children())
-            if mode is not None and isinstance(module, nn.MultiheadAttention):
-                handles.append(module.register_forward_hook(
-                    tf.mha_hook(state, name, mode, _Relay.apply, _LinearStep), with_kwargs=True))
-            elif mode is not None and timm_attention is not None and isinstance(module, timm_attention):
-                handles.append(module.register_forward_hook(
-                    tf.timm_attention_hook(state, name, mode, _Relay.apply, _LinearStep), with_kwargs=True))
-            elif mode is not None and isinstance(module, tf.IDENTITY_RULE):
-                handles.append(module.register_forward_hook(tf.identity_hook(_Relay.apply)))
-            elif mode is not None and isinstance(module, tf.NORMS):
-                handles.append(module.register_forward_hook(tf.norm_hook(_Relay.apply)))
-            elif mode is not None and (isinstance(module, tf.vit_containers()) or tf.is_drop_path(module)):
-                continue
+        for name, module in named:
+            leaf = not any(m is not None for m in module._modules.values())
+            # TransformerOps watches the forward of the attention modules and of modules of types it does not know (the
+            # layers and containers of known types call nothing it watches themselves); ``state.stack``: the chain of
+            # running modules it names, with the layers whose own calls it lets through
+            tracked = ops is not None and not (leaf and isinstance(module, LINEAR + PASSTHROUGH)) and \
+                type(module) not in known
+            watching = tracked and not isinstance(module, rule_leaves)
+            check = rule = None  # what runs before the module's forward, the forward hook that applies its rule
+            if isinstance(module, attentions):
+                check = _check_attention
+            elif isinstance(module, tf.ELEMENTWISE):
+                rule = _elementwise_hook
+            elif isinstance(module, tf.NORMS):
+                rule = _norm_hook
+            elif ops is not None and (isinstance(module, containers) or tf.is_drop_path(module)):
+                pass
             elif isinstance(module, LINEAR):
-                handles.append(module.register_forward_hook(_linear_hook(state, name)))
+                state.layer_weights.add(id(module.weight))
+                if ops is None or composite.first is not None or not is_gradient(composite.rule(name, module, False)):
+                    rule = _linear_hook(state, name)
+                # else: LRP-0 is the layer's gradient under R = a ⊙ g (as LXT's): autograd's own backward is the rule
             elif isinstance(module, BATCHNORM):
                 check_batchnorm(name, module)
-                handles.append(module.register_forward_hook(_batchnorm_hook(state, pairs.get(module))))
+                rule = _batchnorm_hook(state, pairs.get(module))
             elif isinstance(module, nn.MaxPool2d):
                 if maxpool == "proportional":
                     if module.dilation not in (1, (1, 1)):
                         raise BenchError(f"proportional max-pooling does not support dilation "
                                          f"({state.describe(module)}); use maxpool=wta")
-                    handles.append(module.register_forward_hook(_pool_hook(state)))
+                    rule = _pool_hook(state)
             elif leaf and not isinstance(module, PASSTHROUGH):
                 raise BenchError(f"LRP cannot propagate through layer {state.describe(module)}; supported: "
                                  f"{SUPPORTED} — use a gradient-based method for this model")
-            elif not leaf and any(True for _ in module.parameters(recurse=False)):
+            elif not leaf and any(p is not None for p in module._parameters.values()):
                 raise BenchError(f"module {state.describe(module)} has parameters of its own, used by its "
                                  "forward outside any supported layer; LRP cannot attach a rule to them")
+            if tracked:
+                handles.append(module.register_forward_pre_hook(_enter(state, ops if watching else None, check)))
+                handles.append(module.register_forward_hook(_leave(state, ops if watching else None, rule),
+                                                            always_call=True))
+            elif rule is not None:
+                handles.append(module.register_forward_hook(rule))
         yield state
     finally:
+        if state.watching:  # (the hooks leave it balanced; this is for the unforeseen)
+            ops.__exit__(None, None, None)
+            state.watching = 0
         state.release()
         for h in handles:
             h.remove()
+
+
+def is_gradient(rule) -> bool:
+    """LRP-0 on a linear layer: its gradient is the rule (a layer with transformer rules needs no hook then)."""
+    try:
+        return _is_gradient(rule)
+    except TypeError:  # an unhashable rule
+        return _is_gradient.__wrapped__(rule)
+
+
+@functools.lru_cache(maxsize=256)
+def _is_gradient(rule) -> bool:
+    return isinstance(rule, Rule) and rule.epsilon == 0 and rule.terms == _PLAIN
+
+
+def _enter(state: _State, ops=None, check: Optional[Callable] = None):
+    """Forward pre-hook of a tracked module: it joins the chain of running modules; ``ops`` (TransformerOps): it is
+    watched — the mode is active from the outermost watched module's start …; ``check(state, module)``: refusals."""
+    def hook(module, inputs):
+        state.stack.append(module)
+        if ops is not None:
+            if not state.watching:
+                ops.__enter__()
+            state.watching += 1
+        if check is not None:
+            check(state, module)
+    return hook
+
+
+def _leave(state: _State, ops=None, rule: Optional[Callable] = None):
+    """… to its end (a forward hook with ``always_call``: also when the forward pass raises); then the module's rule."""
+    def hook(module, inputs, output):
+        if state.stack and state.stack[-1] is module:
+            state.stack.pop()
+        if ops is not None and state.watching:
+            state.watching -= 1
+            if not state.watching:
+                ops.__exit__(None, None, None)
+        if rule is not None and output is not None:
+            return rule(module, inputs, output)
+    return hook
+
+
+def _check_attention(state: _State, module: nn.Module) -> None:
+    from . import transformer as tf
+
+    state.count(module)
+    if not isinstance(module, nn.MultiheadAttention):
+        tf.check_timm_attention(state, module)
+
+
+def _elementwise_hook(module, inputs, output):
+    from .transformer import IdentityStep
+
+    return relay(inputs[0], output.detach(), IdentityStep(inputs[0], output.detach()))
+
+
+def _norm_hook(module, inputs, output):
+    from .transformer import NormStep
+
+    return relay(inputs[0], output.detach(), NormStep(module, output))
+
+
+def relay_linear(state: _State, name: str, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` (a Linear layer that is not called as a module, e.g. an attention's input projection) with the
+    composite's rule for ``name``."""
+    rule = state.composite.rule(name, module, False)
+    if not isinstance(rule, Rule) or rule.first_layer_only:
+        raise BenchError(f"no LRP rule for layer '{name}' ({type(module).__name__}) (got {rule!r})")
+    if is_gradient(rule):
+        return F.linear(x, module.weight, module.bias)
+    with torch.no_grad():
+        z = F.linear(x, module.weight, module.bias)
+    step = _PlainStep(module, rule.epsilon, z) if rule.terms == _PLAIN else _LinearStep(state, module, rule, z)
+    return relay(x, z, step)
 
 
 def _linear_hook(state: _State, name: str):
@@ -540,8 +683,10 @@ def _linear_hook(state: _State, name: str):
         if state.bounds is None and any(p.input in ("low", "high") and getattr(rule, p.input, None) is None
                                         for t in rule.terms for p in t.parts):
             raise BenchError(f"rule {rule} needs the data's pixel bounds (bounds=...); none were given")
+        if state.composite.transformer and module not in state.paired and rule.terms == _PLAIN:
+            return relay(inp, output.detach(), _PlainStep(module, rule.epsilon, output.detach()))
         step = _LinearStep(state, module, rule, output.detach())
-        out = _Relay.apply(inp, output.detach(), step)
+        out = relay(inp, output.detach(), step)
         state.outputs[module], state.steps[module] = out, step
         return out
     return hook
@@ -554,15 +699,15 @@ def _batchnorm_hook(state: _State, linear: Optional[nn.Module]):
         if linear is not None and state.outputs.get(linear) is inp:  # the data flow confirms the pair
             step = state.steps[linear]
             step.bn, step.merged = module, output.detach()
-            return _Relay.apply(inp, output.detach(), _MergedNormStep(step))
-        return _Relay.apply(inp, output.detach(), _BypassStep(output.detach()))
+            return relay(inp, output.detach(), _MergedNormStep(step))
+        return relay(inp, output.detach(), _BypassStep(output.detach()))
     return hook
 
 
 def _pool_hook(state: _State):
     def hook(module, inputs, output):
         state.count(module)
-        return _Relay.apply(inputs[0], output.detach(), _ProportionalPoolStep(module, output.detach()))
+        return relay(inputs[0], output.detach(), _ProportionalPoolStep(module, output.detach()))
     return hook
 
 

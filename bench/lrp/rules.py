@@ -251,6 +251,53 @@ class Flat(Rule):
         return (Term(1.0, (Part("ones", ones, False),), sign=1),)
 
 
+# ------------------------------------------------------------------------ rules of transformer operations
+# Relevance through the operations of a transformer other than its linear layers (AttnLRP, Achtibat et al., ICML 2024;
+# CP-LRP, Ali et al., ICML 2022). Like the rules above they only say *what* to compute; bench/lrp/transformer.py
+# evaluates them on the same convention R_a = a ⊙ g_a. A Composite names one of each (composites.py).
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The identity rule on an element-wise non-linearity y = f(x) (GELU, SiLU, tanh; AttnLRP eq. 9): R_x = R_y,
+    i.e. g_x = g_y ⊙ f(x) / x (0 where x = 0). Conservative; LXT's ``identity_rule_implicit``."""
+
+
+@dataclass(frozen=True)
+class ConstantScale:
+    """LayerNorm / RMSNorm with the normalising scale 1/σ (1/RMS) held constant (AttnLRP Prop. 3.4: the identity
+    rule on the division; CP-LRP's LayerNorm): the layer is then linear, y = (x − mean x) / σ ⊙ w + b, and relevance
+    follows this linear map (its gradient; the bias b absorbs its share). LXT's ``layer_norm_forward`` (σ detached)."""
+
+
+@dataclass(frozen=True)
+class Softmax:
+    """The softmax s = softmax(z) linearised at z (AttnLRP Prop. 3.1), J = diag(s) − s sᵀ its Jacobian there.
+    ``bias=True`` (the paper's rule, LXT's ``softmax``): Taylor with the bias term, R_z = z ⊙ (R_s − s Σ R_s) — the
+    gradient under R = a ⊙ g; the bias term s − J z absorbs relevance, so this rule is not conservative.
+    ``bias=False``: Taylor without the bias term, R_z = z ⊙ Jᵀ (R_s / stab(J z)) with stab(t) = t + ε·sign(t)
+    (LXT's ``TaylorDecompositionRule(bias=False)`` at z): conservative up to ε, unstable where J z ≈ 0."""
+
+    bias: bool = True
+    epsilon: float = 1e-6  # stabiliser of J z, bias=False only
+
+
+@dataclass(frozen=True)
+class Constant:
+    """The operation's output is held constant: no relevance passes through it (CP-LRP: the attention weights
+    A = softmax(q kᵀ / √d), so that relevance reaches the tokens through the values only)."""
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """A product o = a · b of two factors (the attention's q kᵀ and A v; AttnLRP eq. 7 and Prop. 3.3, LXT's
+    ``matmul``): the ε-rule on the product, then an equal share for each factor that carries relevance,
+    R_a = a ⊙ (∂o/∂a)ᵀ (R_o / (n · stab(o))), n the number of such factors. ε = 0: the gradient divided by n
+    (LXT's ``divide_gradient``); a factor held constant (``Constant``) gets nothing, the other all (n = 1)."""
+
+    epsilon: float = 0.0
+
+
 RULES = {"epsilon": Epsilon, "zero": Zero, "gamma": Gamma, "alpha_beta": AlphaBeta, "zplus": ZPlus, "zbox": ZBox,
          "wsquare": WSquare, "flat": Flat}  # the config names of the rules
 

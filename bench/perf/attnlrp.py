@@ -2,22 +2,25 @@
 (not a test).
 
     python -m bench.perf.attnlrp [--size 32 --patch 4 --dim 192 --depth 12 --heads 3] [--batch 8]
-                                 [--device cpu|cuda] [--rounds 20] [--reps 3] [--mode attnlrp|cp] [--epsilon 0]
+                                 [--device cpu|cuda] [--threads N] [--rounds 20] [--reps 3] [--mode attnlrp|cp]
+                                 [--epsilon 0]
 
 The model is torchvision's ``VisionTransformer`` with random weights (ViT-Tiny widths on 32×32 inputs by default),
 in eval mode, float32, explained for its predicted classes. LXT 2.1 patches torchvision's classes for the whole
-process, so each side lives in a worker process of its own: it builds the same model (seed 0) and explains the
-batch twice untimed; then the main process alternates the two workers ``--rounds`` times, each round timing
-``--reps`` heatmap batches on one side and then the other, so that a machine shared with other work disturbs both
-alike. It prints the median heatmaps per second of each side over all timed batches and the median over the rounds
-of ours / LXT's (paired by round).
+process, so each side lives in a worker process of its own (both with the C library's malloc set up as the suite's
+CLI sets it up, bench/run/runtime.py): it builds the same model (seed 0) and explains the batch twice untimed;
+then the main process alternates the two workers ``--rounds`` times, each round timing ``--reps`` heatmap batches
+on one side and then the other (who goes first alternates too), so that a machine shared with other work disturbs
+both alike. It prints the median heatmaps per second of each side over all timed batches, the median over the
+rounds of ours / LXT's (paired by round), and the same per CPU-second of the worker process
+(``time.process_time``: less sensitive to other work on a shared machine than the wall clock).
 
 LXT's side is its torchvision map (``lxt.efficient``: CP-LRP inside the attention, identity rule on GELU, LayerNorm
 with σ detached, Gradient × Input) and, for ``attnlrp``, the attention written with its own rules (q and k
 gradients divided by 4, v by 2, as its Hugging Face attention wrapper does). Ours is ``bench.lrp.lrp`` with the
-``attnlrp`` / ``cp_lrp`` composite at ``--epsilon`` (default 0: LRP-0 on the linear layers, the numbers of LXT's
-Gradient × Input, tests/test_attnlrp.py; the methods' default is 1e-6). Without lxt installed, ours is timed alone
-and one line says that LXT is missing.
+``attnlrp`` / ``cp_lrp`` composite at ``--epsilon`` (default 0, the methods' default: the linear layers' gradient,
+the numbers of LXT's Gradient × Input, tests/test_attnlrp.py; ε > 0 adds LRP-ε's factor |z| / (|z| + ε) on every
+linear layer). Without lxt installed, ours is timed alone and one line says that LXT is missing.
 """
 
 from __future__ import annotations
@@ -85,6 +88,11 @@ def worker(args) -> None:
     """Builds the model, warms up, then times ``reps`` batches for every line read on stdin."""
     import torch
 
+    from ..run.runtime import keep_freed_memory
+
+    keep_freed_memory()  # both sides as the CLI's processes run (bench/run/runtime.py)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model, x = build(args)
     with torch.no_grad():
         target = model(x).argmax(1)
@@ -105,10 +113,10 @@ def worker(args) -> None:
     for _ in sys.stdin:
         times = []
         for _ in range(args.reps):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             explain(x, target)
             sync()
-            times.append(time.perf_counter() - start)
+            times.append((time.perf_counter() - start, time.process_time() - cpu))
         print(json.dumps(times), flush=True)
 
 
@@ -121,6 +129,7 @@ def main(argv=None) -> None:
     ap.add_argument("--heads", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--threads", type=int, default=0, help="torch's CPU threads in both workers (0: torch's default)")
     ap.add_argument("--rounds", type=int, default=20, help="alternating rounds of the two sides")
     ap.add_argument("--reps", type=int, default=3, help="timed batches per side and round")
     ap.add_argument("--mode", default="attnlrp", choices=("attnlrp", "cp"))
@@ -139,7 +148,7 @@ def main(argv=None) -> None:
     else:
         sides.append("lxt")
     common = [f"--{k}={getattr(args, k)}" for k in ("size", "patch", "dim", "depth", "heads", "batch", "device",
-                                                   "reps", "mode", "epsilon")]
+                                                   "threads", "reps", "mode", "epsilon")]
     workers = {side: subprocess.Popen([sys.executable, "-m", "bench.perf.attnlrp", *common, f"--side={side}"],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for side in sides}
     try:
@@ -159,19 +168,23 @@ def main(argv=None) -> None:
         for proc in workers.values():
             proc.stdin.close()
             proc.wait()
-    rate = {side: args.batch / statistics.median(t for rnd in times[side] for t in rnd) for side in sides}
+    def rate(side: str, clock: int) -> float:
+        return args.batch / statistics.median(t[clock] for rnd in times[side] for t in rnd)
+
     print(f"{args.mode} (ours at ε = {args.epsilon:g}) · torchvision ViT {args.size}×{args.size}/{args.patch}, width "
-          f"{args.dim}, depth {args.depth}, {args.heads} heads · batch {args.batch} · {args.device} · {args.rounds} "
-          f"alternating rounds × {args.reps} batches")
+          f"{args.dim}, depth {args.depth}, {args.heads} heads · batch {args.batch} · {args.device}"
+          f"{f' ({args.threads} threads)' if args.threads else ''} · {args.rounds} alternating rounds × {args.reps} "
+          "batches")
     labels = {"ours": "ours", "lxt": "LXT "}
     for side in sides:
-        per_round = [args.batch / statistics.median(rnd) for rnd in times[side]]
-        print(f"  {labels[side]}  {rate[side]:8.2f} heatmaps/s   (rounds: min {min(per_round):.2f}, "
-              f"max {max(per_round):.2f})")
-    if "lxt" in rate:
-        paired = [statistics.median(b) / statistics.median(a) for a, b in zip(times["ours"], times["lxt"])]
-        print(f"  ours / LXT = {rate['ours'] / rate['lxt']:.2f} (median over rounds of the paired ratio: "
-              f"{statistics.median(paired):.2f})")
+        per_round = [args.batch / statistics.median(t[0] for t in rnd) for rnd in times[side]]
+        print(f"  {labels[side]}  {rate(side, 0):8.2f} heatmaps/s   (rounds: min {min(per_round):.2f}, "
+              f"max {max(per_round):.2f}; per CPU-second of the process: {rate(side, 1):.2f})")
+    if "lxt" in sides:
+        paired = [statistics.median(b[0] for b in lb) / statistics.median(a[0] for a in la)
+                  for la, lb in zip(times["ours"], times["lxt"])]
+        print(f"  ours / LXT = {rate('ours', 0) / rate('lxt', 0):.2f} (median over rounds of the paired ratio: "
+              f"{statistics.median(paired):.2f}; per CPU-second: {rate('ours', 1) / rate('lxt', 1):.2f})")
 
 
 if __name__ == "__main__":
