@@ -51,27 +51,19 @@ def images(n: int = 4) -> torch.Tensor:
     return torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
 
 
-# LXT 2.1 in a subprocess (its patches replace torchvision's classes' methods for the whole process), as its
-# documentation and vision-transformer example use it: ``monkey_patch`` with its torchvision map (CP-LRP inside the
-# attention), Gradient × Input; "cp_gamma" adds its example's Zennit LRP-γ composite through its Zennit patch; for
-# "attnlrp" (LXT's torchvision map has none) the attention is written here with LXT's own rules on q, k and v, as
-# its Hugging Face attention wrapper applies them. One process computes the three, in this order.
+# LXT 2.1 in a subprocess (its patches replace torchvision's classes' methods for the whole process), patched as
+# bench/perf/attnlrp.py patches it for the speed benchmark (``lxt_patch``: its torchvision map, CP-LRP inside the
+# attention; Gradient × Input); "cp_gamma" adds its example's Zennit LRP-γ composite through its Zennit patch; for
+# "attnlrp" (LXT's torchvision map has none) the attention with LXT's own rules on q, k and v
+# (``lxt_attnlrp_attention``). One process computes the three, in this order.
 LXT = textwrap.dedent("""
     import sys, torch
-    import torch.nn.functional as F
-    import transformers.pytorch_utils as pu
-    for name in ("find_pruneable_heads_and_indices", "prune_linear_layer", "apply_chunking_to_forward"):
-        if not hasattr(pu, name):
-            setattr(pu, name, None)  # LXT 2.1 imports these for BERT; transformers 5 removed them
     from torchvision.models import vision_transformer as tv
     from zennit.composites import LayerMapComposite
     import zennit.rules as zr
-    from lxt.efficient import monkey_patch, monkey_patch_zennit
-    from lxt.efficient.models.vit_torch import cp_LRP
-    from lxt.efficient.rules import divide_gradient
+    from bench.perf.attnlrp import lxt_attnlrp_attention, lxt_patch
 
-    monkey_patch(tv, cp_LRP)
-    monkey_patch_zennit()
+    lxt_patch(zennit=True)
     model = tv.VisionTransformer(image_size=28, patch_size=7, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
                                  num_classes=10)
     model.conv_proj = torch.nn.Conv2d(1, 16, kernel_size=7, stride=7)
@@ -86,23 +78,12 @@ LXT = textwrap.dedent("""
         out.gather(1, target[:, None]).sum().backward()
         return {"R": (x * x.grad).detach(), "target": target, "logit": out.gather(1, target[:, None])[:, 0].detach()}
 
-    def attention(self, query, key, value, *args, **kwargs):
-        e, h = self.embed_dim, self.num_heads
-        w, b = self.in_proj_weight, self.in_proj_bias
-        q, k, v = (F.linear(t, w[i * e:(i + 1) * e], b[i * e:(i + 1) * e]) for i, t in enumerate((query, key, value)))
-        q, k, v = divide_gradient(q, 4), divide_gradient(k, 4), divide_gradient(v, 2)
-        n, length = q.shape[:2]
-        q, k, v = (t.reshape(n, length, h, e // h).transpose(1, 2) for t in (q, k, v))
-        a = torch.softmax(q @ k.transpose(-2, -1) / (e // h) ** 0.5, dim=-1)
-        o = (a @ v).transpose(1, 2).reshape(n, length, e)
-        return F.linear(o, self.out_proj.weight, self.out_proj.bias), None
-
     results = {"cp": explain()}
     gamma = LayerMapComposite([(torch.nn.Conv2d, zr.Gamma(0.25)), (torch.nn.Linear, zr.Gamma(0.05))])
     gamma.register(model)
     results["cp_gamma"] = explain()
     gamma.remove()
-    tv.nn.MultiheadAttention.forward = attention
+    tv.nn.MultiheadAttention.forward = lxt_attnlrp_attention
     results["attnlrp"] = explain()
     torch.save(results, sys.argv[3])
 """)

@@ -48,33 +48,51 @@ def build(args):
     return model, x
 
 
-def lxt_explainer(mode: str, model):
-    """LXT's heatmaps (Gradient × Input after its patches of torchvision's classes, for the whole process)."""
-    import torch
-    import torch.nn.functional as F
+def lxt_patch(zennit: bool = False) -> None:
+    """LXT 2.1 as its documentation and vision-transformer example use it, for the whole process: ``monkey_patch``
+    of torchvision's ViT with its map (CP-LRP inside the attention, identity rule on GELU, LayerNorm σ constant),
+    after which Gradient × Input is its heatmap; ``zennit``: also its Zennit patch (for a Zennit composite on the
+    linear layers). tests/test_attnlrp.py computes its reference heatmaps with this too."""
     import transformers.pytorch_utils as pu
 
     for name in ("find_pruneable_heads_and_indices", "prune_linear_layer", "apply_chunking_to_forward"):
         if not hasattr(pu, name):
             setattr(pu, name, None)  # LXT 2.1 imports these for BERT; transformers 5 removed them
     from torchvision.models import vision_transformer as tv
-    from lxt.efficient import monkey_patch
+    from lxt.efficient import monkey_patch, monkey_patch_zennit
     from lxt.efficient.models.vit_torch import cp_LRP
-    from lxt.efficient.rules import divide_gradient
 
     monkey_patch(tv, cp_LRP)
+    if zennit:
+        monkey_patch_zennit()
+
+
+def lxt_attnlrp_attention(self, query, key, value, *args, **kwargs):
+    """``nn.MultiheadAttention.forward`` with LXT's AttnLRP rules on q, k and v (``divide_gradient``: q kᵀ and A v
+    split uniformly; the softmax's gradient is its rule with the bias term), as LXT's Hugging Face attention wrapper
+    applies them — LXT's torchvision map has no AttnLRP. Self-attention without masks only."""
+    import torch
+    import torch.nn.functional as F
+    from lxt.efficient.rules import divide_gradient
+
+    e, h = self.embed_dim, self.num_heads
+    w, b = self.in_proj_weight, self.in_proj_bias
+    q, k, v = (F.linear(t, w[i * e:(i + 1) * e], b[i * e:(i + 1) * e]) for i, t in enumerate((query, key, value)))
+    q, k, v = divide_gradient(q, 4), divide_gradient(k, 4), divide_gradient(v, 2)
+    n, length = q.shape[:2]
+    q, k, v = (t.reshape(n, length, h, e // h).transpose(1, 2) for t in (q, k, v))
+    o = torch.softmax(q @ k.transpose(-2, -1) / (e // h) ** 0.5, dim=-1) @ v
+    return F.linear(o.transpose(1, 2).reshape(n, length, e), self.out_proj.weight, self.out_proj.bias), None
+
+
+def lxt_explainer(mode: str, model):
+    """LXT's heatmaps (Gradient × Input after its patches of torchvision's classes, for the whole process)."""
+    import torch
+    from torchvision.models import vision_transformer as tv
+
+    lxt_patch()
     if mode == "attnlrp":
-        def attention(self, query, key, value, *a, **k):
-            e, h = self.embed_dim, self.num_heads
-            w, b = self.in_proj_weight, self.in_proj_bias
-            q, kk, v = (F.linear(t, w[i * e:(i + 1) * e], b[i * e:(i + 1) * e])
-                        for i, t in enumerate((query, key, value)))
-            q, kk, v = divide_gradient(q, 4), divide_gradient(kk, 4), divide_gradient(v, 2)
-            n, length = q.shape[:2]
-            q, kk, v = (t.reshape(n, length, h, e // h).transpose(1, 2) for t in (q, kk, v))
-            o = torch.softmax(q @ kk.transpose(-2, -1) / (e // h) ** 0.5, dim=-1) @ v
-            return F.linear(o.transpose(1, 2).reshape(n, length, e), self.out_proj.weight, self.out_proj.bias), None
-        tv.nn.MultiheadAttention.forward = attention
+        tv.nn.MultiheadAttention.forward = lxt_attnlrp_attention
 
     def heatmaps(x, target):
         x = x.detach().requires_grad_(True)
