@@ -230,9 +230,10 @@ def _colorbar() -> str:
             f'aria-label="colour scale from −1 (blue) through 0 (white) to +1 (red)"></span>')
 
 
-def _quantities_text(values: dict) -> tuple[str, str]:
-    shown = {k: (f"{v:.4g}" if isinstance(v, float) and np.isfinite(v) else str(v)) for k, v in values.items()}
-    return "\n".join(f"{k}: {v}" for k, v in shown.items()), json.dumps(shown)
+def _quantities_json(values: dict) -> str:
+    """A cell's per-image quantities (4 significant digits) as JSON."""
+    return json.dumps({k: (f"{v:.4g}" if isinstance(v, float) and np.isfinite(v) else str(v))
+                       for k, v in values.items()}, separators=(",", ":"))
 
 
 def gallery_section(results: Results, grid_images: int) -> str:
@@ -257,11 +258,11 @@ def gallery_section(results: Results, grid_images: int) -> str:
             cells = []
             for i in images:
                 values = q.loc[i].to_dict() if q is not None and i in q.index else {}
-                text, data = _quantities_text(values)
+                data = _quantities_json(values)  # (the script makes it the cell's title: shown on hover)
                 label = labels[run]
                 cells.append(f'<td><button type="button" class="cell" aria-pressed="false" data-run="{_esc(run)}" '
                              f'data-method="{_esc(method[run])}" data-image="{_esc(i)}" data-label="{_esc(label)}" '
-                             f'data-q="{_esc(data)}" title="{_esc(label)} · {_esc(i)}&#10;{_esc(text)}">'
+                             f'data-q="{_esc(data)}">'
                              f'<img src="{png_uri(render_heatmap(maps[run][i]))}" '
                              f'alt="heatmap of {_esc(label)} for image {_esc(i)}"></button></td>')
             rows.append(f'<tr data-run="{_esc(run)}"><th scope="row" class="row">{_esc(labels[run])}</th>'

@@ -76,6 +76,8 @@ function setupGallery() {
   document.querySelectorAll(".gallery-block").forEach((block) => {
     const detail = block.querySelector(".detail");
     block.querySelectorAll("button.cell").forEach((button) => {
+      const lines = Object.entries(JSON.parse(button.dataset.q || "{}")).map(([k, v]) => k + ": " + v);
+      button.title = button.dataset.label + " · " + button.dataset.image + "\n" + lines.join("\n");
       button.addEventListener("click", () => {
         block.querySelectorAll("button.cell").forEach((b) => b.setAttribute("aria-pressed", "false"));
         button.setAttribute("aria-pressed", "true");
