@@ -11,7 +11,7 @@ It shows, built from the very DataFrames the report's CSV files are written from
   included), each method's lines shown or hidden by a checkbox;
 * the heatmap gallery: methods × the first ``--grid-images`` images of each dataset, rendered as the complexity
   metric renders them (:func:`bench.engine.render.render_heatmap`), the per-image quantities of a cell on hover
-  (its title) and, with the input image, on click;
+  (a title the script makes from the cell's JSON) and, with the input image, on click;
 * the metric report card, when the runs make one;
 * every run's provenance (condition, versions, device, wall time, code and weights digests, its resolved
   configuration), the jobs below the report's folders that are not in the tables (failed, incomplete, missing,
@@ -43,6 +43,7 @@ PROVENANCE_COLUMNS = ["run_key", "device", "device_name", "wall_time_s", "bench_
                       "torch_version", "torchvision_version", "numpy_version", "scipy_version", "skimage_version",
                       "pandas_version", "code_sha", "model_sha", "data_sha"]
 FILTERS = ("dataset", "model", "patch", "protocol")
+BEST_CLASS = ' class="best"'
 _esc = html.escape
 
 
@@ -169,7 +170,7 @@ def table_section(name: str, df: pd.DataFrame, caption: str, digits: int | None)
             f'{"" if not np.isfinite(r.p_holm) else f"{r.p_holm:.3g}"}</td>',
             f"<td>{_esc(mark)}</td>"]
         attrs = " ".join(f'data-{f}="{_esc(str(r[f]))}"' for f in FILTERS)
-        rows.append(f'<tr class="{"best" if best else ""}" {attrs} data-run="{_esc(r.run)}" '
+        rows.append(f'<tr{BEST_CLASS if best else ""} {attrs} data-run="{_esc(r.run)}" '
                     f'data-quantity="{_esc(r.quantity)}">' + "".join(cells) + "</tr>")
     heads = "".join(f'<th scope="col"><button type="button" class="sort">{_esc(h)}</button></th>'
                     for h in TABLE_HEADS)
