@@ -28,8 +28,9 @@ def quantity_choices() -> list[str]:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench.report",
-        description="Figures (PDF, PNG) and a summary table (Markdown, LaTeX, CSV) from the tables of one or "
-                    "many runs: every curves.parquet below the given folders is read.")
+        description="Figures (PDF, PNG), a summary table (Markdown, LaTeX, CSV) and index.html (a self-contained "
+                    "results explorer) from the tables of one or many runs: every curves.parquet below the given "
+                    "folders is read.")
     p.add_argument("dirs", nargs="+", help="results folders (a run, a sweep, or any folder above them)")
     p.add_argument("--out", help="output folder (default: <first DIR>/report); never in a job folder, nor a folder "
                                  "bench.collect wrote")
@@ -57,6 +58,9 @@ def parser() -> argparse.ArgumentParser:
                    help="runs of the same condition: keep all (labelled by run), keep the last, or stop")
     p.add_argument("--formats", default="pdf,png", help="comma-separated figure formats")
     p.add_argument("--digits", type=int, default=None, help="decimals in the Markdown/LaTeX table (default: by scale)")
+    p.add_argument("--no-html", dest="html", action="store_false",
+                   help="no index.html (the results explorer: one self-contained page of the tables, curves, "
+                        "heatmaps, metric card and provenance, written by default)")
     return p
 
 
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                               quantity=args.quantity, reference=args.reference, grid_images=args.grid_images,
                               n_boot=args.n_boot, seed=args.seed, duplicates=args.duplicates,
                               formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()),
-                              digits=args.digits)
+                              digits=args.digits, html=args.html)
     except Exception as exc:  # user errors, read-only or full disks: one line; bugs: their traceback
         return exit_with_cli_error(exc)
     for name, paths in written.items():

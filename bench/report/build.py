@@ -33,6 +33,12 @@ a protocol's ``orders`` figure         MoRF (and LeRF) curves f_c(x⁽ᵏ⁾) vs
 ``warnings.txt``                       what was left out or ambiguous (duplicates, missing baselines, a name for
                                        two models or image sets, a column whose methods ran on other inputs or
                                        models, runs without a 95% interval), if any
+``index.html``                         the results explorer (bench/report/html.py): one self-contained page that
+                                       opens offline — the tables above (sortable, filterable, from the same
+                                       DataFrames as the CSV files), every curve figure (each method's lines
+                                       shown or hidden), the heatmap gallery with per-image quantities, the metric
+                                       card, each run's provenance, failed and missing jobs, the warnings
+                                       (``--no-html``: none, and an earlier report's page removed)
 =====================================  =================================================================
 """
 
@@ -58,31 +64,36 @@ FIG4_PANELS, FIG4_FILES = ["dataset", "model"], ["perturbation", "patch", "targe
 FIG8_PANELS, FIG8_FILES = ["patch"], ["dataset", "model", "perturbation", "target", "score"]
 
 
+#: The figure kinds drawn as curves (bench/report/figures.py): the explorer (index.html) shows them.
+CURVE_KINDS = ("relative", "orders", "fraction")
+
+
 def figure_jobs(results: Results, baseline: str, patch_baseline: str, reference: str | None, grid_images: int,
-                n_boot: int, seed: int | None) -> list[tuple[str, Callable[[], list]]]:
-    """(file name, a function drawing its figures) for every figure the protocols declare (catalogue order; the
-    ``fraction`` figures of one file once), then the heatmap grid."""
+                n_boot: int, seed: int | None) -> list[tuple[str, str, Callable[[], list]]]:
+    """(file name, figure kind, a function drawing its figures) for every figure the protocols declare (catalogue
+    order; the ``fraction`` figures of one file once), then the heatmap grid (kind ``heatmap_grid``)."""
     jobs, seen = [], set()
     for cls in protocols.catalogue():
         for f in cls.figures:
             if f.kind == "relative":
                 base = "random" if baseline == "random" else baseline
-                jobs.append((f.file.format(baseline=base), partial(figures.relative_figures, results, FIG4_PANELS,
-                                                                   FIG4_FILES, baseline, n_boot, seed, f)))
+                jobs.append((f.file.format(baseline=base), f.kind,
+                             partial(figures.relative_figures, results, FIG4_PANELS, FIG4_FILES, baseline, n_boot,
+                                     seed, f)))
                 if results.runs.patch.nunique() > 1:
-                    jobs.append((f.file.format(baseline=patch_baseline) + "_by_patch",
+                    jobs.append((f.file.format(baseline=patch_baseline) + "_by_patch", f.kind,
                                  partial(figures.relative_figures, results, FIG8_PANELS, FIG8_FILES, patch_baseline,
                                          n_boot, seed, f)))
             elif f.kind == "orders":
-                jobs.append((f.file, partial(figures.curve_figures, results, n_boot, seed, f)))
+                jobs.append((f.file, f.kind, partial(figures.curve_figures, results, n_boot, seed, f)))
             elif f.kind == "fraction" and f.file not in seen:
                 seen.add(f.file)
-                jobs.append((f.file, partial(figures.fraction_figures, results, f.file, n_boot, seed)))
+                jobs.append((f.file, f.kind, partial(figures.fraction_figures, results, f.file, n_boot, seed)))
             elif f.kind == "scatter":
-                jobs.append((f.file, partial(figures.scatter_figures, results, f, reference)))
+                jobs.append((f.file, f.kind, partial(figures.scatter_figures, results, f, reference)))
             elif f.kind == "box":
-                jobs.append((f.file, partial(figures.box_figures, results, f)))
-    jobs.append(("heatmap_grid", partial(figures.heatmap_grid_figures, results, grid_images)))
+                jobs.append((f.file, f.kind, partial(figures.box_figures, results, f)))
+    jobs.append(("heatmap_grid", "heatmap_grid", partial(figures.heatmap_grid_figures, results, grid_images)))
     return jobs
 
 
@@ -124,10 +135,11 @@ def make_report(dirs, out=None, *, baseline: str = "random", patch_baseline: str
                 quantity: str | None = None, reference: str | None = None, grid_images: int = 8,
                 n_boot: int | None = None, seed: int | None = None, duplicates: str = "keep",
                 formats=("pdf", "png"), digits: int | None = None, show_progress: bool | None = None,
-                results: Results | None = None) -> dict[str, list[Path]]:
+                results: Results | None = None, html: bool = True) -> dict[str, list[Path]]:
     """Read the runs below ``dirs`` and write the report to ``out`` (default ``<first dir>/report``).
     Returns {figure or table name: [files written]}. ``seed=None``: each run's own seed for its bootstrap.
-    ``quantity``: what ``summary_table`` reports (default: the headline of the protocol every run computes)."""
+    ``quantity``: what ``summary_table`` reports (default: the headline of the protocol every run computes).
+    ``html``: also the explorer, ``index.html`` (bench/report/html.py)."""
     check_formats(formats)
     first = Path(dirs if isinstance(dirs, (str, Path)) else list(dirs)[0])
     default = out is None
@@ -148,12 +160,17 @@ def make_report(dirs, out=None, *, baseline: str = "random", patch_baseline: str
             fig, corr = network_quality_figure(results.network)
             correlations.append(corr)
             return [("", fig)]
-        jobs.append(("network_quality", network_job))
+        jobs.append(("network_quality", "network", network_job))
 
     written: dict[str, list[Path]] = {}
-    for name, make in progress(jobs, desc="report: figures", unit="fig", enabled=show_progress):
+    curves: list[tuple[str, str, str]] = []  # (name, inline SVG, caption) for the explorer
+    for name, kind, make in progress(jobs, desc="report: figures", unit="fig", enabled=show_progress):
         for suffix, fig in make():
             written[name + suffix] = style.save_figure(fig, out, name + suffix, formats)
+            if html and kind in CURVE_KINDS:
+                from .html import figure_svg
+                curves.append((name + suffix, figure_svg(fig, f"f{len(curves)}", name + suffix),
+                               style.caption_of(fig)))
             if style.caption_of(fig):  # the caption beside the figure, never drawn into it
                 _write_text(out / f"{name + suffix}.caption.txt", style.caption_of(fig) + "\n")
                 written[name + suffix].append(out / f"{name + suffix}.caption.txt")
@@ -161,8 +178,9 @@ def make_report(dirs, out=None, *, baseline: str = "random", patch_baseline: str
         write_csv(correlations[0], out / "network_quality_correlations.csv")
         written["network_quality_correlations"] = [out / "network_quality_correlations.csv"]
 
-    written.update(table.write_tables(results, out, quantity, n_boot, seed, digits))
-    written.update(write_card(results, out, formats))
+    frames: dict = {}  # the DataFrames the CSV tables are written from: the explorer shows the same
+    written.update(table.write_tables(results, out, quantity, n_boot, seed, digits, frames=frames))
+    written.update(write_card(results, out, formats, frames=frames))
     write_csv(results.runs, out / "runs.csv")
     written["runs"] = [out / "runs.csv"]
     if results.warnings:
@@ -170,4 +188,9 @@ def make_report(dirs, out=None, *, baseline: str = "random", patch_baseline: str
         written["warnings"] = [out / "warnings.txt"]
     elif (out / "warnings.txt").exists():
         (out / "warnings.txt").unlink()  # from an earlier report of other tables
+    if html:
+        from .html import write_html
+        written["index"] = [write_html(out, results, frames, curves, dirs, grid_images, digits)]
+    elif (out / "index.html").exists():
+        (out / "index.html").unlink()  # an earlier report's page: its numbers are not these tables'
     return written

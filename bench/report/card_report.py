@@ -123,8 +123,10 @@ def card_figure(card_rows: pd.DataFrame, condition: str, quantities: list[str]):
     return fig
 
 
-def write_card(results: Results, out: Path, formats=("pdf", "png")) -> dict[str, list[Path]]:
-    """``per_image.parquet`` and, when the runs make a card, the card's files (module docstring)."""
+def write_card(results: Results, out: Path, formats=("pdf", "png"),
+               frames: dict[str, pd.DataFrame] | None = None) -> dict[str, list[Path]]:
+    """``per_image.parquet`` and, when the runs make a card, the card's files (module docstring); ``frames``, when
+    given, gets ``metric_card``: the rows metric_card.csv was written from."""
     written: dict[str, list[Path]] = {}
     per_image = per_image_table(results)
     if per_image.empty:
@@ -135,6 +137,8 @@ def write_card(results: Results, out: Path, formats=("pdf", "png")) -> dict[str,
     if not found:
         return written
     rows = metric_card(per_image, results)
+    if frames is not None:
+        frames["metric_card"] = rows
     write_csv(rows, out / "metric_card.csv")
     _write_text(out / "metric_card.md", card_markdown(rows))
     _write_text(out / "metric_card.tex", card_latex(rows))

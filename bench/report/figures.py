@@ -40,6 +40,9 @@ PANEL_HEIGHT_IN = 1.9
 MAX_COLS = 3
 BAND_ALPHA = 0.18
 N_MARKERS = 7  # markers per line
+#: The SVG group id of a method's line and band (``METHOD_GID + method``) and of the random order's: how the
+#: explorer (bench/report/html.py) finds a method's curves in the inline SVG.
+METHOD_GID, RANDOM_ORDER_GID = "bench-method--", "bench-random-order"
 
 
 def _fmt(col: str, value) -> str:
@@ -188,17 +191,20 @@ def band_alpha(n_lines: int) -> float:
 def _line(ax, run_meta, label: str, ls: int, band: pd.DataFrame, alpha: float = BAND_ALPHA) -> None:
     st = style.method_style(run_meta.method)
     steps = band.step.to_numpy()
+    gid = METHOD_GID + run_meta.method  # (SVG only: the explorer shows and hides a method's lines by it)
     ax.fill_between(steps, band.ci_low, band.ci_high, color=st.color, alpha=alpha, linewidth=0,
-                    label=f"_band {label}")
-    ax.plot(steps, band["mean"], color=st.color, marker=st.marker, label=label,
+                    label=f"_band {label}", gid=gid)
+    ax.plot(steps, band["mean"], color=st.color, marker=st.marker, label=label, gid=gid,
             linestyle=style.LINESTYLES[ls % len(style.LINESTYLES)], markevery=max(1, len(steps) // N_MARKERS))
 
 
 def _random_order(ax, x, band: pd.DataFrame, alpha: float = BAND_ALPHA) -> None:
     """The random order (the baseline of every run): black, dotted, no markers (:data:`style.RANDOM_ORDER`)."""
     o = style.RANDOM_ORDER
-    ax.fill_between(x, band.ci_low, band.ci_high, color="0.5", alpha=alpha, linewidth=0, label="_band random order")
-    ax.plot(x, band["mean"], color=o["color"], linestyle=o["linestyle"], linewidth=o["linewidth"], label=o["label"])
+    ax.fill_between(x, band.ci_low, band.ci_high, color="0.5", alpha=alpha, linewidth=0, label="_band random order",
+                    gid=RANDOM_ORDER_GID)
+    ax.plot(x, band["mean"], color=o["color"], linestyle=o["linestyle"], linewidth=o["linewidth"], label=o["label"],
+            gid=RANDOM_ORDER_GID)
 
 
 def _legend(fig: Figure, axes: list) -> None:
@@ -615,6 +621,34 @@ def _column_heads(results: Results, runs: list[str], meta: pd.DataFrame, images:
     return heads
 
 
+def heatmap_groups(results: Results, n_images: int = 8) -> list[tuple]:
+    """What the heatmap grid shows, per dataset: (title, runs in legend order, run → label, the first ``n_images``
+    images that every run has (in the order of the first run's table), run → image → heatmap (H×W), image →
+    input image (H×W×C in [0, 1]; those the runs kept)). A dataset without such an image is left out, with a
+    warning."""
+    table = results.heatmaps
+    if table is None or table.empty:
+        return []
+    out = []
+    for title, runs, labels, _ in _heatmap_series(results, table):
+        maps = {r: dict(zip(table.loc[table.run == r, "image_id"], table.loc[table.run == r, "heatmap"]))
+                for r in runs}
+        images = [i for i in maps[runs[0]] if all(i in maps[r] for r in runs)][:n_images]
+        if not images:
+            warning = f"heatmap grid {title}: no image has a heatmap of every method"
+            if warning not in results.warnings:
+                results.warnings.append(warning)
+            continue
+        inputs = {}
+        if "image" in table.columns:
+            rows = table[table.run.isin(runs) & table.image_id.isin(images)]
+            for image_id, im in zip(rows.image_id, rows.image):
+                if isinstance(im, np.ndarray):
+                    inputs.setdefault(image_id, im)
+        out.append((title, runs, labels, images, maps, inputs))
+    return out
+
+
 def heatmap_grid_figures(results: Results, n_images: int = 8) -> list[tuple[str, Figure]]:
     """The input images (first row, when the runs kept them) and methods (rows) × images (columns), as TNNLS
     Fig. 6: each heatmap divided by its max|h| and coloured by the suite's rendering
@@ -626,21 +660,10 @@ def heatmap_grid_figures(results: Results, n_images: int = 8) -> list[tuple[str,
     if table is None or table.empty:
         return []
     out = []
-    groups = _heatmap_series(results, table)
+    groups = heatmap_groups(results, n_images)
+    several = len(_heatmap_series(results, table)) > 1
     with style.paper():
-        for title, runs, labels, methods in groups:
-            maps = {r: dict(zip(table.loc[table.run == r, "image_id"], table.loc[table.run == r, "heatmap"]))
-                    for r in runs}
-            images = [i for i in maps[runs[0]] if all(i in maps[r] for r in runs)][:n_images]
-            if not images:
-                results.warnings.append(f"heatmap grid {title}: no image has a heatmap of every method")
-                continue
-            inputs = {}
-            if "image" in table.columns:
-                rows = table[table.run.isin(runs) & table.image_id.isin(images)]
-                for image_id, im in zip(rows.image_id, rows.image):
-                    if isinstance(im, np.ndarray):
-                        inputs.setdefault(image_id, im)
+        for title, runs, labels, images, maps, inputs in groups:
             show_inputs = all(i in inputs for i in images)
             names = [textwrap.fill(n, 14) for n in (["input"] if show_inputs else []) + [labels[r] for r in runs]]
             nrows, ncols = len(names), len(images)
@@ -683,5 +706,5 @@ def heatmap_grid_figures(results: Results, n_images: int = 8) -> list[tuple[str,
                                    f"red (positive), white (0), blue (negative) — the rendering whose file sizes and "
                                    f"entropy say how complex a heatmap is (DEFINITIONS §5). "
                                    f"{condition_text(meta[['dataset', 'model']], [len(images)])}.")
-            out.append((_suffix({"dataset": title}) if len(groups) > 1 else "", fig))
+            out.append((_suffix({"dataset": title}) if several else "", fig))
     return out

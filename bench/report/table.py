@@ -728,10 +728,12 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def write_tables(results: Results, out: Path, quantity: str | None = None, n_boot: int | None = None,
-                 seed: int | None = None, digits: int | None = None) -> dict[str, list[Path]]:
+                 seed: int | None = None, digits: int | None = None,
+                 frames: dict[str, pd.DataFrame] | None = None) -> dict[str, list[Path]]:
     """Write ``summary_table`` (``quantity``; None: the default of :func:`summary_table`), the table of every
     protocol that asks for one of its own and the faithfulness table, each as .csv, .md and .tex, to ``out``.
-    Returns {table name: [files written]}."""
+    Returns {table name: [files written]}; ``frames``, when given, gets {table name: the DataFrame its CSV was
+    written from} (what the explorer, bench/report/html.py, shows: one source of truth)."""
     out = Path(out)
     tables = [("summary_table", quantity, "tab:summary")]
     for cls in protocols.catalogue():
@@ -741,12 +743,16 @@ def write_tables(results: Results, out: Path, quantity: str | None = None, n_boo
     for name, q, label in tables:
         summary = summary_table(results, q, n_boot, seed)
         if not summary.empty:
+            if frames is not None:
+                frames[name] = summary
             write_csv(summary, out / f"{name}.csv")
             _write_text(out / f"{name}.md", to_markdown(summary, digits))
             _write_text(out / f"{name}.tex", to_latex(summary, digits, label=label))
             written[name] = [out / f"{name}.{ext}" for ext in ("csv", "md", "tex")]
     family = family_table(results, n_boot, seed)
     if family is not None:
+        if frames is not None:
+            frames["faithfulness_table"] = family
         write_csv(family, out / "faithfulness_table.csv")
         _write_text(out / "faithfulness_table.md", family_markdown(family, digits))
         _write_text(out / "faithfulness_table.tex", family_latex(family, digits))
