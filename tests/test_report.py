@@ -601,8 +601,11 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 def test_method_styles_fixed_distinct_and_deterministic():
     known = list(style.METHOD_STYLES)
-    assert len(known) == 19 and len({style.method_color(m) for m in known}) == 19
-    assert len({(style.method_color(m), style.method_marker(m)) for m in known}) == 19
+    wrappers = {"translation", "precomputed", "captum", "zennit"}  # their names are the user's
+    shipped = {p.stem for p in (Path(__file__).parents[1] / "conf" / "method").glob("*.yaml")} - wrappers
+    assert set(known) == shipped  # every shipped method has its fixed style, and no other name
+    assert len({style.method_color(m) for m in known}) == len(known)
+    assert len({(style.method_color(m), style.method_marker(m)) for m in known}) == len(known)
     assert not set(style.FALLBACK_COLORS) & {s.color for s in style.METHOD_STYLES.values()}
     a = style.method_style("my_method")
     assert a == style.method_style("my_method") and a.color in style.FALLBACK_COLORS and a.display == "my_method"

@@ -97,6 +97,8 @@ METHOD_STYLES: dict[str, MethodStyle] = {
     "lrp_gamma": MethodStyle("#9467bd", "d", "LRP-γ"),
     "deep_taylor": MethodStyle("#bcbd22", "H", "Deep Taylor"),
     "lrp_composite": MethodStyle("#54278f", "8", "LRP composite"),
+    "attnlrp": MethodStyle("#f16913", "4", "AttnLRP"),
+    "cp_lrp": MethodStyle("#8c6d31", "3", "CP-LRP"),
     "integrated_gradients": MethodStyle("#005a32", "p", "Integrated gradients"),
     "smoothgrad": MethodStyle("#74c476", "h", "SmoothGrad"),
     "occlusion": MethodStyle("#000000", "*", "Occlusion"),
