@@ -52,7 +52,7 @@ from typing import Callable
 from .. import protocols
 from ..errors import BenchError
 from ..run.progress import progress
-from ..run.tables import atomic_write, write_csv
+from ..run.tables import write_csv, write_text
 from . import figures, style, table
 from .load import Results, load_results
 from .card_report import write_card
@@ -95,13 +95,6 @@ def figure_jobs(results: Results, baseline: str, patch_baseline: str, reference:
                 jobs.append((f.file, f.kind, partial(figures.box_figures, results, f)))
     jobs.append(("heatmap_grid", "heatmap_grid", partial(figures.heatmap_grid_figures, results, grid_images)))
     return jobs
-
-
-def _write_text(path: Path, text: str) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-    atomic_write(path, write)
 
 
 def check_formats(formats) -> None:
@@ -172,7 +165,7 @@ def make_report(dirs, out=None, *, baseline: str = "random", patch_baseline: str
                 curves.append((name + suffix, figure_svg(fig, f"f{len(curves)}", name + suffix),
                                style.caption_of(fig)))
             if style.caption_of(fig):  # the caption beside the figure, never drawn into it
-                _write_text(out / f"{name + suffix}.caption.txt", style.caption_of(fig) + "\n")
+                write_text(style.caption_of(fig) + "\n", out / f"{name + suffix}.caption.txt")
                 written[name + suffix].append(out / f"{name + suffix}.caption.txt")
     if correlations:
         write_csv(correlations[0], out / "network_quality_correlations.csv")
@@ -184,7 +177,7 @@ def make_report(dirs, out=None, *, baseline: str = "random", patch_baseline: str
     write_csv(results.runs, out / "runs.csv")
     written["runs"] = [out / "runs.csv"]
     if results.warnings:
-        _write_text(out / "warnings.txt", "\n".join(dict.fromkeys(results.warnings)) + "\n")
+        write_text("\n".join(dict.fromkeys(results.warnings)) + "\n", out / "warnings.txt")
         written["warnings"] = [out / "warnings.txt"]
     elif (out / "warnings.txt").exists():
         (out / "warnings.txt").unlink()  # from an earlier report of other tables

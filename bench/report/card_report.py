@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..run.tables import write_csv, write_parquet
+from ..run.tables import write_csv, write_parquet, write_text
 from . import style
 from .card import CRITERIA, SHORT, card_quantities, card_table, cards, headlines, metric_card, per_image_table
 from .load import Results, load_results
-from .table import _tex_head, _write_text, latex_escape
+from .table import _tex_head, latex_escape
 
 log = logging.getLogger(__name__)
 
@@ -140,15 +140,15 @@ def write_card(results: Results, out: Path, formats=("pdf", "png"),
     if frames is not None:
         frames["metric_card"] = rows
     write_csv(rows, out / "metric_card.csv")
-    _write_text(out / "metric_card.md", card_markdown(rows))
-    _write_text(out / "metric_card.tex", card_latex(rows))
+    write_text(card_markdown(rows), out / "metric_card.md")
+    write_text(card_latex(rows), out / "metric_card.tex")
     written["metric_card"] = [out / f"metric_card.{ext}" for ext in ("csv", "md", "tex")]
     for k, card in enumerate(found):
         name = "metric_card" + (f"_{k + 1}" if k else "")
         heads = headlines(card) or card_quantities(card)
         fig = card_figure(rows, card.condition, heads)
         files = style.save_figure(fig, out, name, formats)
-        _write_text(out / f"{name}.caption.txt", style.caption_of(fig) + "\n")
+        write_text(style.caption_of(fig) + "\n", out / f"{name}.caption.txt")
         written[f"{name}_figure"] = files + [out / f"{name}.caption.txt"]
     return written
 

@@ -441,13 +441,8 @@ def page(results: Results, frames: dict[str, pd.DataFrame], curves: list[tuple[s
 def write_html(out: Path, results: Results, frames: dict[str, pd.DataFrame], curves: list[tuple[str, str, str]],
                dirs, grid_images: int = 8, digits: int | None = None) -> Path:
     """Write ``out/index.html`` (atomically) and return its path."""
-    from ..run.tables import atomic_write
+    from ..run.tables import write_text
 
-    text = page(results, frames, curves, dirs, grid_images, digits)
     path = Path(out) / "index.html"
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-    atomic_write(path, write)
+    write_text(page(results, frames, curves, dirs, grid_images, digits), path)
     return path

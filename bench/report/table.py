@@ -49,7 +49,7 @@ import pandas as pd
 
 from .. import protocols
 from ..engine.stats import bootstrap_ci, interval_note, sem
-from ..run.tables import COLUMN_KEY, atomic_write, write_csv
+from ..run.tables import COLUMN_KEY, write_csv, write_text
 from .aggregate import quantity_values
 from .load import Results, series_labels, series_order
 from .style import dataset_name
@@ -720,13 +720,6 @@ def family_latex(table: pd.DataFrame, digits: int | None = None, label: str = "t
 # -------------------------------------------------------------------------------------------------- files
 
 
-def _write_text(path: Path, text: str) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-    atomic_write(path, write)
-
-
 def write_tables(results: Results, out: Path, quantity: str | None = None, n_boot: int | None = None,
                  seed: int | None = None, digits: int | None = None,
                  frames: dict[str, pd.DataFrame] | None = None) -> dict[str, list[Path]]:
@@ -746,15 +739,15 @@ def write_tables(results: Results, out: Path, quantity: str | None = None, n_boo
             if frames is not None:
                 frames[name] = summary
             write_csv(summary, out / f"{name}.csv")
-            _write_text(out / f"{name}.md", to_markdown(summary, digits))
-            _write_text(out / f"{name}.tex", to_latex(summary, digits, label=label))
+            write_text(to_markdown(summary, digits), out / f"{name}.md")
+            write_text(to_latex(summary, digits, label=label), out / f"{name}.tex")
             written[name] = [out / f"{name}.{ext}" for ext in ("csv", "md", "tex")]
     family = family_table(results, n_boot, seed)
     if family is not None:
         if frames is not None:
             frames["faithfulness_table"] = family
         write_csv(family, out / "faithfulness_table.csv")
-        _write_text(out / "faithfulness_table.md", family_markdown(family, digits))
-        _write_text(out / "faithfulness_table.tex", family_latex(family, digits))
+        write_text(family_markdown(family, digits), out / "faithfulness_table.md")
+        write_text(family_latex(family, digits), out / "faithfulness_table.tex")
         written["faithfulness_table"] = [out / f"faithfulness_table.{ext}" for ext in ("csv", "md", "tex")]
     return written

@@ -167,7 +167,8 @@ def write_json(obj: Any, path: Path) -> None:
 
 
 def write_text(text: str, path: Path) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    """``text`` as UTF-8 with ``\\n`` line ends (the same bytes on every platform), atomically."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8", newline="\n"))
 
 
 def read_json(path: Path) -> Any:
