@@ -116,19 +116,6 @@ def _protocol_of(quantity: str) -> str:
     return found[0].name if found else ""
 
 
-def _marks(df: pd.DataFrame, digits: int | None) -> tuple[dict[str, int], pd.Series]:
-    """Decimals per quantity and the best mark per row, exactly as the Markdown and LaTeX tables print them
-    (bench/report/table.py: per column; the faithfulness table per quantity and condition)."""
-    decimals = {q: tables._decimals(g, digits) for q, g in df.groupby("quantity")}
-    if "family_quantity" in df.columns:
-        parts = [tables._marked(g.assign(column_index=g.condition_index), decimals)
-                 for _, g in df.groupby("family_quantity", sort=False)]
-        marked = pd.concat(parts) if parts else pd.Series(False, index=df.index)
-    else:
-        marked = tables._marked(df, decimals)
-    return decimals, marked.reindex(df.index).fillna(False).astype(bool)
-
-
 def _filters(df: pd.DataFrame, name: str) -> str:
     out = []
     for f in FILTERS:
@@ -147,7 +134,7 @@ def table_section(name: str, df: pd.DataFrame, caption: str, digits: int | None)
     """One table of the report, a row per row of its CSV: the cells of the Markdown table, sortable and
     filterable; ``data-value`` holds each number as the CSV has it."""
     df = df.reset_index(drop=True).assign(protocol=[_protocol_of(q) for q in df.quantity])
-    decimals, marked = _marks(df, digits)
+    decimals, marked = tables.marks(df, digits)  # as the .md/.tex tables mark them
     rows = []
     for i, r in df.iterrows():
         d = decimals[r.quantity]

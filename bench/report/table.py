@@ -290,8 +290,7 @@ def summary_table(results: Results, quantity: str | None = None, n_boot: int | N
     for _, g in table.groupby("column_index", sort=True):
         out.append(_rank_and_test(g.copy(), per_image))
     table = pd.concat(out, ignore_index=True)
-    decimals = {q: _decimals(g, None) for q, g in table.groupby("quantity")}
-    table["is_best"] = _marked(table, decimals)
+    table["is_best"] = marks(table, None)[1]
     table["test"] = TEST_NAME
     label_rank = {}
     for r in sorted(order, key=order.get):
@@ -365,6 +364,18 @@ def _marked(table: pd.DataFrame, decimals: dict[str, int]) -> pd.Series:
     return out
 
 
+def marks(table: pd.DataFrame, digits: int | None) -> tuple[dict[str, int], pd.Series]:
+    """Decimals per quantity and, per row, marked best (:func:`_marked`), as the tables print them: per column; in
+    the faithfulness table (rows with ``family_quantity``) per quantity, across its condition blocks."""
+    decimals = {q: _decimals(g, digits) for q, g in table.groupby("quantity")}
+    if "family_quantity" not in table.columns:
+        return decimals, _marked(table, decimals)
+    parts = [_marked(g.assign(column_index=g.condition_index), decimals)
+             for _, g in table.groupby("family_quantity", sort=False)]
+    marked = pd.concat(parts) if parts else pd.Series(False, index=table.index)
+    return decimals, marked.reindex(table.index).fillna(False).astype(bool)
+
+
 def default_quantity() -> str:
     """The headline quantity of the protocol every run computes (AOPC − random)."""
     return next(h.name for cls in protocols.catalogue() if cls.required and (h := cls.headline()))
@@ -404,8 +415,7 @@ def _cell(r, d: int, minus: str) -> str:
 
 def _cells(table: pd.DataFrame, digits: int | None, minus: str) -> dict[tuple[str, str], tuple[str, bool]]:
     """(label, column) → (cell text, marked best)."""
-    decimals = {q: _decimals(g, digits) for q, g in table.groupby("quantity")}
-    marked = _marked(table, decimals)
+    decimals, marked = marks(table, digits)
     return {(r.label, r.column): (_cell(r, decimals[r.quantity], minus), bool(marked[i]))
             for i, r in table.iterrows()}
 
@@ -619,10 +629,7 @@ def _family_layout(table: pd.DataFrame, digits: int | None, minus: str):
     for f in families:
         u = list(dict.fromkeys(table[table.family_quantity == f].unit))
         units[f] = u[0] if len(u) == 1 else " / ".join(u)
-    decimals = {q: _decimals(g, digits) for q, g in table.groupby("quantity")}
-    marked = {}
-    for f, g in table.groupby("family_quantity", sort=False):
-        marked.update(_marked(g.assign(column_index=g.condition_index), decimals).to_dict())
+    decimals, marked = marks(table, digits)
     blocks = []
     conditions = table.drop_duplicates("condition").sort_values("condition_index", kind="stable").condition
     for cond in conditions:
