@@ -295,16 +295,13 @@ def card_section(rows: pd.DataFrame | None) -> str:
 def job_statuses(dirs) -> pd.DataFrame:
     """Every job folder below ``dirs`` with its status and reason (bench/run/collect.py), the jobs a sweep
     expected but that never started (``missing``), and the jobs listed by a collection's jobs.csv."""
-    from ..run.collect import COLLECTION, find, group_runs, missing_jobs
+    from ..run.collect import COLLECTION, jobs_below
 
     roots = [Path(d).resolve() for d in ([dirs] if isinstance(dirs, (str, Path)) else dirs)]
     roots = [r.parent if r.is_file() else r for r in roots]
     rows, seen = [], set()
     for root in roots:
-        jobs, sweeps = find(root)
-        jobs += missing_jobs(jobs, sweeps)
-        _, extra = group_runs(jobs)
-        for j in jobs + extra:
+        for j in jobs_below(root)[0]:
             key = str(j.path) if j.path is not None else f"{root}:{' '.join(j.overrides)}"
             if key in seen:
                 continue

@@ -236,6 +236,16 @@ def group_runs(jobs: list[Job]) -> tuple[list[Run], list[Job]]:
     return runs, extra
 
 
+def jobs_below(root: Path) -> tuple[list[Job], list[Run], bool]:
+    """Every job below ``root`` with its status — the job folders, the jobs a sweep expected that never started
+    (``missing``) and the shards missing altogether —, the finished runs among them, and whether any job folder or
+    sweep was found at all."""
+    jobs, sweeps = find(root)
+    jobs += missing_jobs(jobs, sweeps)
+    runs, extra = group_runs(jobs)
+    return jobs + extra, runs, bool(jobs or sweeps)
+
+
 def _run_tables(run: Run):
     """The run's tables by name, its summary and its skipped images (with provenance)."""
     import pandas as pd
@@ -349,12 +359,9 @@ def collect(root: str | Path, out: str | Path | None = None, write: bool = True)
     root = Path(root)
     if not root.is_dir():
         raise BenchError(f"no such folder: {root}")
-    jobs, sweeps = find(root)
-    if not jobs and not sweeps:
+    jobs, runs, found = jobs_below(root)
+    if not found:
         raise BenchError(f"no job folders below {root} (looking for job.json / DONE / FAILED / .hydra)")
-    jobs += missing_jobs(jobs, sweeps)
-    runs, extra = group_runs(jobs)
-    jobs += extra
     default = out is None
     out = Path(out) if out is not None else root / COLLECTED_DIR
     if write:
