@@ -38,7 +38,6 @@ torch-function mode) are always removed; the model and its parameters' ``.grad``
 
 from __future__ import annotations
 
-import functools
 import weakref
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional, Union
@@ -595,14 +594,6 @@ def lrp_hooks(model: nn.Module, rules: Union[Rule, Composite, Callable], maxpool
 
 def is_gradient(rule) -> bool:
     """LRP-0 on a linear layer: its gradient is the rule (a layer with transformer rules needs no hook then)."""
-    try:
-        return _is_gradient(rule)
-    except TypeError:  # an unhashable rule
-        return _is_gradient.__wrapped__(rule)
-
-
-@functools.lru_cache(maxsize=256)
-def _is_gradient(rule) -> bool:
     return isinstance(rule, Rule) and rule.epsilon == 0 and rule.terms == _PLAIN
 
 
