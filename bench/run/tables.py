@@ -45,9 +45,9 @@ HEATMAP_KEY = ["dataset", "model", "target", "score", *SERIES, "seed", "randomis
 #: (``model_sha``), every protocol's settings (``protocol_settings``) and the bootstrap included. The code identity
 #: (``code_sha``: it covers the method's own file, so it differs between methods), device, versions, wall time and
 #: the derived L / n_regions / equal_regions are recorded but not part.
-CONDITION = [*SERIES, "dataset", "data_sha", "images", "model", "model_sha", "perturbation", "regions", "regions_params",
-             "patch", "steps", "repeats", "target", "score", "seed", "bootstrap", "metrics", "protocol_settings",
-             "randomise_layers", "input_noise"]
+CONDITION = [*SERIES, "dataset", "data_sha", "images", "model", "model_sha", "perturbation", "regions",
+             "regions_params", "patch", "steps", "repeats", "target", "score", "seed", "bootstrap", "metrics",
+             "protocol_settings", "randomise_layers", "input_noise"]
 #: What methods are compared under, one column of a report table: the condition without the method. Runs that
 #: differ in images, repeats, seed or any setting are separate columns, never ranked together.
 COLUMN_KEY = [c for c in CONDITION if c not in SERIES]
